@@ -1,0 +1,241 @@
+"""The catalog: the durable record of every document, what it should look like in the index.
+
+SQLAlchemy; SQLite in the data dir by default, PostgreSQL by URL. The queue and the watcher are
+only transport: what is ``pending`` here is what still has to reach the index.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+PENDING, INDEXED, FAILED, SKIPPED, DELETED = "pending", "indexed", "failed", "skipped", "deleted"
+STATUSES = (PENDING, INDEXED, FAILED, SKIPPED, DELETED)
+
+
+class CatalogError(Exception):
+    """The catalog database cannot be opened or used."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class DocumentRow(Base):
+    __tablename__ = "documents"
+    __table_args__ = (UniqueConstraint("share", "path", name="uq_documents_share_path"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    share: Mapped[str] = mapped_column(String(200), index=True)
+    path: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: hash of the content the index holds (set only when a version is indexed)
+    content_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: the version the index holds (0: none yet)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), index=True, default=PENDING)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    filetype: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    acl: Mapped[str] = mapped_column(Text, default="[]")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
+    indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class VersionRow(Base):
+    """History: one row per version that reached the index."""
+
+    __tablename__ = "document_versions"
+
+    doc_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    chunk_count: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    id: str
+    share: str
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    version: int
+    status: str
+    error: str | None
+    chunk_count: int
+    acl: list[str]
+    attempts: int
+    updated_at: datetime
+    indexed_at: datetime | None
+
+    @classmethod
+    def of(cls, row: DocumentRow) -> DocumentRecord:
+        return cls(
+            id=row.id, share=row.share, path=row.path, size=row.size, mtime_ns=row.mtime_ns,
+            content_hash=row.content_hash, version=row.version, status=row.status, error=row.error,
+            chunk_count=row.chunk_count, acl=json.loads(row.acl or "[]"), attempts=row.attempts,
+            updated_at=row.updated_at, indexed_at=row.indexed_at,
+        )  # fmt: skip
+
+
+class Catalog:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.engine = _engine(url)
+            Base.metadata.create_all(self.engine)
+        except OperationalError as exc:
+            raise CatalogError(f"cannot open the catalog at {_safe_url(url)}: {exc.orig}") from exc
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    # -- reads -----------------------------------------------------------------------------
+    def documents(self, share: str) -> dict[str, DocumentRecord]:
+        """Every document of a share by path, in one query."""
+        with self.session() as s:
+            rows = s.scalars(select(DocumentRow).where(DocumentRow.share == share))
+            return {row.path: DocumentRecord.of(row) for row in rows}
+
+    def get(self, doc_id: str) -> DocumentRecord | None:
+        with self.session() as s:
+            row = s.get(DocumentRow, doc_id)
+            return DocumentRecord.of(row) if row else None
+
+    def find(self, share: str, path: str) -> DocumentRecord | None:
+        with self.session() as s:
+            row = s.scalars(select(DocumentRow).where(DocumentRow.share == share, DocumentRow.path == path)).first()
+            return DocumentRecord.of(row) if row else None
+
+    def counts(self) -> dict[str, int]:
+        with self.session() as s:
+            rows = s.execute(select(DocumentRow.status, func.count()).group_by(DocumentRow.status))
+            found = {status: n for status, n in rows}
+        return {status: found.get(status, 0) for status in STATUSES}
+
+    def with_status(self, status: str, limit: int | None = None) -> list[DocumentRecord]:
+        with self.session() as s:
+            query = select(DocumentRow).where(DocumentRow.status == status).order_by(DocumentRow.share, DocumentRow.path)
+            return [DocumentRecord.of(r) for r in s.scalars(query.limit(limit))]
+
+    def versions(self, doc_id: str) -> list[VersionRow]:
+        with self.session() as s:
+            return list(s.scalars(select(VersionRow).where(VersionRow.doc_id == doc_id).order_by(VersionRow.version)))
+
+    # -- writes ----------------------------------------------------------------------------
+    def upsert_seen(self, doc_id: str, share: str, path: str, size: int, mtime_ns: int, acl: list[str]) -> None:
+        """Record that a file exists and still has to be processed (status pending)."""
+        with self.session() as s:
+            row = s.get(DocumentRow, doc_id)
+            if row is None:
+                row = DocumentRow(id=doc_id, share=share, path=path, version=0, attempts=0)
+                s.add(row)
+            row.share, row.path, row.size, row.mtime_ns = share, path, size, mtime_ns
+            row.acl = json.dumps(acl)
+            row.status, row.error = PENDING, None
+
+    def mark_unchanged(self, doc_id: str, size: int, mtime_ns: int) -> None:
+        """Content hash equal to what is indexed: remember the new stat, keep the version."""
+        with self.session() as s:
+            row = _row(s, doc_id)
+            row.size, row.mtime_ns, row.status, row.error = size, mtime_ns, INDEXED, None
+
+    def mark_indexed(
+        self, doc_id: str, version: int, content_hash: str, size: int, chunk_count: int, filetype: str
+    ) -> None:
+        with self.session() as s:
+            row = _row(s, doc_id)
+            row.version, row.content_hash, row.size = version, content_hash, size
+            row.chunk_count, row.filetype = chunk_count, filetype
+            row.status, row.error, row.attempts, row.indexed_at = INDEXED, None, 0, _now()
+            if s.get(VersionRow, (doc_id, version)) is None:
+                s.add(VersionRow(doc_id=doc_id, version=version, content_hash=content_hash, size=size,
+                                 chunk_count=chunk_count))  # fmt: skip
+
+    def mark_failed(self, doc_id: str, status: str, reason: str) -> None:
+        """A permanent error (``failed``), nothing to index (``skipped``) or a transient error
+        (``pending``), with its reason. The indexed version, if any, stays as it was."""
+        with self.session() as s:
+            row = _row(s, doc_id)
+            row.status, row.error = status, reason
+            row.attempts += 1
+
+    def mark_deleted(self, doc_ids: Iterable[str]) -> None:
+        """Tombstones: the file is gone; its row stays, with its history."""
+        with self.session() as s:
+            for doc_id in doc_ids:
+                row = _row(s, doc_id)
+                row.status, row.error, row.chunk_count = DELETED, None, 0
+
+    def set_acl(self, doc_id: str, acl: list[str]) -> None:
+        with self.session() as s:
+            _row(s, doc_id).acl = json.dumps(acl)
+
+
+def _row(session: Session, doc_id: str) -> DocumentRow:
+    row = session.get(DocumentRow, doc_id)
+    if row is None:
+        raise KeyError(f"no document {doc_id} in the catalog")
+    return row
+
+
+def _engine(url: str) -> Engine:
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(conn: Any, _record: Any) -> None:
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")  # readers (status) never block the writer
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

@@ -1,0 +1,221 @@
+"""Qdrant access: the collection, versioned document writes, reuse look-ups and search."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from qdrant_client import QdrantClient, models
+
+from index.acl import Principal, acl_filter
+from index.schema import CONTENT_KEY, DENSE, INDEXED_FIELDS, METADATA_KEY, SPARSE, point_id
+from ingest.models import SparseVector
+from ingest.pipeline import StoredVectors
+
+SearchMode = Literal["hybrid", "dense", "sparse"]
+_WRITE_BATCH = 256
+
+
+class StoreError(Exception):
+    """Base of the errors of the vector store."""
+
+
+class IndexLocked(StoreError):
+    """Qdrant local mode: another process holds the index folder."""
+
+
+class ModelMismatch(StoreError):
+    """The collection was built with another embedding model or dimension."""
+
+
+class IndexUnavailable(StoreError):
+    """The Qdrant server cannot be reached (transient)."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    page_content: str
+    score: float
+    metadata: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"page_content": self.page_content, "score": self.score, "metadata": self.metadata}
+
+
+def open_client(*, path: str | None = None, url: str | None = None, api_key: str | None = None) -> QdrantClient:
+    """A client for a Qdrant server (``url``) or for local mode in ``path``."""
+    if url:
+        return QdrantClient(url=url, api_key=api_key, timeout=30)
+    try:
+        return QdrantClient(path=path)
+    except RuntimeError as exc:
+        if "already accessed" in str(exc):
+            raise IndexLocked(
+                f"the index in {path} is held by another ShareIndex process (Qdrant local mode "
+                "allows one process); stop it, or query through its API"
+            ) from exc
+        raise
+
+
+class QdrantIndex:
+    """One collection. Thread-safe: local mode is not, so every call takes a lock."""
+
+    def __init__(self, client: QdrantClient, collection: str) -> None:
+        self.client = client
+        self.collection = collection
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        with self._lock:
+            self.client.close()
+
+    # -- collection ------------------------------------------------------------------------
+    def ensure_collection(self, model: str, dimension: int) -> None:
+        """Create the collection, or check that it was built with this model and dimension."""
+        with self._lock:
+            if not self.client.collection_exists(self.collection):
+                self.client.create_collection(
+                    self.collection,
+                    vectors_config={DENSE: models.VectorParams(size=dimension, distance=models.Distance.COSINE)},
+                    sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+                    metadata={"embedding_model": model, "dimension": dimension},
+                )
+                with warnings.catch_warnings():  # local mode accepts them but warns; servers need them
+                    warnings.simplefilter("ignore", UserWarning)
+                    for field, kind in INDEXED_FIELDS.items():
+                        self.client.create_payload_index(self.collection, field, field_schema=kind)  # type: ignore[arg-type]
+                return
+            meta = self.client.get_collection(self.collection).config.metadata or {}
+        if meta.get("embedding_model") != model or meta.get("dimension") != dimension:
+            raise ModelMismatch(
+                f"collection {self.collection!r} was built with embedding model "
+                f"{meta.get('embedding_model')!r} ({meta.get('dimension')} dims), not {model!r} "
+                f"({dimension} dims); use that model, another collection, or a new data dir"
+            )
+
+    # -- writes ----------------------------------------------------------------------------
+    def upsert(self, points: Sequence[models.PointStruct]) -> None:
+        with self._lock:
+            for start in range(0, len(points), _WRITE_BATCH):
+                self.client.upsert(self.collection, points=list(points[start : start + _WRITE_BATCH]), wait=True)
+
+    def delete_versions_except(self, doc_id: str, keep_version: int) -> None:
+        """Remove every point of ``doc_id`` but those of ``keep_version`` (after it is written)."""
+        self._delete(
+            models.Filter(
+                must=[_match("metadata.doc_id", doc_id)],
+                must_not=[_match("metadata.version", keep_version)],
+            )
+        )
+
+    def delete_document(self, doc_id: str) -> None:
+        self._delete(models.Filter(must=[_match("metadata.doc_id", doc_id)]))
+
+    def _delete(self, flt: models.Filter) -> None:
+        with self._lock:
+            self.client.delete(self.collection, points_selector=models.FilterSelector(filter=flt), wait=True)
+
+    # -- reads -----------------------------------------------------------------------------
+    def stored_vectors(self, doc_id: str, version: int) -> dict[str, StoredVectors]:
+        """Vectors of a stored version keyed by chunk text hash, for reuse by the next one."""
+        flt = models.Filter(must=[_match("metadata.doc_id", doc_id), _match("metadata.version", version)])
+        out: dict[str, StoredVectors] = {}
+        for point in self._scroll(flt, with_vectors=True):
+            vectors = point.vector if isinstance(point.vector, dict) else {}
+            dense, sparse = vectors.get(DENSE), vectors.get(SPARSE)
+            if isinstance(dense, list) and isinstance(sparse, models.SparseVector):
+                meta = (point.payload or {}).get(METADATA_KEY, {})
+                out[meta["text_hash"]] = StoredVectors(
+                    tuple(dense), SparseVector(tuple(sparse.indices), tuple(sparse.values))
+                )
+        return out
+
+    def _scroll(self, flt: models.Filter, with_vectors: bool = False) -> list[models.Record]:
+        records: list[models.Record] = []
+        offset = None
+        with self._lock:
+            while True:
+                batch, offset = self.client.scroll(
+                    self.collection, scroll_filter=flt, limit=256, offset=offset, with_payload=True, with_vectors=with_vectors
+                )
+                records.extend(batch)
+                if offset is None:
+                    return records
+
+    def count(self, flt: models.Filter | None = None) -> int:
+        with self._lock:
+            return self.client.count(self.collection, count_filter=flt, exact=True).count
+
+    def document_points(self, doc_id: str) -> list[models.Record]:
+        return self._scroll(models.Filter(must=[_match("metadata.doc_id", doc_id)]))
+
+    def search(
+        self,
+        principal: Principal,
+        dense: Sequence[float],
+        sparse: SparseVector,
+        k: int = 10,
+        mode: SearchMode = "hybrid",
+    ) -> list[Hit]:
+        """Top-k chunks ``principal`` may read. The ACL filter is applied inside every prefetch."""
+        flt = acl_filter(principal)
+        sparse_q = models.SparseVector(indices=list(sparse.indices), values=list(sparse.values))
+        with self._lock:
+            if mode == "dense" or (mode == "hybrid" and not sparse.indices):
+                res = self.client.query_points(
+                    self.collection, query=list(dense), using=DENSE, query_filter=flt, limit=k, with_payload=True
+                )
+            elif mode == "sparse":
+                res = self.client.query_points(
+                    self.collection, query=sparse_q, using=SPARSE, query_filter=flt, limit=k, with_payload=True
+                )
+            else:
+                res = self.client.query_points(
+                    self.collection,
+                    prefetch=[
+                        models.Prefetch(query=list(dense), using=DENSE, filter=flt, limit=k * 4),
+                        models.Prefetch(query=sparse_q, using=SPARSE, filter=flt, limit=k * 4),
+                    ],
+                    query=models.FusionQuery(fusion=models.Fusion.RRF),
+                    query_filter=flt,
+                    limit=k,
+                    with_payload=True,
+                )
+        return [
+            Hit(
+                page_content=(p.payload or {}).get(CONTENT_KEY, ""),
+                score=float(p.score),
+                metadata=(p.payload or {}).get(METADATA_KEY, {}),
+            )
+            for p in res.points
+        ]
+
+    def set_acl(self, doc_id: str, acl: list[str], acl_deny: list[str]) -> None:
+        """Permission change: rewrite the ACL of every point of the document in place."""
+        with self._lock:
+            self.client.set_payload(
+                self.collection,
+                payload={"acl": acl, "acl_deny": acl_deny},
+                key=METADATA_KEY,
+                points=models.FilterSelector(filter=models.Filter(must=[_match("metadata.doc_id", doc_id)])),
+                wait=True,
+            )
+
+
+def _match(key: str, value: str | int) -> models.FieldCondition:
+    return models.FieldCondition(key=key, match=models.MatchValue(value=value))
+
+
+def make_point(doc_id: str, version: int, chunk_index: int, text: str, dense: Sequence[float],
+               sparse: SparseVector, metadata: dict[str, Any]) -> models.PointStruct:
+    return models.PointStruct(
+        id=point_id(doc_id, version, chunk_index),
+        vector={
+            DENSE: list(dense),
+            SPARSE: models.SparseVector(indices=list(sparse.indices), values=list(sparse.values)),
+        },
+        payload={CONTENT_KEY: text, METADATA_KEY: metadata},
+    )

@@ -1,0 +1,74 @@
+"""The ingest error tree.
+
+``PermanentError``: the input itself is bad; retrying cannot help, the document is recorded as
+``failed`` (or ``skipped``) with the message as its reason.
+``TransientError``: something outside the document failed (a service, a busy resource); the
+document stays pending and is retried.
+"""
+
+from __future__ import annotations
+
+
+class IngestError(Exception):
+    """Base of every error a stage raises on purpose."""
+
+    #: catalog status for documents that end with this error
+    status = "failed"
+
+
+class PermanentError(IngestError):
+    """Bad input: retrying the same bytes gives the same error."""
+
+
+class TransientError(IngestError):
+    """An outage or a race: the same bytes may succeed later."""
+
+
+class SkippedDocument(PermanentError):
+    """Not an error in the file, just nothing to index (empty, unsupported, special file)."""
+
+    status = "skipped"
+
+
+class EmptyDocument(SkippedDocument):
+    """The file has no bytes, or parsing found no text in it."""
+
+
+class UnsupportedType(SkippedDocument):
+    """No parser handles this file type."""
+
+
+class NotARegularFile(SkippedDocument):
+    """A FIFO, socket, device, directory or symlink: never opened."""
+
+
+class OutsideShare(SkippedDocument):
+    """The path resolves outside its share root (symlink or ``..``): never opened."""
+
+
+class TooLarge(PermanentError):
+    """The file is over the configured size limit."""
+
+
+class DecompressionBomb(PermanentError):
+    """A compressed container (an Office file) would expand past the configured limit."""
+
+
+class EncryptedDocument(PermanentError):
+    """The document is password-protected."""
+
+
+class CorruptDocument(PermanentError):
+    """The bytes are not a valid document of the type its name claims."""
+
+
+class ParseTimeout(PermanentError):
+    """The parser ran past the per-document time limit and was stopped."""
+
+
+class ParserCrashed(PermanentError):
+    """The parser process died (killed by the memory limit, or a crash in native code)."""
+
+
+class FileChanged(TransientError):
+    """The file changed or vanished while it was being read."""

@@ -1,0 +1,90 @@
+"""Data that flows between the stages. Frozen, picklable (it crosses process boundaries)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+ElementKind = Literal["title", "text", "list_item", "table", "code", "image_caption"]
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One file of a share, as the scanner saw it. ``path`` is relative to ``root``, POSIX style."""
+
+    share: str
+    root: str
+    path: str
+    size: int
+    mtime_ns: int
+
+    @property
+    def abspath(self) -> str:
+        return f"{self.root.rstrip('/')}/{self.path}"
+
+    @property
+    def extension(self) -> str:
+        name = self.path.rsplit("/", 1)[-1]
+        return name.rsplit(".", 1)[-1].lower() if "." in name else ""
+
+
+@dataclass(frozen=True)
+class Element:
+    """One structural piece of a parsed document."""
+
+    kind: ElementKind
+    text: str
+    page_number: int | None = None
+    #: for tables: the rows, first row the header, each a list of cell texts
+    rows: tuple[tuple[str, ...], ...] | None = None
+
+
+@dataclass(frozen=True)
+class ParsedDocument:
+    """What the parse stage returns: the elements and the hash of exactly the bytes parsed."""
+
+    content_hash: str
+    size: int
+    elements: tuple[Element, ...]
+    filetype: str
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of text sized for the embedding model, with where it came from."""
+
+    index: int
+    text: str
+    kind: ElementKind
+    page_numbers: tuple[int, ...] = ()
+    section: str | None = None
+    kinds: tuple[ElementKind, ...] = ()
+    token_count: int = 0
+
+    @property
+    def page_number(self) -> int | None:
+        return self.page_numbers[0] if self.page_numbers else None
+
+
+@dataclass(frozen=True)
+class SparseVector:
+    indices: tuple[int, ...]
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class EmbeddedChunk:
+    chunk: Chunk
+    dense: tuple[float, ...]
+    sparse: SparseVector
+    text_hash: str
+    reused: bool = False
+
+
+@dataclass(frozen=True)
+class PreparedDocument:
+    """A document parsed and chunked, ready for embedding."""
+
+    source: SourceFile
+    parsed: ParsedDocument
+    chunks: tuple[Chunk, ...] = field(default=())

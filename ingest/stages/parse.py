@@ -1,0 +1,232 @@
+"""Parse stage: bytes of one file -> structural elements, through unstructured.
+
+Each format goes to its own unstructured partitioner (no guessing from content: a junk file named
+``.docx`` must fail as a bad DOCX, not be parsed as something else). Generic JSON, which
+unstructured only reads in its own serialisation, is flattened here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ingest.errors import (
+    CorruptDocument,
+    EmptyDocument,
+    IngestError,
+    ParserCrashed,
+    UnsupportedType,
+)
+from ingest.guards import ZIP_FORMATS, check_pdf, check_zip_container, decode_text, read_file_in_share
+from ingest.models import Element, ElementKind, ParsedDocument, SourceFile
+from ingest.text import is_cjk, normalize_space
+
+FORMATS: dict[str, str] = {
+    "txt": "txt", "text": "txt", "log": "txt",
+    "md": "md", "markdown": "md",
+    "html": "html", "htm": "html",
+    "pdf": "pdf",
+    "docx": "docx", "pptx": "pptx", "xlsx": "xlsx",
+    "csv": "csv", "tsv": "csv",
+    "eml": "eml",
+    "json": "json",
+}  # fmt: skip
+
+_KINDS: dict[str, ElementKind] = {
+    "Title": "title",
+    "ListItem": "list_item",
+    "Table": "table",
+    "CodeSnippet": "code",
+}
+# Page furniture and non-text elements: repeated on every page or empty of meaning.
+_DROP = frozenset({"Header", "Footer", "PageNumber", "PageBreak", "Image", "Picture"})
+
+
+@dataclass(frozen=True)
+class ParseOptions:
+    max_file_bytes: int = 100 * 1024 * 1024
+    max_uncompressed_bytes: int = 1024 * 1024 * 1024
+    languages: tuple[str, ...] = ("eng", "jpn")
+
+
+def filetype_of(source: SourceFile) -> str:
+    filetype = FORMATS.get(source.extension)
+    if filetype is None:
+        ext = f".{source.extension}" if source.extension else "no extension"
+        raise UnsupportedType(f"unsupported file type ({ext})")
+    return filetype
+
+
+def parse(source: SourceFile, options: ParseOptions) -> ParsedDocument:
+    """Read and parse one file; raises an IngestError subclass on bad input."""
+    filetype = filetype_of(source)
+    data = read_file_in_share(source.root, source.path, options.max_file_bytes)
+    content_hash = hashlib.sha256(data).hexdigest()
+    elements = tuple(parse_bytes(data, filetype, options))
+    if not elements:
+        raise EmptyDocument(_no_text_reason(data, filetype))
+    return ParsedDocument(content_hash=content_hash, size=len(data), elements=elements, filetype=filetype)
+
+
+def parse_bytes(data: bytes, filetype: str, options: ParseOptions) -> list[Element]:
+    if filetype in ZIP_FORMATS:
+        check_zip_container(data, filetype, options.max_uncompressed_bytes)
+    if filetype == "pdf":
+        check_pdf(data)
+    if filetype == "json":
+        return list(_json_elements(decode_text(data)))
+    try:
+        raw = _PARTITIONERS[filetype](data, options)
+    except IngestError:
+        raise
+    except MemoryError as exc:
+        raise ParserCrashed("the parser ran out of memory") from exc
+    except Exception as exc:
+        raise CorruptDocument(f"{filetype.upper()} parser failed: {type(exc).__name__}: {exc}") from exc
+    return [el for el in (_convert(e) for e in raw) if el is not None]
+
+
+def _no_text_reason(data: bytes, filetype: str) -> str:
+    if filetype == "pdf":
+        pages = check_pdf(data)
+        return f"no text layer in {pages} PDF page(s) (a scan?); OCR is not enabled"
+    return f"no text found in this {filetype.upper()} file"
+
+
+def _partition_text(data: bytes, options: ParseOptions) -> list[Any]:
+    from unstructured.partition.text import partition_text
+
+    return partition_text(text=decode_text(data), languages=list(options.languages))
+
+
+def _partition_md(data: bytes, options: ParseOptions) -> list[Any]:
+    from unstructured.partition.md import partition_md
+
+    return partition_md(text=decode_text(data), languages=list(options.languages))
+
+
+def _partition_html(data: bytes, options: ParseOptions) -> list[Any]:
+    from unstructured.partition.html import partition_html
+
+    return partition_html(text=decode_text(data), languages=list(options.languages))
+
+
+def _partition_pdf(data: bytes, options: ParseOptions) -> list[Any]:
+    from unstructured.partition.pdf import partition_pdf
+
+    return partition_pdf(file=io.BytesIO(data), strategy="fast", languages=list(options.languages))
+
+
+def _partition_docx(data: bytes, options: ParseOptions) -> list[Any]:
+    from unstructured.partition.docx import partition_docx
+
+    return partition_docx(file=io.BytesIO(data), languages=list(options.languages))
+
+
+def _partition_pptx(data: bytes, options: ParseOptions) -> list[Any]:
+    from unstructured.partition.pptx import partition_pptx
+
+    return partition_pptx(file=io.BytesIO(data), languages=list(options.languages))
+
+
+def _partition_xlsx(data: bytes, options: ParseOptions) -> list[Any]:
+    from unstructured.partition.xlsx import partition_xlsx
+
+    return partition_xlsx(file=io.BytesIO(data), languages=list(options.languages))
+
+
+def _partition_csv(data: bytes, options: ParseOptions) -> list[Any]:
+    from unstructured.partition.csv import partition_csv
+
+    text = decode_text(data)
+    return partition_csv(file=io.BytesIO(text.encode("utf-8")), languages=list(options.languages))
+
+
+def _partition_eml(data: bytes, options: ParseOptions) -> list[Any]:
+    from unstructured.partition.email import partition_email
+
+    return partition_email(file=io.BytesIO(data), languages=list(options.languages))
+
+
+_PARTITIONERS: dict[str, Callable[[bytes, ParseOptions], list[Any]]] = {
+    "txt": _partition_text,
+    "md": _partition_md,
+    "html": _partition_html,
+    "pdf": _partition_pdf,
+    "docx": _partition_docx,
+    "pptx": _partition_pptx,
+    "xlsx": _partition_xlsx,
+    "csv": _partition_csv,
+    "eml": _partition_eml,
+}
+
+
+def _convert(raw: Any) -> Element | None:
+    category = getattr(raw, "category", type(raw).__name__)
+    if category in _DROP:
+        return None
+    text = normalize_space(str(getattr(raw, "text", "") or ""))
+    if not text:
+        return None
+    kind = _KINDS.get(category, "text")
+    page = getattr(raw.metadata, "page_number", None)
+    if kind == "table":
+        rows = table_rows(getattr(raw.metadata, "text_as_html", None))
+        if rows:
+            return Element(kind="table", text=text, page_number=page, rows=rows)
+        kind = "text"
+    if kind == "title" and not _looks_like_title(text):
+        kind = "text"
+    return Element(kind=kind, text=text, page_number=page)
+
+
+def _looks_like_title(text: str) -> bool:
+    """unstructured calls any short unspaced run a title, which is every Japanese paragraph."""
+    if "\n" in text:
+        return False
+    if is_cjk(text):
+        return len(text) <= 40 and not text.endswith(("。", "！", "？"))
+    return len(text) <= 200
+
+
+def table_rows(html: str | None) -> tuple[tuple[str, ...], ...] | None:
+    """Cell texts per row from unstructured's ``text_as_html``."""
+    if not html:
+        return None
+    import lxml.html
+
+    try:
+        tree = lxml.html.fromstring(html)
+    except Exception:
+        return None
+    rows = []
+    for tr in tree.iter("tr"):
+        cells = tuple(normalize_space(td.text_content()).replace("\n", " ") for td in tr if td.tag in ("td", "th"))
+        if any(cells):
+            rows.append(cells)
+    return tuple(rows) or None
+
+
+def _json_elements(text: str) -> Iterator[Element]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CorruptDocument(f"not valid JSON: {exc}") from exc
+    lines = [f"{key}: {val}" if key else val for key, val in _flatten(value, "")]
+    if lines:
+        yield Element(kind="text", text="\n".join(lines))
+
+
+def _flatten(value: Any, prefix: str) -> Iterator[tuple[str, str]]:
+    if isinstance(value, dict):
+        for key, val in value.items():
+            yield from _flatten(val, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, list):
+        for i, val in enumerate(value):
+            yield from _flatten(val, f"{prefix}[{i}]")
+    elif value is not None and str(value).strip():
+        yield prefix, str(value)

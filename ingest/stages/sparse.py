@@ -1,0 +1,52 @@
+"""Sparse (BM25-style) vectors: term frequencies with saturation; Qdrant's IDF modifier adds IDF.
+
+Term ids are hashes of the terms, so no vocabulary is shared between processes. English words are
+lower-cased with stop words dropped; CJK runs become character bigrams, which match Japanese
+without a morphological analyser.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections import Counter
+
+from ingest.models import SparseVector
+from ingest.text import CJK_CHAR
+
+_TOKEN = re.compile(r"[0-9a-z][0-9a-z_\-.]*[0-9a-z]|[0-9a-z]|[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+")
+_STOP = frozenset(
+    "a an and are as at be but by for from has have he her his i if in into is it its of on or "
+    "our she so that the their them then there these they this to was we were what when which "
+    "who will with you your".split()
+)
+
+
+def terms(text: str) -> list[str]:
+    out: list[str] = []
+    for tok in _TOKEN.findall(text.lower()):
+        if CJK_CHAR.match(tok):
+            out.extend(tok[i : i + 2] for i in range(max(1, len(tok) - 1)))
+        elif tok not in _STOP:
+            out.append(tok)
+    return out
+
+
+def term_id(term: str) -> int:
+    return zlib.crc32(term.encode("utf-8"))
+
+
+class SparseEncoder:
+    def __init__(self, k1: float = 1.2, b: float = 0.75, avg_len: float = 120.0) -> None:
+        self.k1, self.b, self.avg_len = k1, b, avg_len
+
+    def encode_document(self, text: str) -> SparseVector:
+        counts = Counter(term_id(t) for t in terms(text))
+        length = sum(counts.values())
+        norm = self.k1 * (1 - self.b + self.b * length / self.avg_len)
+        items = sorted((tid, tf * (self.k1 + 1) / (tf + norm)) for tid, tf in counts.items())
+        return SparseVector(tuple(i for i, _ in items), tuple(v for _, v in items))
+
+    def encode_query(self, text: str) -> SparseVector:
+        ids = sorted({term_id(t) for t in terms(text)})
+        return SparseVector(tuple(ids), tuple(1.0 for _ in ids))

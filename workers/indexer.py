@@ -1,0 +1,306 @@
+"""Brings the index of a share in line with the share: the engine behind sync, run and watch.
+
+Order per document: record it as pending in the catalog (durable), parse and chunk in the parse
+pool, embed in batches across documents, write the new version's points, remove the old
+version's points, then mark it indexed. A crash anywhere leaves it pending, and redoing it writes
+the same point ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from index.acl import acl_from_mode
+from index.catalog import DELETED, FAILED, INDEXED, PENDING, SKIPPED, Catalog, DocumentRecord
+from index.schema import build_metadata, document_id
+from index.store import QdrantIndex, make_point
+from ingest.errors import IngestError, TransientError
+from ingest.guards import read_file_in_share
+from ingest.models import EmbeddedChunk, PreparedDocument, SourceFile
+from ingest.pipeline import embed
+from ingest.stages.embed import SentenceEmbedder
+from ingest.stages.sparse import SparseEncoder
+from workers.parsepool import ParsePool
+from workers.scanner import FileEntry, is_ignored, scan, stat_path
+
+log = logging.getLogger(__name__)
+
+#: parse results waiting in flight while the main thread embeds
+_WINDOW = 64
+#: embed once this many chunks are ready (cross-document batches)
+_FLUSH_CHUNKS = 256
+
+
+class Progress(Protocol):
+    def update(self, n: int = 1) -> Any: ...
+
+    def close(self) -> Any: ...
+
+
+class _NoProgress:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+ProgressFactory = Callable[[int, str], Progress]
+
+
+@dataclass
+class SyncReport:
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    moved: int = 0
+    failed: int = 0
+    skipped: int = 0
+    embedded: int = 0
+    reused: int = 0
+    seconds: float = 0.0
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    def add(self, other: SyncReport) -> None:
+        for name in ("new", "changed", "unchanged", "deleted", "moved", "failed", "skipped", "embedded", "reused", "seconds"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.failures.extend(other.failures)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "documents": {
+                "new": self.new, "changed": self.changed, "unchanged": self.unchanged,
+                "deleted": self.deleted, "moved": self.moved, "failed": self.failed, "skipped": self.skipped,
+            },
+            "chunks": {"embedded": self.embedded, "reused": self.reused},
+            "seconds": round(self.seconds, 3),
+            "failures": self.failures,
+        }  # fmt: skip
+
+
+@dataclass
+class _Work:
+    """A document to (re)process."""
+
+    share: str
+    root: str
+    entry: FileEntry
+    doc_id: str
+    acl: list[str]
+    record: DocumentRecord | None
+    kind: str  # "new" or "changed"
+
+    @property
+    def source(self) -> SourceFile:
+        e = self.entry
+        return SourceFile(self.share, self.root, e.path, e.size, e.mtime_ns)
+
+
+class Indexer:
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: QdrantIndex,
+        embedder: SentenceEmbedder,
+        pool: ParsePool,
+        *,
+        ignore: list[str],
+        max_file_bytes: int,
+        sparse: SparseEncoder | None = None,
+        progress: ProgressFactory | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.embedder = embedder
+        self.pool = pool
+        self.ignore = ignore
+        self.max_file_bytes = max_file_bytes
+        self.sparse = sparse or SparseEncoder()
+        self.progress = progress or (lambda total, desc: _NoProgress())
+        self.stop = threading.Event()
+
+    # -- entry points -------------------------------------------------------------------------
+    def sync_share(self, share: str, root: str) -> SyncReport:
+        """Reconcile a whole share with the catalog and the index."""
+        started = time.monotonic()
+        report = SyncReport()
+        known = self.catalog.documents(share)
+        work: list[_Work] = []
+        seen: set[str] = set()
+        for entry in scan(root, self.ignore):
+            seen.add(entry.path)
+            self._classify(share, root, entry, known.get(entry.path), work, report)
+        gone = [rec for path, rec in known.items() if path not in seen and rec.status != DELETED]
+        self._delete(gone, report)
+        self._process(work, report, share)
+        report.seconds = time.monotonic() - started
+        return report
+
+    def sync_paths(self, share: str, root: str, paths: Iterable[str]) -> SyncReport:
+        """Bring a few paths (from watcher events) up to date."""
+        started = time.monotonic()
+        report = SyncReport()
+        work: list[_Work] = []
+        gone: list[DocumentRecord] = []
+        for path in dict.fromkeys(paths):
+            if any(is_ignored(part, self.ignore) for part in path.split("/")):
+                continue
+            record = self.catalog.find(share, path)
+            entry = stat_path(root, path)
+            if entry is None or entry.mode & 0o170000 == 0o040000:  # gone, or now a directory
+                if record is not None and record.status != DELETED:
+                    gone.append(record)
+                continue
+            self._classify(share, root, entry, record, work, report)
+        self._delete(gone, report)
+        self._process(work, report, share)
+        report.seconds = time.monotonic() - started
+        return report
+
+    # -- planning -----------------------------------------------------------------------------
+    def _classify(
+        self, share: str, root: str, entry: FileEntry, record: DocumentRecord | None,
+        work: list[_Work], report: SyncReport,
+    ) -> None:  # fmt: skip
+        acl = acl_from_mode(entry.uid, entry.gid, entry.mode)
+        live = record is not None and record.status != DELETED
+        doc_id = record.id if record is not None else document_id(share, entry.path)
+        if entry.problem is not None:
+            if live and record.status == SKIPPED and record.error == entry.problem:
+                report.unchanged += 1
+                return
+            self.catalog.upsert_seen(doc_id, share, entry.path, entry.size, entry.mtime_ns, acl)
+            if live and record.version > 0:
+                self.store.delete_document(doc_id)
+            self._record_error(doc_id, share, entry.path, SKIPPED, entry.problem, report)
+            return
+        if live and record.status in (INDEXED, FAILED, SKIPPED) and (record.size, record.mtime_ns) == (entry.size, entry.mtime_ns):
+            report.unchanged += 1
+            self._update_acl(record, acl)
+            return
+        if live and record.status == INDEXED and record.content_hash and self._same_content(root, entry, record):
+            self.catalog.mark_unchanged(doc_id, entry.size, entry.mtime_ns)
+            report.unchanged += 1
+            self._update_acl(record, acl)
+            return
+        self.catalog.upsert_seen(doc_id, share, entry.path, entry.size, entry.mtime_ns, acl)
+        kind = "changed" if live and record.version > 0 else "new"
+        work.append(_Work(share, root, entry, doc_id, acl, record, kind))
+
+    def _same_content(self, root: str, entry: FileEntry, record: DocumentRecord) -> bool:
+        """Only the mtime moved (a touch, a copy that kept the bytes): no need to parse."""
+        try:
+            data = read_file_in_share(root, entry.path, self.max_file_bytes)
+        except (IngestError, OSError):
+            return False
+        return hashlib.sha256(data).hexdigest() == record.content_hash
+
+    def _update_acl(self, record: DocumentRecord, acl: list[str]) -> None:
+        """A permission-only change: rewrite the payload, never re-embed."""
+        if sorted(acl) != sorted(record.acl):
+            if record.status == INDEXED:
+                self.store.set_acl(record.id, acl, [])
+            self.catalog.set_acl(record.id, acl)
+
+    def _delete(self, records: list[DocumentRecord], report: SyncReport) -> None:
+        for record in records:
+            self.store.delete_document(record.id)
+            self.catalog.mark_deleted([record.id])
+            report.deleted += 1
+
+    # -- processing ---------------------------------------------------------------------------
+    def _process(self, work: list[_Work], report: SyncReport, share: str) -> None:
+        if not work:
+            return
+        bar = self.progress(len(work), share)
+        todo = deque(work)
+        inflight: deque[tuple[_Work, Future[PreparedDocument]]] = deque()
+        ready: list[tuple[_Work, PreparedDocument]] = []
+        ready_chunks = 0
+        try:
+            while (todo or inflight) and not self.stop.is_set():
+                while todo and len(inflight) < _WINDOW:
+                    item = todo.popleft()
+                    inflight.append((item, self.pool.submit(item.source)))
+                item, future = inflight.popleft()
+                outcome = self.pool.outcome(future)
+                if isinstance(outcome, IngestError):
+                    status = PENDING if isinstance(outcome, TransientError) else outcome.status
+                    self._record_error(item.doc_id, item.share, item.entry.path, status, str(outcome), report)
+                    bar.update(1)
+                    continue
+                ready.append((item, outcome))
+                ready_chunks += len(outcome.chunks)
+                if ready_chunks >= _FLUSH_CHUNKS or not (todo or inflight):
+                    self._embed_and_write(ready, report)
+                    bar.update(len(ready))
+                    ready, ready_chunks = [], 0
+            if ready:  # stopping: finish what is parsed, leave the rest pending in the catalog
+                self._embed_and_write(ready, report)
+                bar.update(len(ready))
+        finally:
+            for _, future in inflight:
+                future.cancel()
+            bar.close()
+
+    def _embed_and_write(self, ready: list[tuple[_Work, PreparedDocument]], report: SyncReport) -> None:
+        by_source = {id(doc): item for item, doc in ready}
+
+        def reuse(doc: PreparedDocument) -> Any:
+            record = by_source[id(doc)].record
+            if record is None or record.version == 0 or record.status == DELETED:
+                return {}
+            return self.store.stored_vectors(record.id, record.version)
+
+        before = self.embedder.embedded_total
+        results = embed([doc for _, doc in ready], self.embedder, self.sparse, reuse)
+        report.embedded += self.embedder.embedded_total - before
+        for (item, doc), chunks in zip(ready, results, strict=True):
+            try:
+                self._write(item, doc, chunks)
+            except Exception as exc:  # the store or the catalog failed: retry later, lose nothing
+                log.exception("writing %s/%s failed", item.share, item.entry.path)
+                self._record_error(item.doc_id, item.share, item.entry.path, PENDING,
+                                   f"could not write to the index: {type(exc).__name__}: {exc}", report)  # fmt: skip
+                continue
+            report.reused += sum(1 for c in chunks if c.reused)
+            setattr(report, item.kind, getattr(report, item.kind) + 1)
+
+    def _write(self, item: _Work, doc: PreparedDocument, chunks: list[EmbeddedChunk]) -> None:
+        record = item.record
+        previous = record.version if record else 0
+        same = previous > 0 and record is not None and record.content_hash == doc.parsed.content_hash
+        version = previous if same else previous + 1
+        points = [
+            make_point(
+                item.doc_id, version, c.chunk.index, c.chunk.text, c.dense, c.sparse,
+                build_metadata(
+                    doc_id=item.doc_id, share=item.share, path=item.entry.path, version=version,
+                    content_hash=doc.parsed.content_hash, chunk_index=c.chunk.index, chunk_count=len(chunks),
+                    kind=c.chunk.kind, kinds=list(c.chunk.kinds), page_numbers=list(c.chunk.page_numbers),
+                    section=c.chunk.section, mtime_ns=item.entry.mtime_ns, filetype=doc.parsed.filetype,
+                    embedding_model=self.embedder.model_name, text_hash=c.text_hash, acl=item.acl, acl_deny=[],
+                ),
+            )
+            for c in chunks
+        ]  # fmt: skip
+        self.store.upsert(points)  # the new version is complete ...
+        self.store.delete_versions_except(item.doc_id, version)  # ... before the old one goes
+        self.catalog.mark_indexed(item.doc_id, version, doc.parsed.content_hash, doc.parsed.size, len(chunks), doc.parsed.filetype)
+
+    def _record_error(self, doc_id: str, share: str, path: str, status: str, reason: str, report: SyncReport) -> None:
+        self.catalog.mark_failed(doc_id, status, reason)
+        if status == SKIPPED:
+            report.skipped += 1
+        else:
+            report.failed += 1
+            report.failures.append({"share": share, "path": path, "status": status, "reason": reason})

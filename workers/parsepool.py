@@ -1,0 +1,105 @@
+"""Parsing in separate processes: overlaps with embedding, and contains bad files.
+
+Each parse process has an address-space limit (a decompression bomb hits MemoryError or dies,
+not the service) and each document a time limit (a parser that hangs is killed and replaced).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import resource
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+
+import pebble
+
+from ingest.errors import IngestError, ParserCrashed, ParseTimeout
+from ingest.models import PreparedDocument, SourceFile
+from ingest.stages.chunk import ChunkOptions, DocumentChunker, HFTokenCounter
+from ingest.stages.parse import ParseOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ParseJob:
+    parse: ParseOptions
+    chunk: ChunkOptions
+    tokenizer_file: str
+    memory_mb: int
+
+
+_chunker: DocumentChunker | None = None
+_job: ParseJob | None = None
+
+
+def _init_worker(job: ParseJob) -> None:
+    global _chunker, _job
+    from ingest import nlp_fallback
+    from workers.offline import enforce_offline
+
+    enforce_offline()
+    limit = job.memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    nlp_fallback.install()
+    _chunker = DocumentChunker(HFTokenCounter(job.tokenizer_file), job.chunk)
+    _job = job
+
+
+def _prepare(source: SourceFile) -> PreparedDocument:
+    from ingest.pipeline import prepare
+
+    assert _chunker is not None and _job is not None, "parse worker not initialised"
+    try:
+        return prepare(source, _job.parse, _chunker)
+    except MemoryError as exc:
+        raise ParserCrashed(f"the parser exceeded the memory limit of {_job.memory_mb} MB") from exc
+
+
+def _warm() -> int:
+    """Import the parsers ahead of the first document (seconds of imports)."""
+    import unstructured.partition.docx  # noqa: F401
+    import unstructured.partition.html  # noqa: F401
+    import unstructured.partition.pdf  # noqa: F401
+
+    return 0
+
+
+class ParsePool:
+    def __init__(self, job: ParseJob, workers: int, timeout_s: float) -> None:
+        self.job = job
+        self.timeout_s = timeout_s
+        self._pool = pebble.ProcessPool(
+            max_workers=workers,
+            max_tasks=500,  # recycle: parsers leak
+            initializer=_init_worker,
+            initargs=(job,),
+            context=multiprocessing.get_context("spawn"),
+        )
+        for _ in range(workers):
+            self._pool.schedule(_warm)
+
+    def submit(self, source: SourceFile) -> Future[PreparedDocument]:
+        return self._pool.schedule(_prepare, args=(source,), timeout=self.timeout_s)
+
+    def outcome(self, future: Future[PreparedDocument]) -> PreparedDocument | IngestError:
+        """The prepared document, or the IngestError that says why there is none."""
+        try:
+            return future.result()
+        except IngestError as exc:
+            return exc
+        except FutureTimeout:
+            return ParseTimeout(f"parsing took longer than the limit of {self.timeout_s:g} s and was stopped")
+        except pebble.ProcessExpired as exc:
+            return ParserCrashed(f"the parser process died (exit code {exc.exitcode}); memory limit {self.job.memory_mb} MB")
+        except MemoryError:
+            return ParserCrashed(f"the parser exceeded the memory limit of {self.job.memory_mb} MB")
+        except Exception as exc:  # a bug or a library failure: record it on this document only
+            log.exception("unexpected error while parsing %s", future)
+            return ParserCrashed(f"unexpected parser error: {type(exc).__name__}: {exc}")
+
+    def close(self) -> None:
+        self._pool.stop()
+        self._pool.join(timeout=10)

@@ -1,0 +1,104 @@
+"""Builds the components from the settings, once per process, and closes them in order."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from index.catalog import Catalog
+from index.store import QdrantIndex, open_client
+from ingest.stages.chunk import ChunkOptions
+from ingest.stages.embed import SentenceEmbedder, model_max_tokens, tokenizer_file
+from ingest.stages.parse import ParseOptions
+from ingest.stages.sparse import SparseEncoder
+from workers.indexer import Indexer, ProgressFactory
+from workers.parsepool import ParseJob, ParsePool
+from workers.settings import ConfigError, Settings, prepare_data_dir
+
+log = logging.getLogger(__name__)
+_MB = 1024 * 1024
+
+
+def make_embedder(settings: Settings) -> SentenceEmbedder:
+    return SentenceEmbedder(
+        settings.embedding_model,
+        device=settings.embedding_device,
+        batch_size=settings.embedding_batch_size,
+        threads=settings.embedding_threads,
+        query_prefix=settings.query_prefix,
+        passage_prefix=settings.passage_prefix,
+    )
+
+
+def open_store(settings: Settings) -> QdrantIndex:
+    prepare_data_dir(settings)
+    client = open_client(
+        path=str(settings.qdrant_path),
+        url=settings.qdrant_url,
+        api_key=settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
+    )
+    return QdrantIndex(client, settings.collection)
+
+
+def open_catalog(settings: Settings) -> Catalog:
+    prepare_data_dir(settings)
+    return Catalog(settings.catalog)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    catalog: Catalog
+    store: QdrantIndex
+    embedder: SentenceEmbedder
+    pool: ParsePool
+    indexer: Indexer
+
+    def close(self) -> None:
+        self.pool.close()
+        self.store.close()
+        self.catalog.close()
+
+
+def open_runtime(settings: Settings, progress: ProgressFactory | None = None) -> Runtime:
+    """Everything an indexing process needs; the parse processes start warming at once."""
+    embedder = make_embedder(settings)
+    tok = tokenizer_file(embedder.model_path)
+    if tok is None:
+        raise ConfigError(f"embedding model {settings.embedding_model!r} has no tokenizer.json at {embedder.model_path}")
+    # two tokens of the model's limit go to [CLS] and [SEP]
+    max_tokens = min(settings.chunk_max_tokens, model_max_tokens(embedder.model_path) - 2)
+    if max_tokens < settings.chunk_max_tokens:
+        log.warning("chunk_max_tokens %d is over the model's limit; using %d", settings.chunk_max_tokens, max_tokens)
+    job = ParseJob(
+        parse=ParseOptions(
+            max_file_bytes=int(settings.max_file_mb * _MB),
+            max_uncompressed_bytes=int(settings.max_uncompressed_mb * _MB),
+            languages=settings.languages,
+        ),
+        chunk=ChunkOptions(max_tokens=max_tokens),
+        tokenizer_file=tok,
+        memory_mb=settings.parse_memory_mb,
+    )
+    catalog = open_catalog(settings)
+    store = None
+    pool = None
+    try:
+        store = open_store(settings)
+        pool = ParsePool(job, settings.parse_workers, settings.parse_timeout_s)
+        embedder.warm_up()
+        store.ensure_collection(embedder.model_name, embedder.dimension)
+    except BaseException:
+        if pool:
+            pool.close()
+        if store:
+            store.close()
+        catalog.close()
+        raise
+    indexer = Indexer(
+        catalog, store, embedder, pool,
+        ignore=settings.ignore_patterns,
+        max_file_bytes=job.parse.max_file_bytes,
+        progress=progress,
+    )  # fmt: skip
+    return Runtime(settings, catalog, store, embedder, pool, indexer)

@@ -1,0 +1,159 @@
+"""The one settings object. The only module that reads the environment.
+
+Sources, highest first: command-line flags, ``SHAREINDEX_*`` environment variables, the TOML file
+(``--config FILE`` or ``SHAREINDEX_CONFIG``), defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_IGNORE = ["~$*", ".~lock.*#", "*.tmp", "*.part", "*.swp", ".DS_Store", "Thumbs.db", ".*"]
+_SHARE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class ConfigError(Exception):
+    """Bad configuration: the message is one line an operator can act on."""
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "shareindex"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHAREINDEX_", extra="forbid", validate_default=True)
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    #: share name -> root folder
+    shares: dict[str, Path] = Field(default_factory=dict)
+
+    # services (unset = embedded)
+    broker_url: str | None = None
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+    catalog_url: str | None = None
+    vlm_url: str | None = None
+    vlm_model: str | None = None
+    collection: str = "shareindex"
+
+    # embedding
+    embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    embedding_device: str = "cpu"
+    embedding_batch_size: int = Field(16, ge=1, le=4096)
+    embedding_threads: int = Field(0, ge=0, description="torch threads; 0 = all cores")
+    query_prefix: str = ""
+    passage_prefix: str = ""
+
+    # parsing and chunking
+    chunk_max_tokens: int = Field(200, ge=16, le=8192)
+    max_file_mb: float = Field(100, gt=0)
+    max_uncompressed_mb: float = Field(1024, gt=0)
+    parse_timeout_s: float = Field(120, gt=0)
+    parse_workers: int = Field(1, ge=1, le=64)
+    parse_memory_mb: int = Field(4096, ge=512)
+    ocr_languages: str = "eng+jpn"
+    ignore_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_IGNORE))
+
+    # embedded service
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8765, ge=1, le=65535)
+    debounce_s: float = Field(0.5, ge=0)
+    reconcile_interval_s: float = Field(600, gt=0)
+
+    @field_validator("shares")
+    @classmethod
+    def _check_shares(cls, shares: dict[str, Path]) -> dict[str, Path]:
+        for name, root in shares.items():
+            if not _SHARE_NAME.match(name):
+                raise ValueError(f"share name {name!r} must be letters, digits, '_', '.', '-'")
+            if not root.is_dir():
+                raise ValueError(f"share {name!r}: {root} is not a directory")
+        return {name: root.resolve() for name, root in shares.items()}
+
+    @field_validator("embedding_device")
+    @classmethod
+    def _check_device(cls, device: str) -> str:
+        if device != "cpu" and not re.match(r"^(cuda(:\d+)?|mps)$", device):
+            raise ValueError(f"embedding_device {device!r} must be cpu, cuda, cuda:N or mps")
+        return device
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    # -- derived -----------------------------------------------------------------------------
+    @property
+    def qdrant_path(self) -> Path:
+        return self.data_dir / "qdrant"
+
+    @property
+    def catalog(self) -> str:
+        return self.catalog_url or f"sqlite:///{self.data_dir / 'catalog.db'}"
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return tuple(lang for lang in self.ocr_languages.split("+") if lang)
+
+    @property
+    def embedded(self) -> bool:
+        return self.qdrant_url is None
+
+
+def parse_share(spec: str) -> tuple[str, Path]:
+    """``NAME=PATH`` from the command line."""
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise ConfigError(f"--share {spec!r}: expected NAME=PATH, for example --share docs=/srv/docs")
+    return name, Path(path).expanduser()
+
+
+def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
+    """Build and validate the settings; any problem becomes one ConfigError line."""
+    config_file = config_file or os.environ.get("SHAREINDEX_CONFIG")
+    if config_file and not Path(config_file).is_file():
+        raise ConfigError(f"config file {config_file} does not exist")
+    cls: type[Settings] = Settings
+    if config_file:
+        config = dict(Settings.model_config, toml_file=config_file)
+        cls = type("FileSettings", (Settings,), {"model_config": config})
+    try:
+        settings = cls(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        raise ConfigError(f"invalid setting {where}: {err['msg']}") from exc
+    except ValueError as exc:  # a malformed TOML file
+        raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
+    return settings
+
+
+def prepare_data_dir(settings: Settings) -> Path:
+    """Create the data dir, or explain why it is unusable."""
+    path = settings.data_dir
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"data dir {path} is not usable: {exc.strerror or exc}") from exc
+    return path
