@@ -91,6 +91,12 @@ class SentenceEmbedder:
 
         if self.threads:
             torch.set_num_threads(self.threads)
+        try:  # a progress bar per model load is noise in a service log
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        except ImportError:
+            pass
         try:
             self._model = SentenceTransformer(self.model_path, device=self.device, local_files_only=True)
         except Exception as exc:

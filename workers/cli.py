@@ -1,0 +1,247 @@
+"""``shareindex``: the command line. Exit codes: 0 ok, 1 fatal (one line on stderr), 3 some
+documents failed (recorded; everything else was indexed)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from workers.offline import enforce_offline
+
+EXIT_OK, EXIT_FATAL, EXIT_FAILED_DOCS = 0, 1, 3
+log = logging.getLogger("shareindex")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="where the catalog and the embedded index live")
+    p.add_argument("--config", help="TOML settings file (also SHAREINDEX_CONFIG)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+
+
+def _shares(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--share", action="append", default=[], metavar="NAME=PATH",
+                   help="a share to index; may repeat (default: the shares of the config file)")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shareindex", description="Keep an ACL-aware RAG index fresh from file shares.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("sync", help="reconcile shares with the index once, then exit")
+    _common(p)
+    _shares(p)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("run", help="embedded service: reconcile, watch, index, serve the query API")
+    _common(p)
+    _shares(p)
+    p.add_argument("--port", type=int, help="query API port on 127.0.0.1 (default 8765)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("search", help="top-k chunks the principal may read")
+    _common(p)
+    p.add_argument("query")
+    p.add_argument("--user", help="search as this user (default: anonymous, public documents only)")
+    p.add_argument("--group", action="append", default=[], help="a group of the user; may repeat")
+    p.add_argument("--k", type=int, default=5, help="number of hits (default 5)")
+    p.add_argument("--mode", choices=["hybrid", "dense", "sparse"], default="hybrid")
+    p.add_argument("--json", action="store_true", help="print hits as a JSON array")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("status", help="documents by status, failures with reasons, what is pending")
+    _common(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+    return parser
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Any:
+    from workers.settings import load_settings, parse_share
+
+    overrides: dict[str, Any] = {"data_dir": args.data_dir, **extra}
+    if getattr(args, "share", None):
+        overrides["shares"] = dict(parse_share(spec) for spec in args.share)
+    return load_settings(args.config, **overrides)
+
+
+def _need_shares(settings: Any) -> None:
+    from workers.settings import ConfigError
+
+    if not settings.shares:
+        raise ConfigError("no share given: use --share NAME=PATH (or 'shares' in the config file)")
+
+
+def _announce_nlp() -> None:
+    from ingest import nlp_fallback
+
+    if not nlp_fallback._spacy_model_installed():
+        print("note: spaCy model en_core_web_sm is not installed; unstructured's text classification "
+              "uses ShareIndex's offline fallback (nothing is downloaded)", file=sys.stderr)  # fmt: skip
+
+
+def _progress(total: int, desc: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="doc", file=sys.stderr, disable=not sys.stderr.isatty(), dynamic_ncols=True)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from workers.indexer import SyncReport
+    from workers.runtime import open_runtime
+
+    settings = _settings(args)
+    _need_shares(settings)
+    _announce_nlp()
+    runtime = open_runtime(settings, progress=_progress)
+    total = SyncReport()
+    try:
+        for name, root in settings.shares.items():
+            total.add(runtime.indexer.sync_share(name, str(root)))
+    finally:
+        runtime.close()
+    summary = total.to_dict()
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False, indent=2))
+    else:
+        d, c = summary["documents"], summary["chunks"]
+        print(", ".join(f"{n} {k}" for k, n in d.items()) + f"; chunks: {c['embedded']} embedded, "
+              f"{c['reused']} reused; {summary['seconds']:.1f} s")  # fmt: skip
+        for f in summary["failures"]:
+            print(f"  failed {f['share']}:{f['path']}: {f['reason']}")
+    return EXIT_FAILED_DOCS if total.failed else EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from workers.runtime import open_runtime
+    from workers.service import EmbeddedService, check_port_free
+
+    settings = _settings(args, api_port=args.port)
+    _need_shares(settings)
+    check_port_free(settings.api_host, settings.api_port)
+    _announce_nlp()
+    print("loading the embedding model and the index...", file=sys.stderr)
+    runtime = open_runtime(settings)
+    try:
+        return EmbeddedService(settings, runtime, say=lambda m: print(m, flush=True)).run()
+    finally:
+        runtime.close()
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from workers.settings import ConfigError
+
+    settings = _settings(args)
+    if args.k < 1:
+        raise ConfigError("--k must be at least 1")
+    hits = _search_via_service(settings, args)
+    if hits is None:
+        hits = _search_locally(settings, args)
+    if args.json:
+        print(json.dumps(hits, ensure_ascii=False, indent=2))
+        return EXIT_OK
+    if not hits:
+        print("no results")
+    for i, hit in enumerate(hits, 1):
+        m = hit["metadata"]
+        page = f" p.{m['page_number']}" if m.get("page_number") else ""
+        print(f"{i}. {m['share']}:{m['path']}{page} [{m['kind']}] score {hit['score']:.3f}")
+        print("   " + hit["page_content"][:300].replace("\n", "\n   "))
+    return EXIT_OK
+
+
+def _search_via_service(settings: Any, args: argparse.Namespace) -> list[dict[str, Any]] | None:
+    import httpx
+
+    from workers.service import read_service_info
+
+    info = read_service_info(settings.data_dir)
+    if info is None:
+        return None
+    token = info.get("token")
+    params: list[tuple[str, str | int]] = [("q", args.query), ("k", args.k), ("mode", args.mode)]
+    if args.user:
+        params.append(("user", args.user))
+    params += [("group", g) for g in args.group]
+    response = httpx.get(f"{info['url']}/search", params=params, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    response.raise_for_status()
+    result: list[dict[str, Any]] = response.json()
+    return result
+
+
+def _search_locally(settings: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+    from index.acl import Principal
+    from index.search import Searcher
+    from workers.runtime import make_embedder, open_store
+    from workers.settings import ConfigError
+
+    if settings.embedded and not settings.qdrant_path.exists():
+        raise ConfigError(f"no index in {settings.data_dir}: run 'shareindex sync' or 'shareindex run' first")
+    store = open_store(settings)
+    try:
+        embedder = make_embedder(settings)
+        store.ensure_collection(embedder.model_name, embedder.dimension)
+        searcher = Searcher(store, embedder)
+        principal = Principal(user=args.user, groups=tuple(args.group))
+        return [h.to_dict() for h in searcher.search(args.query, principal, k=args.k, mode=args.mode)]
+    finally:
+        store.close()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from workers.runtime import open_catalog
+    from workers.service import read_service_info
+    from workers.status import format_status, status_report
+
+    settings = _settings(args)
+    catalog = open_catalog(settings)
+    try:
+        info = read_service_info(settings.data_dir)
+        report = status_report(catalog, {"pid": info["pid"], "url": info["url"]} if info else None)
+    finally:
+        catalog.close()
+    print(json.dumps(report, ensure_ascii=False, indent=2) if args.json else format_status(report))
+    return EXIT_OK
+
+
+def _fatal_errors() -> tuple[type[BaseException], ...]:
+    from index.catalog import CatalogError
+    from index.store import StoreError
+    from ingest.stages.embed import ModelUnavailable
+    from workers.settings import ConfigError
+
+    return (ConfigError, CatalogError, StoreError, ModelUnavailable)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    enforce_offline()
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    _quiet_libraries(args.verbose)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except _fatal_errors() as exc:
+        print(f"shareindex: error: {exc}", file=sys.stderr)
+        return EXIT_FATAL
+    except KeyboardInterrupt:
+        print("shareindex: interrupted", file=sys.stderr)
+        return 130
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    import warnings
+
+    if not verbose:
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        for name in ("sentence_transformers", "transformers", "pikepdf", "httpx", "unstructured"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

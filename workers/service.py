@@ -1,0 +1,164 @@
+"""The embedded service (``shareindex run``): reconcile, watch, index, serve queries.
+
+One process holds the index (Qdrant local mode allows no other), so the query API lives here
+and other commands reach the index through it; ``service.json`` in the data dir tells them where.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import secrets
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from index.search import Searcher
+from workers.api import create_app
+from workers.indexer import SyncReport
+from workers.runtime import Runtime
+from workers.settings import ConfigError, Settings
+from workers.status import status_report
+from workers.watcher import RESCAN, Change, Debouncer, start_observer
+
+log = logging.getLogger(__name__)
+SERVICE_FILE = "service.json"
+
+
+def read_service_info(data_dir: Path) -> dict[str, Any] | None:
+    """The running service of a data dir, if its process is alive."""
+    try:
+        info = json.loads((data_dir / SERVICE_FILE).read_text())
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return info
+
+
+def check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"cannot serve the query API on {host}:{port}: {exc.strerror}") from exc
+
+
+class EmbeddedService:
+    def __init__(self, settings: Settings, runtime: Runtime, say: Any = print) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.say = say
+        self.stop = threading.Event()
+        self.events: queue.Queue[Change] = queue.Queue()
+        self.debouncer = Debouncer(settings.debounce_s)
+        self.shares = {name: str(root) for name, root in settings.shares.items()}
+        self.token = secrets.token_urlsafe(32)
+        self.url = f"http://{settings.api_host}:{settings.api_port}"
+        self._server: uvicorn.Server | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def run(self) -> int:
+        check_port_free(self.settings.api_host, self.settings.api_port)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        observer = start_observer(self.shares, self.events)  # before reconciling: nothing is missed
+        server_thread = self._start_api()
+        self._write_service_file()
+        try:
+            self.say(f"query API on {self.url}; watching {', '.join(f'{n}={r}' for n, r in self.shares.items())}")
+            last_reconcile = self._reconcile()
+            while not self.stop.is_set():
+                self._drain_events(timeout=0.1)
+                for share, paths in self.debouncer.due().items():
+                    if self.stop.is_set():
+                        break
+                    self._index_paths(share, paths)
+                if time.monotonic() - last_reconcile > self.settings.reconcile_interval_s:
+                    last_reconcile = self._reconcile()
+        finally:
+            self.say("stopping: finishing the current write")
+            observer.stop()
+            if self._server:
+                self._server.should_exit = True
+            observer.join(timeout=5)
+            server_thread.join(timeout=10)
+            self._remove_service_file()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        self.say("stopped cleanly")
+        return 0
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.stop.set()
+        self.runtime.indexer.stop.set()
+
+    # -- indexing -----------------------------------------------------------------------------
+    def _reconcile(self) -> float:
+        total = SyncReport()
+        for share, root in self.shares.items():
+            if self.stop.is_set():
+                break
+            total.add(self.runtime.indexer.sync_share(share, root))
+        docs = total.to_dict()["documents"]
+        self.say("reconciled: " + ", ".join(f"{n} {k}" for k, n in docs.items() if n) + f" in {total.seconds:.1f} s")
+        return time.monotonic()
+
+    def _drain_events(self, timeout: float) -> None:
+        try:
+            batch = [self.events.get(timeout=timeout)]
+        except queue.Empty:
+            return
+        while True:
+            try:
+                batch.append(self.events.get_nowait())
+            except queue.Empty:
+                break
+        self.debouncer.add(batch)
+
+    def _index_paths(self, share: str, paths: list[str]) -> None:
+        indexer = self.runtime.indexer
+        report = indexer.sync_share(share, self.shares[share]) if RESCAN in paths else indexer.sync_paths(share, self.shares[share], paths)
+        for failure in report.failures:
+            log.warning("%s:%s %s: %s", failure["share"], failure["path"], failure["status"], failure["reason"])
+        changes = {k: n for k, n in report.to_dict()["documents"].items() if n and k != "unchanged"}
+        if changes:
+            self.say(f"{share}: " + ", ".join(f"{n} {k}" for k, n in changes.items()))
+
+    # -- query API ----------------------------------------------------------------------------
+    def _start_api(self) -> threading.Thread:
+        searcher = Searcher(self.runtime.store, self.runtime.embedder)
+        app = create_app(searcher, lambda: status_report(self.runtime.catalog, self._info()), self.token)
+        config = uvicorn.Config(app, host=self.settings.api_host, port=self.settings.api_port,
+                                log_level="warning", lifespan="off")  # fmt: skip
+        self._server = uvicorn.Server(config)
+        thread = threading.Thread(target=self._server.run, name="query-api", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not self._server.started:
+            raise ConfigError(f"the query API did not start on {self.url}")
+        return thread
+
+    def _info(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "url": self.url}
+
+    def _write_service_file(self) -> None:
+        path = self.settings.data_dir / SERVICE_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({**self._info(), "token": self.token}, fh)
+
+    def _remove_service_file(self) -> None:
+        path = self.settings.data_dir / SERVICE_FILE
+        info = read_service_info(self.settings.data_dir)
+        if info is None or info.get("pid") == os.getpid():
+            path.unlink(missing_ok=True)

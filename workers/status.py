@@ -1,0 +1,50 @@
+"""What the catalog says: documents by status, failures with reasons, what is pending."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from index.catalog import FAILED, PENDING, SKIPPED, Catalog, DocumentRecord
+
+_LIST_LIMIT = 1000
+
+
+def _item(rec: DocumentRecord) -> dict[str, Any]:
+    return {
+        "share": rec.share,
+        "path": rec.path,
+        "reason": rec.error,
+        "attempts": rec.attempts,
+        "version": rec.version,
+        "updated_at": rec.updated_at.isoformat(timespec="seconds") if rec.updated_at else None,
+    }
+
+
+def status_report(catalog: Catalog, service: dict[str, Any] | None = None) -> dict[str, Any]:
+    skipped = catalog.with_status(SKIPPED, _LIST_LIMIT)
+    return {
+        "documents": catalog.counts(),
+        "failed": [_item(r) for r in catalog.with_status(FAILED, _LIST_LIMIT)],
+        "pending": [_item(r) for r in catalog.with_status(PENDING, _LIST_LIMIT)],
+        "skipped": [_item(r) for r in skipped],
+        "skipped_by_reason": dict(Counter(r.error or "" for r in skipped).most_common()),
+        "service": service,
+    }
+
+
+def format_status(report: dict[str, Any]) -> str:
+    docs = report["documents"]
+    lines = ["documents: " + ", ".join(f"{n} {status}" for status, n in docs.items())]
+    service = report.get("service")
+    lines.append(f"service: running (pid {service['pid']}, {service['url']})" if service else "service: not running")
+    if report["pending"]:
+        lines.append(f"pending ({docs['pending']}):")
+        lines += [f"  {d['share']}:{d['path']}" + (f"  ({d['reason']})" if d["reason"] else "") for d in report["pending"]]
+    if report["failed"]:
+        lines.append(f"failed ({docs['failed']}):")
+        lines += [f"  {d['share']}:{d['path']}: {d['reason']}" for d in report["failed"]]
+    if report["skipped_by_reason"]:
+        lines.append(f"skipped ({docs['skipped']}):")
+        lines += [f"  {n} x {reason}" for reason, n in report["skipped_by_reason"].items()]
+    return "\n".join(lines)
