@@ -51,6 +51,7 @@ def build_fallback() -> Any:
     """A spaCy pipeline that needs no downloaded weights."""
     import spacy
     from spacy.language import Language
+    from spacy.util import compile_infix_regex, compile_suffix_regex
 
     if _COMPONENT not in Language.factories:
 
@@ -61,6 +62,10 @@ def build_fallback() -> Any:
             return doc
 
     nlp = spacy.blank("xx")
+    # Japanese has no spaces: make 。！？ tokens of their own so the sentencizer sees them.
+    cjk_end = r"[。！？]"
+    nlp.tokenizer.infix_finditer = compile_infix_regex([*nlp.Defaults.infixes, cjk_end]).finditer
+    nlp.tokenizer.suffix_search = compile_suffix_regex([*nlp.Defaults.suffixes, cjk_end]).search
     nlp.add_pipe("sentencizer", config={"punct_chars": [".", "!", "?", "。", "！", "？"]})
     nlp.add_pipe(_COMPONENT)
     return nlp

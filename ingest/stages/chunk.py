@@ -39,9 +39,15 @@ class HFTokenCounter:
     def cut(self, text: str, max_tokens: int) -> list[str]:
         offsets = self._tok.encode(text, add_special_tokens=False).offsets
         pieces = []
-        for start in range(0, len(offsets), max_tokens):
-            window = offsets[start : start + max_tokens]
-            pieces.append(text[window[0][0] : window[-1][1]].strip())
+        start = 0
+        while start < len(offsets):
+            end = min(start + max_tokens, len(offsets))
+            if end < len(offsets):
+                # back up to a token that starts a word, so no word is cut in two
+                word_start = next((j for j in range(end, start, -1) if offsets[j][0] > offsets[j - 1][1]), end)
+                end = word_start
+            pieces.append(text[offsets[start][0] : offsets[end - 1][1]].strip())
+            start = end
         return [p for p in pieces if p]
 
 

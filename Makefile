@@ -1,0 +1,55 @@
+# ShareIndex: `make run` indexes a share and keeps it fresh; `make test` runs the test suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEB_PACKAGES := tesseract-ocr tesseract-ocr-jpn tesseract-ocr-jpn-vert poppler-utils libmagic1 acl
+SHARE ?= demo=$(CURDIR)/demo/share
+DATA_DIR ?= $(CURDIR)/.data
+PORT ?= 8765
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export DO_NOT_TRACK := 1
+
+.PHONY: install deb run sync test bench lint clean
+
+install: $(STAMP)
+
+# Debian packages (OCR, PDF tools, libmagic, ACL tools) when run as root and missing.
+deb:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then echo "Debian packages present"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "warning: not root, cannot install: $$missing (run: sudo apt-get install $$missing)"; fi
+
+# torch first, pinned to the CPU build: anything unpinned pulls gigabytes of CUDA wheels.
+# unstructured-inference brings a CUDA torchvision that cannot import here; nothing needs it.
+$(STAMP): pyproject.toml constraints.txt
+	@$(MAKE) --no-print-directory deb
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/pip uninstall -q -y torchvision 2>/dev/null || true
+	touch $(STAMP)
+
+run: install
+	$(BIN)/shareindex run --share $(SHARE) --data-dir $(DATA_DIR) --port $(PORT)
+
+sync: install
+	$(BIN)/shareindex sync --share $(SHARE) --data-dir $(DATA_DIR)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python -m bench.bench_sync --out bench-results/sync.json
+
+lint: install
+	$(BIN)/ruff check ingest index workers tests bench
+	$(BIN)/ruff format --check ingest index workers tests bench
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .data bench-results .pytest_cache .mypy_cache .ruff_cache

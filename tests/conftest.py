@@ -1,0 +1,66 @@
+"""Shared fixtures. Real services only: PostgreSQL at 127.0.0.1:5432 (skipped locally when it is
+down, a failure in CI), Qdrant in local mode, the packaged embedding model."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from workers.offline import enforce_offline
+
+enforce_offline()
+
+PG_ADMIN_URL = os.environ.get("SHAREINDEX_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def model_path() -> str:
+    from ingest.stages.embed import resolve_model_path
+
+    return resolve_model_path("sentence-transformers/all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def token_counter(model_path: str):
+    from ingest.stages.chunk import HFTokenCounter
+
+    return HFTokenCounter(os.path.join(model_path, "tokenizer.json"))
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from ingest.stages.embed import SentenceEmbedder
+
+    emb = SentenceEmbedder()
+    emb.warm_up()
+    return emb
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    psycopg = pytest.importorskip("psycopg")
+    name = f"shareindex_test_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI: {exc}")
+        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def share(tmp_path: Path) -> Path:
+    root = tmp_path / "share"
+    root.mkdir()
+    return root

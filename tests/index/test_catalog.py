@@ -1,0 +1,90 @@
+"""One contract suite, run against SQLite and against the local PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from index.catalog import DELETED, FAILED, INDEXED, PENDING, SKIPPED, Catalog, CatalogError
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
+    if request.param == "sqlite":
+        cat = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+    else:
+        cat = Catalog(request.getfixturevalue("postgres_url"))
+        with cat.session() as s:  # one database for the session: start each test empty
+            s.execute(text("DELETE FROM document_versions"))
+            s.execute(text("DELETE FROM documents"))
+    yield cat
+    cat.close()
+
+
+def test_a_seen_document_is_pending_with_its_stat_and_acl(catalog: Catalog) -> None:
+    catalog.upsert_seen("d1", "docs", "a/b.txt", 10, 123, ["user:alice", "everyone"])
+    rec = catalog.find("docs", "a/b.txt")
+    assert rec is not None
+    assert (rec.id, rec.size, rec.mtime_ns, rec.status, rec.version) == ("d1", 10, 123, PENDING, 0)
+    assert rec.acl == ["user:alice", "everyone"]
+    assert catalog.documents("docs") == {"a/b.txt": rec}
+    assert catalog.documents("other") == {}
+
+
+def test_indexing_records_version_history(catalog: Catalog) -> None:
+    catalog.upsert_seen("d1", "docs", "x.md", 10, 1, [])
+    catalog.mark_indexed("d1", 1, "h1", 10, 3, "md")
+    catalog.upsert_seen("d1", "docs", "x.md", 12, 2, [])
+    catalog.mark_indexed("d1", 2, "h2", 12, 4, "md")
+    rec = catalog.get("d1")
+    assert rec is not None
+    assert (rec.status, rec.version, rec.content_hash, rec.chunk_count) == (INDEXED, 2, "h2", 4)
+    assert rec.indexed_at is not None
+    assert [(v.version, v.content_hash, v.chunk_count) for v in catalog.versions("d1")] == [(1, "h1", 3), (2, "h2", 4)]
+    catalog.mark_indexed("d1", 2, "h2", 12, 4, "md")  # idempotent: no duplicate history row
+    assert len(catalog.versions("d1")) == 2
+
+
+def test_failure_keeps_the_indexed_version_and_records_the_reason(catalog: Catalog) -> None:
+    catalog.upsert_seen("d1", "docs", "x.pdf", 10, 1, [])
+    catalog.mark_indexed("d1", 1, "h1", 10, 3, "pdf")
+    catalog.upsert_seen("d1", "docs", "x.pdf", 11, 2, [])
+    catalog.mark_failed("d1", FAILED, "password-protected PDF")
+    rec = catalog.get("d1")
+    assert rec is not None
+    assert (rec.status, rec.error, rec.version, rec.content_hash, rec.attempts) == (
+        FAILED, "password-protected PDF", 1, "h1", 1,
+    )  # fmt: skip
+    assert [r.path for r in catalog.with_status(FAILED)] == ["x.pdf"]
+
+
+def test_counts_cover_every_status(catalog: Catalog) -> None:
+    for i, status in enumerate([INDEXED, INDEXED, FAILED, SKIPPED]):
+        catalog.upsert_seen(f"d{i}", "docs", f"{i}.txt", 1, 1, [])
+        if status == INDEXED:
+            catalog.mark_indexed(f"d{i}", 1, "h", 1, 1, "txt")
+        else:
+            catalog.mark_failed(f"d{i}", status, "why")
+    catalog.upsert_seen("d9", "docs", "9.txt", 1, 1, [])
+    catalog.mark_deleted(["d0"])
+    assert catalog.counts() == {PENDING: 1, INDEXED: 1, FAILED: 1, SKIPPED: 1, DELETED: 1}
+
+
+def test_deleted_documents_stay_as_tombstones(catalog: Catalog) -> None:
+    catalog.upsert_seen("d1", "docs", "gone.txt", 1, 1, ["everyone"])
+    catalog.mark_indexed("d1", 1, "h", 1, 2, "txt")
+    catalog.mark_deleted(["d1"])
+    rec = catalog.find("docs", "gone.txt")
+    assert rec is not None and rec.status == DELETED and rec.version == 1
+    assert len(catalog.versions("d1")) == 1
+
+
+def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="cannot open the catalog"):
+        Catalog("postgresql://nobody:secret@127.0.0.1:1/none")
+    with pytest.raises(CatalogError, match=r"\*\*\*@127.0.0.1:1") as info:
+        Catalog("postgresql://nobody:secret@127.0.0.1:1/none")
+    assert "secret" not in str(info.value)
