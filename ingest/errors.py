@@ -62,6 +62,10 @@ class CorruptDocument(PermanentError):
     """The bytes are not a valid document of the type its name claims."""
 
 
+class Unreadable(PermanentError):
+    """The file exists but cannot be opened (permissions, I/O error)."""
+
+
 class ParseTimeout(PermanentError):
     """The parser ran past the per-document time limit and was stopped."""
 

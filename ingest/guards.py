@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
@@ -16,6 +17,7 @@ from ingest.errors import (
     NotARegularFile,
     OutsideShare,
     TooLarge,
+    Unreadable,
 )
 
 ZIP_FORMATS = frozenset({"docx", "pptx", "xlsx"})
@@ -60,9 +62,15 @@ def read_file_in_share(root: str, relpath: str, max_bytes: int) -> bytes:
     except FileNotFoundError as exc:
         raise FileChanged("the file disappeared before it could be read") from exc
     except OSError as exc:
-        if exc.errno == 40:  # ELOOP: the last component is a symlink
+        if exc.errno == errno.ELOOP:  # the last component is a symlink
             raise OutsideShare("symbolic link; links are not followed") from exc
-        raise
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            mode = stat.S_IFREG
+        if not stat.S_ISREG(mode):  # a socket answers open() with ENXIO
+            raise NotARegularFile(f"{describe_mode(mode)}, not a regular file; never opened") from exc
+        raise Unreadable(f"cannot read the file: {exc.strerror}") from exc
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

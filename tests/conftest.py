@@ -4,6 +4,8 @@ down, a failure in CI), Qdrant in local mode, the packaged embedding model."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,3 +66,15 @@ def share(tmp_path: Path) -> Path:
     root = tmp_path / "share"
     root.mkdir()
     return root
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the real ``shareindex`` command in a child process."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args], capture_output=True, text=True, timeout=timeout, env=full_env
+    )
+
+
+#: limits the bad corpus is written against (tests/corpus.py)
+CORPUS_ENV = {"SHAREINDEX_MAX_FILE_MB": "1", "SHAREINDEX_MAX_UNCOMPRESSED_MB": "50"}

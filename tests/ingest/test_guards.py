@@ -13,6 +13,7 @@ from ingest.errors import (
     NotARegularFile,
     OutsideShare,
     TooLarge,
+    Unreadable,
 )
 from ingest.guards import check_zip_container, decode_text, read_file_in_share, resolve_in_share
 
@@ -50,8 +51,19 @@ def test_socket_is_refused(share: Path) -> None:
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(share / "s.txt"))
     sock.close()
-    with pytest.raises((NotARegularFile, OSError)):
+    with pytest.raises(NotARegularFile, match="socket"):
         read_file_in_share(str(share), "s.txt", 1000)
+
+
+def test_unreadable_file_is_a_recorded_error(share: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (share / "locked.txt").write_text("x")
+
+    def denied(*_args: object) -> int:  # tests run as root, who may open any mode: simulate EACCES
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "open", denied)
+    with pytest.raises(Unreadable, match="Permission denied"):
+        read_file_in_share(str(share), "locked.txt", 1000)
 
 
 def test_size_limit_and_empty_file(share: Path) -> None:

@@ -1,0 +1,70 @@
+from pathlib import Path
+
+import pytest
+
+from workers.settings import ConfigError, load_settings, parse_share, prepare_data_dir
+
+
+def test_defaults_are_embedded_and_offline(tmp_path: Path) -> None:
+    s = load_settings(data_dir=tmp_path)
+    assert s.embedded and s.broker_url is None and s.vlm_url is None
+    assert s.catalog == f"sqlite:///{tmp_path / 'catalog.db'}"
+    assert s.qdrant_path == tmp_path / "qdrant"
+    assert s.api_host == "127.0.0.1"
+    assert s.languages == ("eng", "jpn")
+
+
+def test_environment_overrides_toml_and_flags_override_environment(tmp_path: Path, monkeypatch) -> None:
+    config = tmp_path / "shareindex.toml"
+    config.write_text(f'data_dir = "{tmp_path}"\nembedding_batch_size = 8\napi_port = 9000\nchunk_max_tokens = 100\n')
+    monkeypatch.setenv("SHAREINDEX_EMBEDDING_BATCH_SIZE", "32")
+    monkeypatch.setenv("SHAREINDEX_QDRANT_API_KEY", "s3cret")
+    s = load_settings(str(config), api_port=9100)
+    assert (s.embedding_batch_size, s.api_port, s.chunk_max_tokens) == (32, 9100, 100)
+    assert s.qdrant_api_key is not None and s.qdrant_api_key.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(s)
+
+
+def test_shares_from_env_json(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SHAREINDEX_SHARES", f'{{"docs": "{tmp_path}"}}')
+    assert load_settings(data_dir=tmp_path).shares == {"docs": tmp_path.resolve()}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"embedding_batch_size": 0}, "invalid setting embedding_batch_size"),
+        ({"api_port": 70000}, "invalid setting api_port"),
+        ({"shares": {"docs": "/nonexistent/dir"}}, "is not a directory"),
+        ({"shares": {"bad name!": "/tmp"}}, "share name"),
+        ({"embedding_device": "gpu0"}, "embedding_device"),
+        ({"no_such_setting": 1}, "no_such_setting"),
+    ],
+)
+def test_bad_settings_are_one_clear_line(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        load_settings(**overrides)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_or_malformed_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(str(tmp_path / "nope.toml"))
+    bad = tmp_path / "bad.toml"
+    bad.write_text("this is = = not toml")
+    with pytest.raises(ConfigError, match="bad.toml"):
+        load_settings(str(bad))
+
+
+def test_parse_share() -> None:
+    assert parse_share("docs=/srv/docs") == ("docs", Path("/srv/docs"))
+    for bad in ("docs", "=/x", "docs="):
+        with pytest.raises(ConfigError, match="NAME=PATH"):
+            parse_share(bad)
+
+
+def test_unusable_data_dir(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="not usable"):
+        prepare_data_dir(load_settings(data_dir=blocker / "sub"))
