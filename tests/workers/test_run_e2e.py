@@ -1,0 +1,124 @@
+"""``shareindex run`` end to end: start it, drop a file, find it, delete it, see it gone, stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Service:
+    def __init__(self, root: Path, data: Path) -> None:
+        self.root, self.data, self.port = root, data, _free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "run", "--share", f"docs={root}", "--data-dir", str(data),
+             "--port", str(self.port)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "SHAREINDEX_DEBOUNCE_S": "0.2"},
+        )  # fmt: skip
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+
+    def wait_for_line(self, text: str, timeout: float = 120) -> None:
+        wait_until(lambda: any(text in line for line in self.lines), timeout, f"output {text!r}: {self.lines}")
+
+    def search(self, query: str, **params: Any) -> list[dict[str, Any]]:
+        token = json.loads((self.data / "service.json").read_text())["token"]
+        r = httpx.get(f"http://127.0.0.1:{self.port}/search", params={"q": query, **params},
+                      headers={"Authorization": f"Bearer {token}"}, timeout=30)  # fmt: skip
+        r.raise_for_status()
+        return r.json()  # type: ignore[no-any-return]
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    root = tmp_path / "share"
+    root.mkdir()
+    (root / "existing.md").write_text("# Boiler\n\nThe boiler is inspected every spring by the safety officer.\n")
+    svc = Service(root, tmp_path / "data")
+    try:
+        svc.wait_for_line("reconciled")
+        yield svc
+    finally:
+        if svc.proc.poll() is None:
+            svc.proc.kill()
+            svc.proc.wait()
+
+
+def test_run_indexes_changes_serves_queries_and_stops_cleanly(service: Service) -> None:
+    assert service.search("boiler inspection")[0]["metadata"]["path"] == "existing.md"
+
+    (service.root / "new.txt").write_text("The forklift battery is charged in bay seven overnight.\n")
+    wait_until(lambda: any(h["metadata"]["path"] == "new.txt" for h in service.search("forklift battery")),
+               30, "new.txt to become searchable")  # fmt: skip
+
+    # the CLI goes through the running service (the index is locked to it)
+    proc = run_cli("search", "forklift battery", "--data-dir", str(service.data), "--k", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)[0]["metadata"]["path"] == "new.txt"
+    # status reads the catalog beside it
+    status = json.loads(run_cli("status", "--data-dir", str(service.data), "--json").stdout)
+    assert status["documents"]["indexed"] == 2
+    assert status["service"]["pid"] == service.proc.pid
+
+    # the API refuses callers without the token
+    r = httpx.get(f"http://127.0.0.1:{service.port}/search", params={"q": "x"}, timeout=10)
+    assert r.status_code == 401
+
+    (service.root / "new.txt").unlink()
+    wait_until(lambda: all(h["metadata"]["path"] != "new.txt" for h in service.search("forklift battery", k=10)),
+               30, "new.txt to disappear")  # fmt: skip
+
+    service.proc.send_signal(signal.SIGINT)
+    assert service.proc.wait(timeout=60) == 0
+    service.wait_for_line("stopped cleanly", timeout=5)
+    assert not (service.data / "service.json").exists()
+
+    # the lock is released: the index opens directly, in the state the service left it
+    proc = run_cli("search", "boiler", "--data-dir", str(service.data), "--k", "5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert [h["metadata"]["path"] for h in json.loads(proc.stdout)] == ["existing.md"]
+    status = json.loads(run_cli("status", "--data-dir", str(service.data), "--json").stdout)
+    assert status["documents"]["deleted"] == 1 and status["service"] is None
+
+
+def test_second_service_on_the_same_data_dir_gets_a_clear_error(service: Service) -> None:
+    proc = run_cli("run", "--share", f"docs={service.root}", "--data-dir", str(service.data), "--port", str(_free_port()))
+    assert proc.returncode == 1
+    assert "held by another ShareIndex process" in proc.stderr
+    assert "Traceback" not in proc.stderr
