@@ -41,10 +41,14 @@ sync: install
 	$(BIN)/shareindex sync --share $(SHARE) --data-dir $(DATA_DIR)
 
 test: install
+	$(BIN)/ruff check ingest index workers tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
+# JSON results in bench-results/; BENCH_DOCS sets the corpus size.
+BENCH_DOCS ?= 300
 bench: install
-	$(BIN)/python -m bench.bench_sync --out bench-results/sync.json
+	$(BIN)/python -m bench.bench_sync --docs $(BENCH_DOCS) --out bench-results/sync.json
 
 lint: install
 	$(BIN)/ruff check ingest index workers tests bench

@@ -37,7 +37,9 @@ def acl_filter(principal: Principal) -> models.Filter:
     tokens = principal.tokens()
     return models.Filter(
         must=[models.FieldCondition(key="metadata.acl", match=models.MatchAny(any=tokens))],
-        must_not=[models.FieldCondition(key="metadata.acl_deny", match=models.MatchAny(any=tokens))],
+        must_not=[
+            models.FieldCondition(key="metadata.acl_deny", match=models.MatchAny(any=tokens))
+        ],
     )
 
 

@@ -65,7 +65,9 @@ class DocumentRow(Base):
     acl: Mapped[str] = mapped_column(Text, default="[]")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=_now, onupdate=_now
+    )
     indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
@@ -141,7 +143,9 @@ class Catalog:
 
     def find(self, share: str, path: str) -> DocumentRecord | None:
         with self.session() as s:
-            row = s.scalars(select(DocumentRow).where(DocumentRow.share == share, DocumentRow.path == path)).first()
+            row = s.scalars(
+                select(DocumentRow).where(DocumentRow.share == share, DocumentRow.path == path)
+            ).first()
             return DocumentRecord.of(row) if row else None
 
     def counts(self) -> dict[str, int]:
@@ -152,15 +156,27 @@ class Catalog:
 
     def with_status(self, status: str, limit: int | None = None) -> list[DocumentRecord]:
         with self.session() as s:
-            query = select(DocumentRow).where(DocumentRow.status == status).order_by(DocumentRow.share, DocumentRow.path)
+            query = (
+                select(DocumentRow)
+                .where(DocumentRow.status == status)
+                .order_by(DocumentRow.share, DocumentRow.path)
+            )
             return [DocumentRecord.of(r) for r in s.scalars(query.limit(limit))]
 
     def versions(self, doc_id: str) -> list[VersionRow]:
         with self.session() as s:
-            return list(s.scalars(select(VersionRow).where(VersionRow.doc_id == doc_id).order_by(VersionRow.version)))
+            return list(
+                s.scalars(
+                    select(VersionRow)
+                    .where(VersionRow.doc_id == doc_id)
+                    .order_by(VersionRow.version)
+                )
+            )
 
     # -- writes ----------------------------------------------------------------------------
-    def upsert_seen(self, doc_id: str, share: str, path: str, size: int, mtime_ns: int, acl: list[str]) -> None:
+    def upsert_seen(
+        self, doc_id: str, share: str, path: str, size: int, mtime_ns: int, acl: list[str]
+    ) -> None:
         """Record that a file exists and still has to be processed (status pending)."""
         with self.session() as s:
             row = s.get(DocumentRow, doc_id)
@@ -178,7 +194,13 @@ class Catalog:
             row.size, row.mtime_ns, row.status, row.error = size, mtime_ns, INDEXED, None
 
     def mark_indexed(
-        self, doc_id: str, version: int, content_hash: str, size: int, chunk_count: int, filetype: str
+        self,
+        doc_id: str,
+        version: int,
+        content_hash: str,
+        size: int,
+        chunk_count: int,
+        filetype: str,
     ) -> None:
         with self.session() as s:
             row = _row(s, doc_id)

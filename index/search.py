@@ -9,11 +9,17 @@ from ingest.stages.sparse import SparseEncoder
 
 
 class Searcher:
-    def __init__(self, store: QdrantIndex, embedder: SentenceEmbedder, sparse: SparseEncoder | None = None) -> None:
+    def __init__(
+        self, store: QdrantIndex, embedder: SentenceEmbedder, sparse: SparseEncoder | None = None
+    ) -> None:
         self.store = store
         self.embedder = embedder
         self.sparse = sparse or SparseEncoder()
 
-    def search(self, query: str, principal: Principal, k: int = 10, mode: SearchMode = "hybrid") -> list[Hit]:
+    def search(
+        self, query: str, principal: Principal, k: int = 10, mode: SearchMode = "hybrid"
+    ) -> list[Hit]:
         dense = self.embedder.embed_query(query)
-        return self.store.search(principal, dense.tolist(), self.sparse.encode_query(query), k=k, mode=mode)
+        return self.store.search(
+            principal, dense.tolist(), self.sparse.encode_query(query), k=k, mode=mode
+        )

@@ -45,7 +45,9 @@ class Hit:
         return {"page_content": self.page_content, "score": self.score, "metadata": self.metadata}
 
 
-def open_client(*, path: str | None = None, url: str | None = None, api_key: str | None = None) -> QdrantClient:
+def open_client(
+    *, path: str | None = None, url: str | None = None, api_key: str | None = None
+) -> QdrantClient:
     """A client for a Qdrant server (``url``) or for local mode in ``path``."""
     if url:
         return QdrantClient(url=url, api_key=api_key, timeout=30)
@@ -79,11 +81,17 @@ class QdrantIndex:
             if not self.client.collection_exists(self.collection):
                 self.client.create_collection(
                     self.collection,
-                    vectors_config={DENSE: models.VectorParams(size=dimension, distance=models.Distance.COSINE)},
-                    sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+                    vectors_config={
+                        DENSE: models.VectorParams(size=dimension, distance=models.Distance.COSINE)
+                    },
+                    sparse_vectors_config={
+                        SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)
+                    },
                     metadata={"embedding_model": model, "dimension": dimension},
                 )
-                with warnings.catch_warnings():  # local mode accepts them but warns; servers need them
+                with (
+                    warnings.catch_warnings()
+                ):  # local mode accepts them but warns; servers need them
                     warnings.simplefilter("ignore", UserWarning)
                     for field, kind in INDEXED_FIELDS.items():
                         self.client.create_payload_index(self.collection, field, field_schema=kind)  # type: ignore[arg-type]
@@ -100,7 +108,9 @@ class QdrantIndex:
     def upsert(self, points: Sequence[models.PointStruct]) -> None:
         with self._lock:
             for start in range(0, len(points), _WRITE_BATCH):
-                self.client.upsert(self.collection, points=list(points[start : start + _WRITE_BATCH]), wait=True)
+                self.client.upsert(
+                    self.collection, points=list(points[start : start + _WRITE_BATCH]), wait=True
+                )
 
     def delete_versions_except(self, doc_id: str, keep_version: int) -> None:
         """Remove every point of ``doc_id`` but those of ``keep_version`` (after it is written)."""
@@ -116,12 +126,16 @@ class QdrantIndex:
 
     def _delete(self, flt: models.Filter) -> None:
         with self._lock:
-            self.client.delete(self.collection, points_selector=models.FilterSelector(filter=flt), wait=True)
+            self.client.delete(
+                self.collection, points_selector=models.FilterSelector(filter=flt), wait=True
+            )
 
     # -- reads -----------------------------------------------------------------------------
     def stored_vectors(self, doc_id: str, version: int) -> dict[str, StoredVectors]:
         """Vectors of a stored version keyed by chunk text hash, for reuse by the next one."""
-        flt = models.Filter(must=[_match("metadata.doc_id", doc_id), _match("metadata.version", version)])
+        flt = models.Filter(
+            must=[_match("metadata.doc_id", doc_id), _match("metadata.version", version)]
+        )
         out: dict[str, StoredVectors] = {}
         for point in self._scroll(flt, with_vectors=True):
             vectors = point.vector if isinstance(point.vector, dict) else {}
@@ -129,7 +143,8 @@ class QdrantIndex:
             if isinstance(dense, list) and isinstance(sparse, models.SparseVector):
                 meta = (point.payload or {}).get(METADATA_KEY, {})
                 out[meta["text_hash"]] = StoredVectors(
-                    tuple(dense), SparseVector(tuple(sparse.indices), tuple(sparse.values))
+                    tuple(float(x) for x in dense),  # type: ignore[arg-type]
+                    SparseVector(tuple(sparse.indices), tuple(sparse.values)),
                 )
         return out
 
@@ -139,7 +154,12 @@ class QdrantIndex:
         with self._lock:
             while True:
                 batch, offset = self.client.scroll(
-                    self.collection, scroll_filter=flt, limit=256, offset=offset, with_payload=True, with_vectors=with_vectors
+                    self.collection,
+                    scroll_filter=flt,
+                    limit=256,
+                    offset=offset,
+                    with_payload=True,
+                    with_vectors=with_vectors,
                 )
                 records.extend(batch)
                 if offset is None:
@@ -166,11 +186,21 @@ class QdrantIndex:
         with self._lock:
             if mode == "dense" or (mode == "hybrid" and not sparse.indices):
                 res = self.client.query_points(
-                    self.collection, query=list(dense), using=DENSE, query_filter=flt, limit=k, with_payload=True
+                    self.collection,
+                    query=list(dense),
+                    using=DENSE,
+                    query_filter=flt,
+                    limit=k,
+                    with_payload=True,
                 )
             elif mode == "sparse":
                 res = self.client.query_points(
-                    self.collection, query=sparse_q, using=SPARSE, query_filter=flt, limit=k, with_payload=True
+                    self.collection,
+                    query=sparse_q,
+                    using=SPARSE,
+                    query_filter=flt,
+                    limit=k,
+                    with_payload=True,
                 )
             else:
                 res = self.client.query_points(
@@ -200,7 +230,9 @@ class QdrantIndex:
                 self.collection,
                 payload={"acl": acl, "acl_deny": acl_deny},
                 key=METADATA_KEY,
-                points=models.FilterSelector(filter=models.Filter(must=[_match("metadata.doc_id", doc_id)])),
+                points=models.FilterSelector(
+                    filter=models.Filter(must=[_match("metadata.doc_id", doc_id)])
+                ),
                 wait=True,
             )
 
@@ -209,8 +241,15 @@ def _match(key: str, value: str | int) -> models.FieldCondition:
     return models.FieldCondition(key=key, match=models.MatchValue(value=value))
 
 
-def make_point(doc_id: str, version: int, chunk_index: int, text: str, dense: Sequence[float],
-               sparse: SparseVector, metadata: dict[str, Any]) -> models.PointStruct:
+def make_point(
+    doc_id: str,
+    version: int,
+    chunk_index: int,
+    text: str,
+    dense: Sequence[float],
+    sparse: SparseVector,
+    metadata: dict[str, Any],
+) -> models.PointStruct:
     return models.PointStruct(
         id=point_id(doc_id, version, chunk_index),
         vector={

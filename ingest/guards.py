@@ -69,7 +69,9 @@ def read_file_in_share(root: str, relpath: str, max_bytes: int) -> bytes:
         except OSError:
             mode = stat.S_IFREG
         if not stat.S_ISREG(mode):  # a socket answers open() with ENXIO
-            raise NotARegularFile(f"{describe_mode(mode)}, not a regular file; never opened") from exc
+            raise NotARegularFile(
+                f"{describe_mode(mode)}, not a regular file; never opened"
+            ) from exc
         raise Unreadable(f"cannot read the file: {exc.strerror}") from exc
     try:
         st = os.fstat(fd)
@@ -98,7 +100,9 @@ def check_zip_container(data: bytes, filetype: str, max_uncompressed: int) -> No
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             infos = zf.infolist()
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CorruptDocument(f"not a valid {filetype.upper()} file (bad zip container: {exc})") from exc
+        raise CorruptDocument(
+            f"not a valid {filetype.upper()} file (bad zip container: {exc})"
+        ) from exc
     if len(infos) > _MAX_ZIP_ENTRIES:
         raise DecompressionBomb(f"zip container holds {len(infos):,} entries")
     total = sum(info.file_size for info in infos)
@@ -119,7 +123,9 @@ def check_pdf(data: bytes) -> int:
     try:
         reader = PdfReader(io.BytesIO(data), strict=False)
         if reader.is_encrypted and not reader.decrypt(""):
-            raise EncryptedDocument("password-protected PDF: it cannot be read without its password")
+            raise EncryptedDocument(
+                "password-protected PDF: it cannot be read without its password"
+            )
         return len(reader.pages)
     except EncryptedDocument:
         raise
@@ -133,7 +139,11 @@ def check_pdf(data: bytes) -> int:
 
 def decode_text(data: bytes) -> str:
     """Decode a text file (UTF-8, UTF-16 with BOM, or the Shift_JIS family); refuse binaries."""
-    for bom, codec in ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
+    for bom, codec in (
+        (b"\xef\xbb\xbf", "utf-8-sig"),
+        (b"\xff\xfe", "utf-16"),
+        (b"\xfe\xff", "utf-16"),
+    ):
         if data.startswith(bom):
             return data.decode(codec, errors="replace")
     if b"\x00" in data[:65536]:

@@ -35,7 +35,9 @@ _VERBS = frozenset(
 )
 _VERB_SUFFIX = re.compile(r"^[a-z]{3,}(ed|ing)$")
 # Japanese predicates end a clause with these (polite and plain forms).
-_JA_VERB = re.compile(r"(ます|ました|です|でした|する|した|される|された|ある|いる|なる|った|って)[。！？]?$")
+_JA_VERB = re.compile(
+    r"(ます|ました|です|でした|する|した|される|された|ある|いる|なる|った|って)[。！？]?$"
+)
 
 
 def _is_verb(word: str) -> bool:
@@ -64,8 +66,11 @@ def build_fallback() -> Any:
     nlp = spacy.blank("xx")
     # Japanese has no spaces: make 。！？ tokens of their own so the sentencizer sees them.
     cjk_end = r"[。！？]"
-    nlp.tokenizer.infix_finditer = compile_infix_regex([*nlp.Defaults.infixes, cjk_end]).finditer
-    nlp.tokenizer.suffix_search = compile_suffix_regex([*nlp.Defaults.suffixes, cjk_end]).search
+    tokenizer: Any = nlp.tokenizer
+    tokenizer.infix_finditer = compile_infix_regex(
+        [*(nlp.Defaults.infixes or ()), cjk_end]
+    ).finditer
+    tokenizer.suffix_search = compile_suffix_regex([*(nlp.Defaults.suffixes or ()), cjk_end]).search
     nlp.add_pipe("sentencizer", config={"punct_chars": [".", "!", "?", "。", "！", "？"]})
     nlp.add_pipe(_COMPONENT)
     return nlp
@@ -80,5 +85,5 @@ def install() -> str:
     nlp = build_fallback()
     # _run_pipeline looks _get_nlp up in the module at call time, so this one assignment
     # reroutes word_tokenize, pos_tag and sent_tokenize, and nothing ever reaches the download.
-    tokenize._get_nlp = lambda: nlp  # type: ignore[attr-defined]
+    tokenize._get_nlp = lambda: nlp  # type: ignore[assignment]
     return FALLBACK

@@ -17,9 +17,13 @@ from ingest.stages.parse import ParseOptions, parse
 from ingest.stages.sparse import SparseEncoder
 
 
-def prepare(source: SourceFile, options: ParseOptions, chunker: DocumentChunker) -> PreparedDocument:
+def prepare(
+    source: SourceFile, options: ParseOptions, chunker: DocumentChunker
+) -> PreparedDocument:
     parsed = parse(source, options)
-    return PreparedDocument(source=source, parsed=parsed, chunks=tuple(chunker.run(parsed.elements)))
+    return PreparedDocument(
+        source=source, parsed=parsed, chunks=tuple(chunker.run(parsed.elements))
+    )
 
 
 def text_hash(text: str) -> str:

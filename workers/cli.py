@@ -28,7 +28,9 @@ def _shares(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="shareindex", description="Keep an ACL-aware RAG index fresh from file shares.")
+    parser = argparse.ArgumentParser(
+        prog="shareindex", description="Keep an ACL-aware RAG index fresh from file shares."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("sync", help="reconcile shares with the index once, then exit")
@@ -87,7 +89,14 @@ def _announce_nlp() -> None:
 def _progress(total: int, desc: str) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="doc", file=sys.stderr, disable=not sys.stderr.isatty(), dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit="doc",
+        file=sys.stderr,
+        disable=not sys.stderr.isatty(),
+        dynamic_ncols=True,
+    )
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -163,11 +172,20 @@ def _search_via_service(settings: Any, args: argparse.Namespace) -> list[dict[st
     if info is None:
         return None
     token = info.get("token")
-    params: list[tuple[str, str | int]] = [("q", args.query), ("k", args.k), ("mode", args.mode)]
+    params: list[tuple[str, str | int | float | bool | None]] = [
+        ("q", args.query),
+        ("k", args.k),
+        ("mode", args.mode),
+    ]
     if args.user:
         params.append(("user", args.user))
     params += [("group", g) for g in args.group]
-    response = httpx.get(f"{info['url']}/search", params=params, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    response = httpx.get(
+        f"{info['url']}/search",
+        params=params,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=60,
+    )
     response.raise_for_status()
     result: list[dict[str, Any]] = response.json()
     return result
@@ -180,14 +198,18 @@ def _search_locally(settings: Any, args: argparse.Namespace) -> list[dict[str, A
     from workers.settings import ConfigError
 
     if settings.embedded and not settings.qdrant_path.exists():
-        raise ConfigError(f"no index in {settings.data_dir}: run 'shareindex sync' or 'shareindex run' first")
+        raise ConfigError(
+            f"no index in {settings.data_dir}: run 'shareindex sync' or 'shareindex run' first"
+        )
     store = open_store(settings)
     try:
         embedder = make_embedder(settings)
         store.ensure_collection(embedder.model_name, embedder.dimension)
         searcher = Searcher(store, embedder)
         principal = Principal(user=args.user, groups=tuple(args.group))
-        return [h.to_dict() for h in searcher.search(args.query, principal, k=args.k, mode=args.mode)]
+        return [
+            h.to_dict() for h in searcher.search(args.query, principal, k=args.k, mode=args.mode)
+        ]
     finally:
         store.close()
 

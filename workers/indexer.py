@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from index.acl import acl_from_mode
-from index.catalog import DELETED, FAILED, INDEXED, PENDING, SKIPPED, Catalog, DocumentRecord
+from index.catalog import DELETED, INDEXED, PENDING, SKIPPED, Catalog, DocumentRecord
 from index.schema import build_metadata, document_id
 from index.store import QdrantIndex, make_point
 from ingest.errors import IngestError, TransientError
@@ -71,7 +71,18 @@ class SyncReport:
     failures: list[dict[str, str]] = field(default_factory=list)
 
     def add(self, other: SyncReport) -> None:
-        for name in ("new", "changed", "unchanged", "deleted", "moved", "failed", "skipped", "embedded", "reused", "seconds"):
+        for name in (
+            "new",
+            "changed",
+            "unchanged",
+            "deleted",
+            "moved",
+            "failed",
+            "skipped",
+            "embedded",
+            "reused",
+            "seconds",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.failures.extend(other.failures)
 
@@ -172,29 +183,39 @@ class Indexer:
         work: list[_Work], report: SyncReport,
     ) -> None:  # fmt: skip
         acl = acl_from_mode(entry.uid, entry.gid, entry.mode)
-        live = record is not None and record.status != DELETED
+        live = record if record is not None and record.status != DELETED else None
         doc_id = record.id if record is not None else document_id(share, entry.path)
         if entry.problem is not None:
-            if live and record.status == SKIPPED and record.error == entry.problem:
+            if live and live.status == SKIPPED and live.error == entry.problem:
                 report.unchanged += 1
                 return
             self.catalog.upsert_seen(doc_id, share, entry.path, entry.size, entry.mtime_ns, acl)
-            if live and record.version > 0:
+            if live and live.version > 0:  # a document replaced by a link or a FIFO
                 self.store.delete_document(doc_id)
             self._record_error(doc_id, share, entry.path, SKIPPED, entry.problem, report)
             return
-        if live and record.status in (INDEXED, FAILED, SKIPPED) and (record.size, record.mtime_ns) == (entry.size, entry.mtime_ns):
+        if live and self._unchanged(root, entry, live):
             report.unchanged += 1
-            self._update_acl(record, acl)
-            return
-        if live and record.status == INDEXED and record.content_hash and self._same_content(root, entry, record):
-            self.catalog.mark_unchanged(doc_id, entry.size, entry.mtime_ns)
-            report.unchanged += 1
-            self._update_acl(record, acl)
+            self._update_acl(live, acl)
             return
         self.catalog.upsert_seen(doc_id, share, entry.path, entry.size, entry.mtime_ns, acl)
-        kind = "changed" if live and record.version > 0 else "new"
+        kind = "changed" if live and live.version > 0 else "new"
         work.append(_Work(share, root, entry, doc_id, acl, record, kind))
+
+    def _unchanged(self, root: str, entry: FileEntry, record: DocumentRecord) -> bool:
+        """Same size and mtime: not even hashed. Only the mtime moved: hashed, not parsed."""
+        if record.status == PENDING:
+            return False
+        if (record.size, record.mtime_ns) == (entry.size, entry.mtime_ns):
+            return True
+        if (
+            record.status == INDEXED
+            and record.content_hash
+            and self._same_content(root, entry, record)
+        ):
+            self.catalog.mark_unchanged(record.id, entry.size, entry.mtime_ns)
+            return True
+        return False
 
     def _same_content(self, root: str, entry: FileEntry, record: DocumentRecord) -> bool:
         """Only the mtime moved (a touch, a copy that kept the bytes): no need to parse."""
@@ -235,7 +256,9 @@ class Indexer:
                 outcome = self.pool.outcome(future)
                 if isinstance(outcome, IngestError):
                     status = PENDING if isinstance(outcome, TransientError) else outcome.status
-                    self._record_error(item.doc_id, item.share, item.entry.path, status, str(outcome), report)
+                    self._record_error(
+                        item.doc_id, item.share, item.entry.path, status, str(outcome), report
+                    )
                     bar.update(1)
                     continue
                 ready.append((item, outcome))
@@ -252,7 +275,9 @@ class Indexer:
                 future.cancel()
             bar.close()
 
-    def _embed_and_write(self, ready: list[tuple[_Work, PreparedDocument]], report: SyncReport) -> None:
+    def _embed_and_write(
+        self, ready: list[tuple[_Work, PreparedDocument]], report: SyncReport
+    ) -> None:
         by_source = {id(doc): item for item, doc in ready}
 
         def reuse(doc: PreparedDocument) -> Any:
@@ -278,7 +303,9 @@ class Indexer:
     def _write(self, item: _Work, doc: PreparedDocument, chunks: list[EmbeddedChunk]) -> None:
         record = item.record
         previous = record.version if record else 0
-        same = previous > 0 and record is not None and record.content_hash == doc.parsed.content_hash
+        same = (
+            previous > 0 and record is not None and record.content_hash == doc.parsed.content_hash
+        )
         version = previous if same else previous + 1
         points = [
             make_point(
@@ -295,12 +322,23 @@ class Indexer:
         ]  # fmt: skip
         self.store.upsert(points)  # the new version is complete ...
         self.store.delete_versions_except(item.doc_id, version)  # ... before the old one goes
-        self.catalog.mark_indexed(item.doc_id, version, doc.parsed.content_hash, doc.parsed.size, len(chunks), doc.parsed.filetype)
+        self.catalog.mark_indexed(
+            item.doc_id,
+            version,
+            doc.parsed.content_hash,
+            doc.parsed.size,
+            len(chunks),
+            doc.parsed.filetype,
+        )
 
-    def _record_error(self, doc_id: str, share: str, path: str, status: str, reason: str, report: SyncReport) -> None:
+    def _record_error(
+        self, doc_id: str, share: str, path: str, status: str, reason: str, report: SyncReport
+    ) -> None:
         self.catalog.mark_failed(doc_id, status, reason)
         if status == SKIPPED:
             report.skipped += 1
         else:
             report.failed += 1
-            report.failures.append({"share": share, "path": path, "status": status, "reason": reason})
+            report.failures.append(
+                {"share": share, "path": path, "status": status, "reason": reason}
+            )

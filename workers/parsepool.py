@@ -91,9 +91,13 @@ class ParsePool:
         except IngestError as exc:
             return exc
         except FutureTimeout:
-            return ParseTimeout(f"parsing took longer than the limit of {self.timeout_s:g} s and was stopped")
+            return ParseTimeout(
+                f"parsing took longer than the limit of {self.timeout_s:g} s and was stopped"
+            )
         except pebble.ProcessExpired as exc:
-            return ParserCrashed(f"the parser process died (exit code {exc.exitcode}); memory limit {self.job.memory_mb} MB")
+            return ParserCrashed(
+                f"the parser process died (exit code {exc.exitcode}); memory limit {self.job.memory_mb} MB"
+            )
         except MemoryError:
             return ParserCrashed(f"the parser exceeded the memory limit of {self.job.memory_mb} MB")
         except Exception as exc:  # a bug or a library failure: record it on this document only

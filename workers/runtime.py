@@ -10,7 +10,6 @@ from index.store import QdrantIndex, open_client
 from ingest.stages.chunk import ChunkOptions
 from ingest.stages.embed import SentenceEmbedder, model_max_tokens, tokenizer_file
 from ingest.stages.parse import ParseOptions
-from ingest.stages.sparse import SparseEncoder
 from workers.indexer import Indexer, ProgressFactory
 from workers.parsepool import ParseJob, ParsePool
 from workers.settings import ConfigError, Settings, prepare_data_dir
@@ -65,11 +64,17 @@ def open_runtime(settings: Settings, progress: ProgressFactory | None = None) ->
     embedder = make_embedder(settings)
     tok = tokenizer_file(embedder.model_path)
     if tok is None:
-        raise ConfigError(f"embedding model {settings.embedding_model!r} has no tokenizer.json at {embedder.model_path}")
+        raise ConfigError(
+            f"embedding model {settings.embedding_model!r} has no tokenizer.json at {embedder.model_path}"
+        )
     # two tokens of the model's limit go to [CLS] and [SEP]
     max_tokens = min(settings.chunk_max_tokens, model_max_tokens(embedder.model_path) - 2)
     if max_tokens < settings.chunk_max_tokens:
-        log.warning("chunk_max_tokens %d is over the model's limit; using %d", settings.chunk_max_tokens, max_tokens)
+        log.warning(
+            "chunk_max_tokens %d is over the model's limit; using %d",
+            settings.chunk_max_tokens,
+            max_tokens,
+        )
     job = ParseJob(
         parse=ParseOptions(
             max_file_bytes=int(settings.max_file_mb * _MB),

@@ -49,7 +49,9 @@ def check_port_free(host: str, port: int) -> None:
         try:
             sock.bind((host, port))
         except OSError as exc:
-            raise ConfigError(f"cannot serve the query API on {host}:{port}: {exc.strerror}") from exc
+            raise ConfigError(
+                f"cannot serve the query API on {host}:{port}: {exc.strerror}"
+            ) from exc
 
 
 class EmbeddedService:
@@ -68,12 +70,16 @@ class EmbeddedService:
     # -- lifecycle ----------------------------------------------------------------------------
     def run(self) -> int:
         check_port_free(self.settings.api_host, self.settings.api_port)
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
         observer = start_observer(self.shares, self.events)  # before reconciling: nothing is missed
         server_thread = self._start_api()
         self._write_service_file()
         try:
-            self.say(f"query API on {self.url}; watching {', '.join(f'{n}={r}' for n, r in self.shares.items())}")
+            self.say(
+                f"query API on {self.url}; watching {', '.join(f'{n}={r}' for n, r in self.shares.items())}"
+            )
             last_reconcile = self._reconcile()
             while not self.stop.is_set():
                 self._drain_events(timeout=0.1)
@@ -108,7 +114,11 @@ class EmbeddedService:
                 break
             total.add(self.runtime.indexer.sync_share(share, root))
         docs = total.to_dict()["documents"]
-        self.say("reconciled: " + ", ".join(f"{n} {k}" for k, n in docs.items() if n) + f" in {total.seconds:.1f} s")
+        self.say(
+            "reconciled: "
+            + ", ".join(f"{n} {k}" for k, n in docs.items() if n)
+            + f" in {total.seconds:.1f} s"
+        )
         return time.monotonic()
 
     def _drain_events(self, timeout: float) -> None:
@@ -125,9 +135,19 @@ class EmbeddedService:
 
     def _index_paths(self, share: str, paths: list[str]) -> None:
         indexer = self.runtime.indexer
-        report = indexer.sync_share(share, self.shares[share]) if RESCAN in paths else indexer.sync_paths(share, self.shares[share], paths)
+        report = (
+            indexer.sync_share(share, self.shares[share])
+            if RESCAN in paths
+            else indexer.sync_paths(share, self.shares[share], paths)
+        )
         for failure in report.failures:
-            log.warning("%s:%s %s: %s", failure["share"], failure["path"], failure["status"], failure["reason"])
+            log.warning(
+                "%s:%s %s: %s",
+                failure["share"],
+                failure["path"],
+                failure["status"],
+                failure["reason"],
+            )
         changes = {k: n for k, n in report.to_dict()["documents"].items() if n and k != "unchanged"}
         if changes:
             self.say(f"{share}: " + ", ".join(f"{n} {k}" for k, n in changes.items()))
@@ -135,7 +155,9 @@ class EmbeddedService:
     # -- query API ----------------------------------------------------------------------------
     def _start_api(self) -> threading.Thread:
         searcher = Searcher(self.runtime.store, self.runtime.embedder)
-        app = create_app(searcher, lambda: status_report(self.runtime.catalog, self._info()), self.token)
+        app = create_app(
+            searcher, lambda: status_report(self.runtime.catalog, self._info()), self.token
+        )
         config = uvicorn.Config(app, host=self.settings.api_host, port=self.settings.api_port,
                                 log_level="warning", lifespan="off")  # fmt: skip
         self._server = uvicorn.Server(config)

@@ -28,12 +28,16 @@ class ConfigError(Exception):
 
 
 def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
     return Path(base) / "shareindex"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SHAREINDEX_", extra="forbid", validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix="SHAREINDEX_", extra="forbid", validate_default=True
+    )
 
     data_dir: Path = Field(default_factory=default_data_dir)
     #: share name -> root folder
@@ -122,7 +126,9 @@ def parse_share(spec: str) -> tuple[str, Path]:
     """``NAME=PATH`` from the command line."""
     name, sep, path = spec.partition("=")
     if not sep or not name or not path:
-        raise ConfigError(f"--share {spec!r}: expected NAME=PATH, for example --share docs=/srv/docs")
+        raise ConfigError(
+            f"--share {spec!r}: expected NAME=PATH, for example --share docs=/srv/docs"
+        )
     return name, Path(path).expanduser()
 
 

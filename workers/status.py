@@ -37,10 +37,17 @@ def format_status(report: dict[str, Any]) -> str:
     docs = report["documents"]
     lines = ["documents: " + ", ".join(f"{n} {status}" for status, n in docs.items())]
     service = report.get("service")
-    lines.append(f"service: running (pid {service['pid']}, {service['url']})" if service else "service: not running")
+    lines.append(
+        f"service: running (pid {service['pid']}, {service['url']})"
+        if service
+        else "service: not running"
+    )
     if report["pending"]:
         lines.append(f"pending ({docs['pending']}):")
-        lines += [f"  {d['share']}:{d['path']}" + (f"  ({d['reason']})" if d["reason"] else "") for d in report["pending"]]
+        lines += [
+            f"  {d['share']}:{d['path']}" + (f"  ({d['reason']})" if d["reason"] else "")
+            for d in report["pending"]
+        ]
     if report["failed"]:
         lines.append(f"failed ({docs['failed']}):")
         lines += [f"  {d['share']}:{d['path']}: {d['reason']}" for d in report["failed"]]

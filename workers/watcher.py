@@ -64,10 +64,14 @@ class ShareEventHandler(FileSystemEventHandler):
         return rel.replace(os.sep, "/")
 
 
-def start_observer(shares: dict[str, str], out: queue.Queue[Change], polling: bool = False) -> BaseObserver:
+def start_observer(
+    shares: dict[str, str], out: queue.Queue[Change], polling: bool = False
+) -> BaseObserver:
     observer: BaseObserver = PollingObserver(timeout=1) if polling else Observer()
     for share, root in shares.items():
-        observer.schedule(ShareEventHandler(share, root, out), os.path.realpath(root), recursive=True)
+        observer.schedule(
+            ShareEventHandler(share, root, out), os.path.realpath(root), recursive=True
+        )
     observer.start()
     return observer
 

@@ -44,7 +44,9 @@ class HFTokenCounter:
             end = min(start + max_tokens, len(offsets))
             if end < len(offsets):
                 # back up to a token that starts a word, so no word is cut in two
-                word_start = next((j for j in range(end, start, -1) if offsets[j][0] > offsets[j - 1][1]), end)
+                word_start = next(
+                    (j for j in range(end, start, -1) if offsets[j][0] > offsets[j - 1][1]), end
+                )
                 end = word_start
             pieces.append(text[offsets[start][0] : offsets[end - 1][1]].strip())
             start = end
@@ -100,7 +102,9 @@ class DocumentChunker:
                 continue
             for piece in self._pieces(el):
                 if buf.pieces and buf.tokens + piece.tokens > limit:
-                    heading = [p for p in buf.pieces if p.kind == "title"] if buf.only_titles() else []
+                    heading = (
+                        [p for p in buf.pieces if p.kind == "title"] if buf.only_titles() else []
+                    )
                     flush()
                     for title in heading:  # keep a heading with the first piece under it
                         self._add(buf, title)

@@ -98,7 +98,9 @@ class SentenceEmbedder:
         except ImportError:
             pass
         try:
-            self._model = SentenceTransformer(self.model_path, device=self.device, local_files_only=True)
+            self._model = SentenceTransformer(
+                self.model_path, device=self.device, local_files_only=True
+            )
         except Exception as exc:
             raise ModelUnavailable(
                 f"cannot load embedding model {self.model_name!r} offline from {self.model_path!r}: {exc}"
@@ -112,7 +114,10 @@ class SentenceEmbedder:
     @property
     def dimension(self) -> int:
         model = self.model
-        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        get_dim = (
+            getattr(model, "get_embedding_dimension", None)
+            or model.get_sentence_embedding_dimension
+        )
         dim = get_dim()
         assert dim is not None
         return int(dim)
@@ -138,5 +143,9 @@ class SentenceEmbedder:
         model = self.model
         with self._lock:
             return model.encode(
-                texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
             )

@@ -21,7 +21,13 @@ from ingest.errors import (
     ParserCrashed,
     UnsupportedType,
 )
-from ingest.guards import ZIP_FORMATS, check_pdf, check_zip_container, decode_text, read_file_in_share
+from ingest.guards import (
+    ZIP_FORMATS,
+    check_pdf,
+    check_zip_container,
+    decode_text,
+    read_file_in_share,
+)
 from ingest.models import Element, ElementKind, ParsedDocument, SourceFile
 from ingest.text import is_cjk, normalize_space
 
@@ -69,7 +75,9 @@ def parse(source: SourceFile, options: ParseOptions) -> ParsedDocument:
     elements = tuple(parse_bytes(data, filetype, options))
     if not elements:
         raise EmptyDocument(_no_text_reason(data, filetype))
-    return ParsedDocument(content_hash=content_hash, size=len(data), elements=elements, filetype=filetype)
+    return ParsedDocument(
+        content_hash=content_hash, size=len(data), elements=elements, filetype=filetype
+    )
 
 
 def parse_bytes(data: bytes, filetype: str, options: ParseOptions) -> list[Element]:
@@ -86,7 +94,9 @@ def parse_bytes(data: bytes, filetype: str, options: ParseOptions) -> list[Eleme
     except MemoryError as exc:
         raise ParserCrashed("the parser ran out of memory") from exc
     except Exception as exc:
-        raise CorruptDocument(f"{filetype.upper()} parser failed: {type(exc).__name__}: {exc}") from exc
+        raise CorruptDocument(
+            f"{filetype.upper()} parser failed: {type(exc).__name__}: {exc}"
+        ) from exc
     return [el for el in (_convert(e) for e in raw) if el is not None]
 
 
@@ -205,7 +215,11 @@ def table_rows(html: str | None) -> tuple[tuple[str, ...], ...] | None:
         return None
     rows = []
     for tr in tree.iter("tr"):
-        cells = tuple(normalize_space(td.text_content()).replace("\n", " ") for td in tr if td.tag in ("td", "th"))
+        cells = tuple(
+            normalize_space(td.text_content()).replace("\n", " ")
+            for td in tr
+            if td.tag in ("td", "th")
+        )
         if any(cells):
             rows.append(cells)
     return tuple(rows) or None

@@ -14,7 +14,9 @@ from collections import Counter
 from ingest.models import SparseVector
 from ingest.text import CJK_CHAR
 
-_TOKEN = re.compile(r"[0-9a-z][0-9a-z_\-.]*[0-9a-z]|[0-9a-z]|[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+")
+_TOKEN = re.compile(
+    r"[0-9a-z][0-9a-z_\-.]*[0-9a-z]|[0-9a-z]|[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+"
+)
 _STOP = frozenset(
     "a an and are as at be but by for from has have he her his i if in into is it its of on or "
     "our she so that the their them then there these they this to was we were what when which "

@@ -18,4 +18,9 @@ def test_unknown_ids_become_numeric_tokens() -> None:
 
 def test_principal_tokens() -> None:
     assert Principal().tokens() == [EVERYONE]
-    assert Principal("alice", ("eng", "hr")).tokens() == [EVERYONE, "user:alice", "group:eng", "group:hr"]
+    assert Principal("alice", ("eng", "hr")).tokens() == [
+        EVERYONE,
+        "user:alice",
+        "group:eng",
+        "group:hr",
+    ]

@@ -43,7 +43,10 @@ def test_indexing_records_version_history(catalog: Catalog) -> None:
     assert rec is not None
     assert (rec.status, rec.version, rec.content_hash, rec.chunk_count) == (INDEXED, 2, "h2", 4)
     assert rec.indexed_at is not None
-    assert [(v.version, v.content_hash, v.chunk_count) for v in catalog.versions("d1")] == [(1, "h1", 3), (2, "h2", 4)]
+    assert [(v.version, v.content_hash, v.chunk_count) for v in catalog.versions("d1")] == [
+        (1, "h1", 3),
+        (2, "h2", 4),
+    ]
     catalog.mark_indexed("d1", 2, "h2", 12, 4, "md")  # idempotent: no duplicate history row
     assert len(catalog.versions("d1")) == 2
 

@@ -59,8 +59,14 @@ def test_acl_filter_applies_on_every_mode(store: QdrantIndex) -> None:
 
 
 def test_k_results_come_back_when_k_readable_exist(store: QdrantIndex) -> None:
-    forbidden = [_point(f"f{i}", 1, 0, "secret plan", ["user:x"], dense=(1.0, 0.0, 0.0, 0.0)) for i in range(20)]
-    allowed = [_point(f"a{i}", 1, 0, "other words", ["everyone"], dense=(0.5, 0.5, 0.0, 0.0)) for i in range(5)]
+    forbidden = [
+        _point(f"f{i}", 1, 0, "secret plan", ["user:x"], dense=(1.0, 0.0, 0.0, 0.0))
+        for i in range(20)
+    ]
+    allowed = [
+        _point(f"a{i}", 1, 0, "other words", ["everyone"], dense=(0.5, 0.5, 0.0, 0.0))
+        for i in range(5)
+    ]
     store.upsert(forbidden + allowed)
     for mode in ("dense", "hybrid"):
         assert _search(store, Principal(), mode, k=5) == {f"a{i}" for i in range(5)}

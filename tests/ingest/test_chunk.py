@@ -10,7 +10,11 @@ def chunker(counter, max_tokens: int = 64) -> DocumentChunker:
 
 def test_every_chunk_fits_the_token_limit(token_counter) -> None:
     words = " ".join(f"word{i} is here." for i in range(400))
-    elements = [Element("title", "Intro"), Element("text", words), Element("text", JA_SENTENCE * 30)]
+    elements = [
+        Element("title", "Intro"),
+        Element("text", words),
+        Element("text", JA_SENTENCE * 30),
+    ]
     chunks = chunker(token_counter).run(elements)
     assert len(chunks) > 5
     assert all(token_counter.count(c.text) <= 64 for c in chunks)
@@ -33,7 +37,9 @@ def test_title_is_kept_with_the_text_under_it(token_counter) -> None:
 
 def test_title_alone_never_ends_a_chunk(token_counter) -> None:
     long_text = "The bearing temperature is logged hourly. " * 20
-    chunks = chunker(token_counter, 40).run([Element("title", "Bearings"), Element("text", long_text)])
+    chunks = chunker(token_counter, 40).run(
+        [Element("title", "Bearings"), Element("text", long_text)]
+    )
     assert chunks[0].text.startswith("Bearings\nThe bearing")
     assert all(c.section == "Bearings" for c in chunks)
 
@@ -77,7 +83,10 @@ def test_one_overlong_sentence_is_cut_at_token_boundaries(token_counter) -> None
 
 
 def test_page_numbers_follow_their_elements(token_counter) -> None:
-    elements = [Element("text", "First page text.", page_number=1), Element("text", "Second page text.", page_number=2)]
+    elements = [
+        Element("text", "First page text.", page_number=1),
+        Element("text", "Second page text.", page_number=2),
+    ]
     chunks = chunker(token_counter).run(elements)
     assert chunks[0].page_numbers == (1, 2)
     assert chunks[0].page_number == 1

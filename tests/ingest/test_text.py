@@ -3,11 +3,19 @@ from ingest.text import is_cjk, join_pieces, normalize_space, split_sentences
 
 def test_japanese_sentences_end_at_japanese_punctuation() -> None:
     text = "検査は毎日行います。不良品は止めます！本当ですか？はい。"
-    assert split_sentences(text) == ["検査は毎日行います。", "不良品は止めます！", "本当ですか？", "はい。"]
+    assert split_sentences(text) == [
+        "検査は毎日行います。",
+        "不良品は止めます！",
+        "本当ですか？",
+        "はい。",
+    ]
 
 
 def test_closing_quote_stays_with_its_sentence() -> None:
-    assert split_sentences("「準備完了。」と言った。次です。") == ["「準備完了。」と言った。", "次です。"]
+    assert split_sentences("「準備完了。」と言った。次です。") == [
+        "「準備完了。」と言った。",
+        "次です。",
+    ]
 
 
 def test_english_sentences_split_at_punctuation_and_space() -> None:

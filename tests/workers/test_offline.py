@@ -61,7 +61,9 @@ def test_the_guard_really_refuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(socket, "getaddrinfo", socket.getaddrinfo)
     log = tmp_path / "netguard.log"
     monkeypatch.setenv("NETGUARD_LOG", str(log))
-    spec = importlib.util.spec_from_file_location("netguard_under_test", NETGUARD / "sitecustomize.py")
+    spec = importlib.util.spec_from_file_location(
+        "netguard_under_test", NETGUARD / "sitecustomize.py"
+    )
     assert spec and spec.loader
     guard = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(guard)

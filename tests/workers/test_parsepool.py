@@ -31,7 +31,12 @@ def _allocate() -> int:
 
 @pytest.fixture(scope="module")
 def pool(model_path: str) -> Iterator[ParsePool]:
-    job = ParseJob(ParseOptions(), ChunkOptions(max_tokens=64), os.path.join(model_path, "tokenizer.json"), memory_mb=2048)
+    job = ParseJob(
+        ParseOptions(),
+        ChunkOptions(max_tokens=64),
+        os.path.join(model_path, "tokenizer.json"),
+        memory_mb=2048,
+    )
     p = ParsePool(job, workers=1, timeout_s=3)
     yield p
     p.close()

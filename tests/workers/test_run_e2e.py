@@ -46,7 +46,11 @@ class Service:
             self.lines.append(line.rstrip())
 
     def wait_for_line(self, text: str, timeout: float = 120) -> None:
-        wait_until(lambda: any(text in line for line in self.lines), timeout, f"output {text!r}: {self.lines}")
+        wait_until(
+            lambda: any(text in line for line in self.lines),
+            timeout,
+            f"output {text!r}: {self.lines}",
+        )
 
     def search(self, query: str, **params: Any) -> list[dict[str, Any]]:
         token = json.loads((self.data / "service.json").read_text())["token"]
@@ -69,7 +73,9 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
 def service(tmp_path: Path) -> Iterator[Service]:
     root = tmp_path / "share"
     root.mkdir()
-    (root / "existing.md").write_text("# Boiler\n\nThe boiler is inspected every spring by the safety officer.\n")
+    (root / "existing.md").write_text(
+        "# Boiler\n\nThe boiler is inspected every spring by the safety officer.\n"
+    )
     svc = Service(root, tmp_path / "data")
     try:
         svc.wait_for_line("reconciled")
@@ -83,12 +89,16 @@ def service(tmp_path: Path) -> Iterator[Service]:
 def test_run_indexes_changes_serves_queries_and_stops_cleanly(service: Service) -> None:
     assert service.search("boiler inspection")[0]["metadata"]["path"] == "existing.md"
 
-    (service.root / "new.txt").write_text("The forklift battery is charged in bay seven overnight.\n")
+    (service.root / "new.txt").write_text(
+        "The forklift battery is charged in bay seven overnight.\n"
+    )
     wait_until(lambda: any(h["metadata"]["path"] == "new.txt" for h in service.search("forklift battery")),
                30, "new.txt to become searchable")  # fmt: skip
 
     # the CLI goes through the running service (the index is locked to it)
-    proc = run_cli("search", "forklift battery", "--data-dir", str(service.data), "--k", "1", "--json")
+    proc = run_cli(
+        "search", "forklift battery", "--data-dir", str(service.data), "--k", "1", "--json"
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)[0]["metadata"]["path"] == "new.txt"
     # status reads the catalog beside it
@@ -118,7 +128,15 @@ def test_run_indexes_changes_serves_queries_and_stops_cleanly(service: Service) 
 
 
 def test_second_service_on_the_same_data_dir_gets_a_clear_error(service: Service) -> None:
-    proc = run_cli("run", "--share", f"docs={service.root}", "--data-dir", str(service.data), "--port", str(_free_port()))
+    proc = run_cli(
+        "run",
+        "--share",
+        f"docs={service.root}",
+        "--data-dir",
+        str(service.data),
+        "--port",
+        str(_free_port()),
+    )
     assert proc.returncode == 1
     assert "held by another ShareIndex process" in proc.stderr
     assert "Traceback" not in proc.stderr

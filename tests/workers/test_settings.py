@@ -14,9 +14,13 @@ def test_defaults_are_embedded_and_offline(tmp_path: Path) -> None:
     assert s.languages == ("eng", "jpn")
 
 
-def test_environment_overrides_toml_and_flags_override_environment(tmp_path: Path, monkeypatch) -> None:
+def test_environment_overrides_toml_and_flags_override_environment(
+    tmp_path: Path, monkeypatch
+) -> None:
     config = tmp_path / "shareindex.toml"
-    config.write_text(f'data_dir = "{tmp_path}"\nembedding_batch_size = 8\napi_port = 9000\nchunk_max_tokens = 100\n')
+    config.write_text(
+        f'data_dir = "{tmp_path}"\nembedding_batch_size = 8\napi_port = 9000\nchunk_max_tokens = 100\n'
+    )
     monkeypatch.setenv("SHAREINDEX_EMBEDDING_BATCH_SIZE", "32")
     monkeypatch.setenv("SHAREINDEX_QDRANT_API_KEY", "s3cret")
     s = load_settings(str(config), api_port=9100)

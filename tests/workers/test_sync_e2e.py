@@ -53,7 +53,15 @@ class Synced:
     first_rc: int
 
     def sync(self) -> tuple[int, dict[str, Any]]:
-        proc = run_cli("sync", "--share", f"corpus={self.root}", "--data-dir", str(self.data), "--json", env=CORPUS_ENV)
+        proc = run_cli(
+            "sync",
+            "--share",
+            f"corpus={self.root}",
+            "--data-dir",
+            str(self.data),
+            "--json",
+            env=CORPUS_ENV,
+        )
         assert proc.returncode in (0, 3), proc.stderr
         return proc.returncode, json.loads(proc.stdout)
 
@@ -69,7 +77,9 @@ def synced(tmp_path_factory: pytest.TempPathFactory) -> Synced:
     (root / PRIVATE).write_text(PRIVATE_NEEDLE + "\n")
     (root / PRIVATE).chmod(0o600)  # owner (root) only
     data = base / "data"
-    proc = run_cli("sync", "--share", f"corpus={root}", "--data-dir", str(data), "--json", env=CORPUS_ENV)
+    proc = run_cli(
+        "sync", "--share", f"corpus={root}", "--data-dir", str(data), "--json", env=CORPUS_ENV
+    )
     assert proc.returncode == 3, proc.stderr  # bad files failed, the rest indexed
     return Synced(root, data, json.loads(proc.stdout), proc.returncode)
 
@@ -90,7 +100,9 @@ def _status(synced: Synced) -> dict[str, Any]:
 def _all_points(store: QdrantIndex) -> list[Any]:
     points, offset = [], None
     while True:
-        batch, offset = store.client.scroll("shareindex", limit=500, offset=offset, with_payload=True)
+        batch, offset = store.client.scroll(
+            "shareindex", limit=500, offset=offset, with_payload=True
+        )
         points += batch
         if offset is None:
             return points
@@ -127,7 +139,10 @@ def test_every_document_is_searchable_by_its_needle(synced: Synced, index, path:
     hits = searcher.search(NEEDLES[path], Principal("root", ("root",)), k=3)
     assert hits, path
     assert hits[0].metadata["path"] == path
-    assert NEEDLES[path] in hits[0].page_content.replace(" ", "") or NEEDLES[path] in hits[0].page_content
+    assert (
+        NEEDLES[path] in hits[0].page_content.replace(" ", "")
+        or NEEDLES[path] in hits[0].page_content
+    )
 
 
 def test_payload_contract(synced: Synced, index) -> None:
@@ -137,7 +152,12 @@ def test_payload_contract(synced: Synced, index) -> None:
     for key in ("doc_id", "share", "path", "version", "chunk_index", "chunk_count", "page_number", "kind",
                 "acl", "acl_deny", "content_hash", "mtime", "ingested_at", "embedding_model", "section"):  # fmt: skip
         assert key in meta, key
-    assert (meta["share"], meta["path"], meta["version"], meta["page_number"]) == ("corpus", "reports/quarterly.pdf", 1, 2)
+    assert (meta["share"], meta["path"], meta["version"], meta["page_number"]) == (
+        "corpus",
+        "reports/quarterly.pdf",
+        1,
+        2,
+    )
     assert meta["acl"] == ["user:root", "group:root", "everyone"]  # mode 644, owner root
     assert meta["embedding_model"] == "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -147,7 +167,11 @@ def test_tables_are_split_by_rows_with_their_header(synced: Synced, index) -> No
     hit = searcher.search(NEEDLES["reports/big_table.xlsx"], Principal("root"), k=1)[0]
     assert hit.metadata["kind"] == "table"
     header = hit.page_content.splitlines()[0]
-    table_points = [p for p in _all_points(index[0]) if p.payload["metadata"]["path"] == "reports/big_table.xlsx"]
+    table_points = [
+        p
+        for p in _all_points(index[0])
+        if p.payload["metadata"]["path"] == "reports/big_table.xlsx"
+    ]
     assert len(table_points) > 3
     assert all(p.payload["page_content"].splitlines()[0] == header for p in table_points)
 
@@ -175,12 +199,24 @@ def test_cli_search_without_a_principal_sees_only_public(synced: Synced) -> None
     proc = run_cli("search", PRIVATE_NEEDLE, "--data-dir", str(synced.data), "--k", "50", "--json")
     assert proc.returncode == 0, proc.stderr
     assert PRIVATE not in {h["metadata"]["path"] for h in json.loads(proc.stdout)}
-    proc = run_cli("search", PRIVATE_NEEDLE, "--user", "root", "--data-dir", str(synced.data), "--k", "1", "--json")
+    proc = run_cli(
+        "search",
+        PRIVATE_NEEDLE,
+        "--user",
+        "root",
+        "--data-dir",
+        str(synced.data),
+        "--k",
+        "1",
+        "--json",
+    )
     assert json.loads(proc.stdout)[0]["metadata"]["path"] == PRIVATE
 
 
 def test_cli_search_json_shape(synced: Synced) -> None:
-    proc = run_cli("search", NEEDLES["guide.md"], "--data-dir", str(synced.data), "--k", "2", "--json")
+    proc = run_cli(
+        "search", NEEDLES["guide.md"], "--data-dir", str(synced.data), "--k", "2", "--json"
+    )
     assert proc.returncode == 0, proc.stderr
     hits = json.loads(proc.stdout)
     assert len(hits) == 2
@@ -202,7 +238,9 @@ def test_resync_is_incremental_and_idempotent(synced: Synced) -> None:
     (synced.root / "notes.txt").touch()
     # edit one section of the long report, delete a file
     long_md = synced.root / "reports/long.md"
-    long_md.write_text(long_md.read_text() + "\n\n## Addendum\n\nThe heron inspector found a loose copper rivet.\n")
+    long_md.write_text(
+        long_md.read_text() + "\n\n## Addendum\n\nThe heron inspector found a loose copper rivet.\n"
+    )
     (synced.root / "guide.md").unlink()
     rc, edited = synced.sync()
     assert rc == 0
@@ -215,18 +253,26 @@ def test_resync_is_incremental_and_idempotent(synced: Synced) -> None:
     store = QdrantIndex(open_client(path=str(synced.data / "qdrant")), "shareindex")
     try:
         after = _all_points(store)
-        versions = {p.payload["metadata"]["version"] for p in after if p.payload["metadata"]["path"] == "reports/long.md"}
+        versions = {
+            p.payload["metadata"]["version"]
+            for p in after
+            if p.payload["metadata"]["path"] == "reports/long.md"
+        }
         assert versions == {2}  # the old version is gone, only the new one is readable
         assert not [p for p in after if p.payload["metadata"]["path"] == "guide.md"]
         unchanged_ids = {str(p.id) for p in after} & set(before)
-        assert len(unchanged_ids) == len(after) - len([p for p in after if p.payload["metadata"]["path"] == "reports/long.md"])
+        assert len(unchanged_ids) == len(after) - len(
+            [p for p in after if p.payload["metadata"]["path"] == "reports/long.md"]
+        )
     finally:
         store.close()
     catalog = Catalog(f"sqlite:///{synced.data / 'catalog.db'}")
     try:
         tomb = catalog.find("corpus", "guide.md")
         assert tomb is not None and tomb.status == "deleted"
-        assert [v.version for v in catalog.versions(catalog.find("corpus", "reports/long.md").id)] == [1, 2]  # type: ignore[union-attr]
+        assert [
+            v.version for v in catalog.versions(catalog.find("corpus", "reports/long.md").id)
+        ] == [1, 2]  # type: ignore[union-attr]
     finally:
         catalog.close()
 
@@ -234,7 +280,9 @@ def test_resync_is_incremental_and_idempotent(synced: Synced) -> None:
 def test_exit_codes(synced: Synced, tmp_path: Path) -> None:
     proc = run_cli("sync", "--share", "bad name=/tmp", "--data-dir", str(tmp_path / "d"))
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1].startswith("shareindex: error: invalid setting shares")
+    assert (
+        proc.stderr.strip().splitlines()[-1].startswith("shareindex: error: invalid setting shares")
+    )
     blocker = tmp_path / "file"
     blocker.write_text("x")
     good = tmp_path / "good"
