@@ -31,8 +31,12 @@ def test_readme_examples_run_against_an_index_of_the_demo_share(tmp_path: Path) 
     assert proc.returncode == 0, proc.stderr
     code = _examples()
     assert "acl_filter(principal)" in code and "QdrantVectorStore" in code
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert "maintenance/pump-manual.md" in lines[0]  # qdrant-client: the best hit
-    assert any(line.startswith("maintenance/pump-manual.md ['user:") for line in lines)  # LangChain docs
+    assert any(
+        line.startswith("maintenance/pump-manual.md ['user:") for line in lines
+    )  # LangChain docs

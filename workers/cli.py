@@ -166,7 +166,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 def _search_via_service(settings: Any, args: argparse.Namespace) -> list[dict[str, Any]] | None:
     import httpx
 
-    from workers.service import read_service_info
+    from workers.service import ServiceError, read_service_info
 
     info = read_service_info(settings.data_dir)
     if info is None:
@@ -180,13 +180,19 @@ def _search_via_service(settings: Any, args: argparse.Namespace) -> list[dict[st
     if args.user:
         params.append(("user", args.user))
     params += [("group", g) for g in args.group]
-    response = httpx.get(
-        f"{info['url']}/search",
-        params=params,
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=60,
-    )
-    response.raise_for_status()
+    try:
+        response = httpx.get(
+            f"{info['url']}/search",
+            params=params,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
+    except httpx.ConnectError:
+        return None  # a stale service.json (the process is gone, its pid reused): open the index
+    if response.status_code != 200:
+        raise ServiceError(
+            f"the running service at {info['url']} answered {response.status_code}: {response.text[:300]}"
+        )
     result: list[dict[str, Any]] = response.json()
     return result
 
@@ -234,9 +240,10 @@ def _fatal_errors() -> tuple[type[BaseException], ...]:
     from index.catalog import CatalogError
     from index.store import StoreError
     from ingest.stages.embed import ModelUnavailable
+    from workers.service import ServiceError
     from workers.settings import ConfigError
 
-    return (ConfigError, CatalogError, StoreError, ModelUnavailable)
+    return (ConfigError, CatalogError, StoreError, ModelUnavailable, ServiceError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import stat
 import threading
 import time
 from collections import deque
@@ -167,7 +168,7 @@ class Indexer:
                 continue
             record = self.catalog.find(share, path)
             entry = stat_path(root, path)
-            if entry is None or entry.mode & 0o170000 == 0o040000:  # gone, or now a directory
+            if entry is None or stat.S_ISDIR(entry.mode):  # gone, or now a directory
                 if record is not None and record.status != DELETED:
                     gone.append(record)
                 continue

@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 SERVICE_FILE = "service.json"
 
 
+class ServiceError(Exception):
+    """The running service could not answer a request."""
+
+
 def read_service_info(data_dir: Path) -> dict[str, Any] | None:
     """The running service of a data dir, if its process is alive."""
     try:

@@ -296,3 +296,23 @@ def test_exit_codes(synced: Synced, tmp_path: Path) -> None:
     proc = run_cli("sync", "--share", f"g={good}", "--data-dir", str(tmp_path / "d2"))
     assert proc.returncode == 0, proc.stderr
     assert "1 new" in proc.stdout
+
+
+def test_sync_with_a_postgresql_catalog(postgres_url: str, tmp_path: Path) -> None:
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "a.md").write_text("# Valves\n\nThe gate valve is exercised monthly.\n")
+    (share / "b.txt").write_text("")
+    env = {"SHAREINDEX_CATALOG_URL": postgres_url}
+    proc = run_cli(
+        "sync", "--share", f"pg={share}", "--data-dir", str(tmp_path / "d"), "--json", env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["documents"]["new"] == 1
+    assert not (tmp_path / "d" / "catalog.db").exists()  # the catalog went to PostgreSQL
+    catalog = Catalog(postgres_url)
+    try:
+        assert catalog.find("pg", "a.md").status == "indexed"  # type: ignore[union-attr]
+        assert catalog.find("pg", "b.txt").error == "empty file (0 bytes)"  # type: ignore[union-attr]
+    finally:
+        catalog.close()
