@@ -22,11 +22,6 @@ class SourceFile:
     def abspath(self) -> str:
         return f"{self.root.rstrip('/')}/{self.path}"
 
-    @property
-    def extension(self) -> str:
-        name = self.path.rsplit("/", 1)[-1]
-        return name.rsplit(".", 1)[-1].lower() if "." in name else ""
-
 
 @dataclass(frozen=True)
 class Element:

@@ -23,11 +23,12 @@ from index.acl import acl_from_mode
 from index.catalog import DELETED, INDEXED, PENDING, SKIPPED, Catalog, DocumentRecord
 from index.schema import build_metadata, document_id
 from index.store import QdrantIndex, make_point
-from ingest.errors import IngestError, TransientError
+from ingest.errors import IngestError, TransientError, UnsupportedType
 from ingest.guards import read_file_in_share
 from ingest.models import EmbeddedChunk, PreparedDocument, SourceFile
 from ingest.pipeline import embed
 from ingest.stages.embed import SentenceEmbedder
+from ingest.stages.parse import filetype_of
 from ingest.stages.sparse import SparseEncoder
 from workers.parsepool import ParsePool
 from workers.scanner import FileEntry, is_ignored, scan, stat_path
@@ -117,6 +118,14 @@ class _Work:
         return SourceFile(self.share, self.root, e.path, e.size, e.mtime_ns)
 
 
+def _unsupported(path: str) -> str | None:
+    try:
+        filetype_of(path)
+    except UnsupportedType as exc:
+        return str(exc)
+    return None
+
+
 class Indexer:
     def __init__(
         self,
@@ -186,14 +195,15 @@ class Indexer:
         acl = acl_from_mode(entry.uid, entry.gid, entry.mode)
         live = record if record is not None and record.status != DELETED else None
         doc_id = record.id if record is not None else document_id(share, entry.path)
-        if entry.problem is not None:
-            if live and live.status == SKIPPED and live.error == entry.problem:
+        problem = entry.problem or _unsupported(entry.path)
+        if problem is not None:  # never opened, never sent to a parser
+            if live and live.status == SKIPPED and live.error == problem:
                 report.unchanged += 1
                 return
             self.catalog.upsert_seen(doc_id, share, entry.path, entry.size, entry.mtime_ns, acl)
             if live and live.version > 0:  # a document replaced by a link or a FIFO
                 self.store.delete_document(doc_id)
-            self._record_error(doc_id, share, entry.path, SKIPPED, entry.problem, report)
+            self._record_error(doc_id, share, entry.path, SKIPPED, problem, report)
             return
         if live and self._unchanged(root, entry, live):
             report.unchanged += 1

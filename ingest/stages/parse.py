@@ -59,17 +59,21 @@ class ParseOptions:
     languages: tuple[str, ...] = ("eng", "jpn")
 
 
-def filetype_of(source: SourceFile) -> str:
-    filetype = FORMATS.get(source.extension)
+def filetype_of(path: str) -> str:
+    """The parser for a path, by its extension; raises UnsupportedType."""
+    name = path.rsplit("/", 1)[-1]
+    extension = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    filetype = FORMATS.get(extension)
     if filetype is None:
-        ext = f".{source.extension}" if source.extension else "no extension"
-        raise UnsupportedType(f"unsupported file type ({ext})")
+        raise UnsupportedType(
+            f"unsupported file type ({'.' + extension if extension else 'no extension'})"
+        )
     return filetype
 
 
 def parse(source: SourceFile, options: ParseOptions) -> ParsedDocument:
     """Read and parse one file; raises an IngestError subclass on bad input."""
-    filetype = filetype_of(source)
+    filetype = filetype_of(source.path)
     data = read_file_in_share(source.root, source.path, options.max_file_bytes)
     content_hash = hashlib.sha256(data).hexdigest()
     elements = tuple(parse_bytes(data, filetype, options))
