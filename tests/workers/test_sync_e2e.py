@@ -316,3 +316,40 @@ def test_sync_with_a_postgresql_catalog(postgres_url: str, tmp_path: Path) -> No
         assert catalog.find("pg", "b.txt").error == "empty file (0 bytes)"  # type: ignore[union-attr]
     finally:
         catalog.close()
+
+
+def test_embedding_model_by_path_and_refusal_to_mix_models(tmp_path: Path, model_path: str) -> None:
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "a.txt").write_text("The compressor oil is changed every 500 hours.\n")
+    copy = tmp_path / "models" / "my-minilm"
+    shutil.copytree(model_path, copy)
+    data = str(tmp_path / "d")
+    proc = run_cli(
+        "sync",
+        "--share",
+        f"s={share}",
+        "--data-dir",
+        data,
+        env={"SHAREINDEX_EMBEDDING_MODEL": str(copy)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli(
+        "search",
+        "compressor oil",
+        "--data-dir",
+        data,
+        "--json",
+        env={"SHAREINDEX_EMBEDDING_MODEL": str(copy)},
+    )
+    assert json.loads(proc.stdout)[0]["metadata"]["embedding_model"] == str(copy)
+    # the collection records its model: the default model is refused, not mixed in
+    proc = run_cli("sync", "--share", f"s={share}", "--data-dir", data)
+    assert proc.returncode == 1
+    assert f"was built with embedding model '{copy}' (384 dims)" in proc.stderr
+    # a hub id that is not cached: a clear error, no download attempt
+    proc = run_cli("sync", "--share", f"s={share}", "--data-dir", str(tmp_path / "d2"),
+                   env={"SHAREINDEX_EMBEDDING_MODEL": "intfloat/multilingual-e5-small"})  # fmt: skip
+    assert proc.returncode == 1
+    assert "neither a local folder nor in the local Hugging Face cache" in proc.stderr
+    assert "Traceback" not in proc.stderr
