@@ -16,14 +16,18 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     DateTime,
+    Float,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    case,
     create_engine,
+    delete,
     event,
     func,
     select,
+    update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
@@ -58,6 +62,8 @@ class DocumentRow(Base):
     content_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     #: the version the index holds (0: none yet)
     version: Mapped[int] = mapped_column(Integer, default=0)
+    #: the highest version number handed out; concurrent writers never share a number
+    next_version: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(16), index=True, default=PENDING)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -82,6 +88,18 @@ class VersionRow(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     chunk_count: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class FreshnessRow(Base):
+    """Seconds from a change on the share to the change being searchable."""
+
+    __tablename__ = "freshness_samples"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    share: Mapped[str] = mapped_column(String(200), index=True)
+    change: Mapped[str] = mapped_column(String(16))
+    seconds: Mapped[float] = mapped_column(Float)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
 @dataclass(frozen=True)
@@ -193,6 +211,50 @@ class Catalog:
             row = _row(s, doc_id)
             row.size, row.mtime_ns, row.status, row.error = size, mtime_ns, INDEXED, None
 
+    def allocate_version(self, doc_id: str) -> int:
+        """A version number no other writer of this document gets."""
+        highest = case(
+            (DocumentRow.next_version > DocumentRow.version, DocumentRow.next_version),
+            else_=DocumentRow.version,
+        )
+        with self.session() as s:  # one atomic statement: no read-then-write race, in SQLite too
+            allocated = s.scalar(
+                update(DocumentRow)
+                .where(DocumentRow.id == doc_id)
+                .values(next_version=highest + 1)
+                .returning(DocumentRow.next_version)
+            )
+        if allocated is None:
+            raise KeyError(f"no document {doc_id} in the catalog")
+        return int(allocated)
+
+    def claim_version(self, doc_id: str, version: int, content_hash: str) -> bool:
+        """Compare-and-set: make ``version`` the indexed one unless a newer one already is.
+
+        Its points must be written already. The document stays ``pending`` until
+        ``finish_version``: a crash in between is redone by the next sync.
+        """
+        with self.session() as s:
+            result = s.execute(
+                update(DocumentRow)
+                .where(DocumentRow.id == doc_id, DocumentRow.version <= version)
+                .values(version=version, content_hash=content_hash)
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def finish_version(self, doc_id: str, version: int, content_hash: str, size: int, chunk_count: int,
+                       filetype: str) -> None:  # fmt: skip
+        """The old versions' points are gone: the document is indexed at ``version``."""
+        with self.session() as s:
+            row = _row(s, doc_id)
+            if row.version != version:  # a newer version was claimed meanwhile: it finishes itself
+                return
+            row.chunk_count, row.filetype = chunk_count, filetype
+            row.status, row.error, row.attempts, row.indexed_at = INDEXED, None, 0, _now()
+            if s.get(VersionRow, (doc_id, version)) is None:
+                s.add(VersionRow(doc_id=doc_id, version=version, content_hash=content_hash, size=size,
+                                 chunk_count=chunk_count))  # fmt: skip
+
     def mark_indexed(
         self,
         doc_id: str,
@@ -202,14 +264,62 @@ class Catalog:
         chunk_count: int,
         filetype: str,
     ) -> None:
+        """claim + finish in one go, for a single writer."""
+        if self.claim_version(doc_id, version, content_hash):
+            self.finish_version(doc_id, version, content_hash, size, chunk_count, filetype)
+
+    def repoint(self, doc_id: str, path: str, size: int, mtime_ns: int, acl: list[str]) -> None:
+        """A moved or renamed file: same document, same version, new path."""
         with self.session() as s:
             row = _row(s, doc_id)
-            row.version, row.content_hash, row.size = version, content_hash, size
-            row.chunk_count, row.filetype = chunk_count, filetype
-            row.status, row.error, row.attempts, row.indexed_at = INDEXED, None, 0, _now()
-            if s.get(VersionRow, (doc_id, version)) is None:
-                s.add(VersionRow(doc_id=doc_id, version=version, content_hash=content_hash, size=size,
-                                 chunk_count=chunk_count))  # fmt: skip
+            stale = s.scalars(
+                select(DocumentRow).where(DocumentRow.share == row.share, DocumentRow.path == path)
+            ).first()
+            if stale is not None and stale.id != doc_id:
+                if stale.status != DELETED:
+                    raise ValueError(
+                        f"{row.share}:{path} is a live document; cannot move {doc_id} there"
+                    )
+                s.delete(stale)  # a tombstone at the new path gives way
+                s.flush()
+            row.path, row.size, row.mtime_ns, row.acl = path, size, mtime_ns, json.dumps(acl)
+
+    def record_freshness(self, share: str, change: str, seconds: float) -> None:
+        with self.session() as s:
+            s.add(FreshnessRow(share=share, change=change, seconds=seconds))
+
+    def freshness(self, last: int = 1000) -> dict[str, Any]:
+        """p50, p95 and last of the most recent samples, and the sample count."""
+        with self.session() as s:
+            rows = list(
+                s.scalars(select(FreshnessRow).order_by(FreshnessRow.id.desc()).limit(last))
+            )
+        if not rows:
+            return {"samples": 0, "p50_s": None, "p95_s": None, "last_s": None, "last_at": None}
+        values = sorted(r.seconds for r in rows)
+        return {
+            "samples": len(values),
+            "p50_s": round(_quantile(values, 0.5), 3),
+            "p95_s": round(_quantile(values, 0.95), 3),
+            "last_s": round(rows[0].seconds, 3),
+            "last_at": rows[0].at.isoformat(timespec="seconds"),
+        }
+
+    def prune_freshness(self, keep: int = 10_000) -> None:
+        with self.session() as s:
+            newest = s.scalar(select(func.max(FreshnessRow.id)))
+            if newest is not None and newest > keep:
+                s.execute(delete(FreshnessRow).where(FreshnessRow.id <= newest - keep))
+
+    def pending_since(self) -> dict[str, datetime]:
+        """Per share, since when its oldest pending document has waited."""
+        with self.session() as s:
+            rows = s.execute(
+                select(DocumentRow.share, func.min(DocumentRow.updated_at))
+                .where(DocumentRow.status == PENDING)
+                .group_by(DocumentRow.share)
+            )
+            return {share: _aware(at) for share, at in rows}
 
     def mark_failed(self, doc_id: str, status: str, reason: str) -> None:
         """A permanent error (``failed``), nothing to index (``skipped``) or a transient error
@@ -229,6 +339,16 @@ class Catalog:
     def set_acl(self, doc_id: str, acl: list[str]) -> None:
         with self.session() as s:
             _row(s, doc_id).acl = json.dumps(acl)
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def _aware(at: datetime) -> datetime:
+    """SQLite gives naive datetimes back: they were written in UTC."""
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def _row(session: Session, doc_id: str) -> DocumentRow:

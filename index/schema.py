@@ -45,6 +45,15 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def location_metadata(path: str, mtime_ns: int) -> dict[str, Any]:
+    """The payload fields that change when a file is moved or renamed."""
+    return {
+        "path": path,
+        "filename": path.rsplit("/", 1)[-1],
+        "mtime": datetime.fromtimestamp(mtime_ns / 1e9, UTC).isoformat(timespec="seconds"),
+    }
+
+
 def build_metadata(
     *,
     doc_id: str,
@@ -68,8 +77,7 @@ def build_metadata(
     return {
         "doc_id": doc_id,
         "share": share,
-        "path": path,
-        "filename": path.rsplit("/", 1)[-1],
+        **location_metadata(path, mtime_ns),
         "filetype": filetype,
         "version": version,
         "content_hash": content_hash,
@@ -82,7 +90,6 @@ def build_metadata(
         "kind": kind,
         "kinds": kinds,
         "section": section,
-        "mtime": datetime.fromtimestamp(mtime_ns / 1e9, UTC).isoformat(timespec="seconds"),
         "ingested_at": now_iso(),
         "embedding_model": embedding_model,
         "text_hash": text_hash,

@@ -11,7 +11,15 @@ from typing import Any, Literal
 from qdrant_client import QdrantClient, models
 
 from index.acl import Principal, acl_filter
-from index.schema import CONTENT_KEY, DENSE, INDEXED_FIELDS, METADATA_KEY, SPARSE, point_id
+from index.schema import (
+    CONTENT_KEY,
+    DENSE,
+    INDEXED_FIELDS,
+    METADATA_KEY,
+    SPARSE,
+    location_metadata,
+    point_id,
+)
 from ingest.models import SparseVector
 from ingest.pipeline import StoredVectors
 
@@ -121,6 +129,13 @@ class QdrantIndex:
             )
         )
 
+    def delete_version(self, doc_id: str, version: int) -> None:
+        self._delete(
+            models.Filter(
+                must=[_match("metadata.doc_id", doc_id), _match("metadata.version", version)]
+            )
+        )
+
     def delete_document(self, doc_id: str) -> None:
         self._delete(models.Filter(must=[_match("metadata.doc_id", doc_id)]))
 
@@ -225,14 +240,19 @@ class QdrantIndex:
 
     def set_acl(self, doc_id: str, acl: list[str], acl_deny: list[str]) -> None:
         """Permission change: rewrite the ACL of every point of the document in place."""
+        self._set_metadata(doc_id, {"acl": acl, "acl_deny": acl_deny})
+
+    def set_location(self, doc_id: str, path: str, mtime_ns: int) -> None:
+        """A moved or renamed file: re-point every point of the document, vectors untouched."""
+        self._set_metadata(doc_id, location_metadata(path, mtime_ns))
+
+    def _set_metadata(self, doc_id: str, fields: dict[str, Any]) -> None:
         with self._lock:
             self.client.set_payload(
                 self.collection,
-                payload={"acl": acl, "acl_deny": acl_deny},
+                payload=fields,
                 key=METADATA_KEY,
-                points=models.FilterSelector(
-                    filter=models.Filter(must=[_match("metadata.doc_id", doc_id)])
-                ),
+                points=models.FilterSelector(filter=models.Filter(must=[_match("metadata.doc_id", doc_id)])),
                 wait=True,
             )
 

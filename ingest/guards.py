@@ -7,6 +7,7 @@ import io
 import os
 import stat
 import zipfile
+from dataclasses import dataclass
 
 from ingest.errors import (
     CorruptDocument,
@@ -53,7 +54,14 @@ def describe_mode(mode: int) -> str:
     return "not a regular file"
 
 
-def read_file_in_share(root: str, relpath: str, max_bytes: int) -> bytes:
+@dataclass(frozen=True)
+class FileContent:
+    data: bytes
+    #: the file's mtime when it was opened: a later stat that differs means it changed since
+    mtime_ns: int
+
+
+def read_file_in_share(root: str, relpath: str, max_bytes: int) -> FileContent:
     """Read a regular file inside the share without following a symlink or blocking on a FIFO."""
     path = resolve_in_share(root, relpath)
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
@@ -87,7 +95,7 @@ def read_file_in_share(root: str, relpath: str, max_bytes: int) -> bytes:
         os.close(fd)
     if len(data) > max_bytes:
         raise TooLarge(f"file grew past the limit of {max_bytes:,} bytes while being read")
-    return data
+    return FileContent(data, st.st_mtime_ns)
 
 
 def check_zip_container(data: bytes, filetype: str, max_uncompressed: int) -> None:

@@ -40,6 +40,8 @@ class ParsedDocument:
 
     content_hash: str
     size: int
+    #: the file's mtime when it was read: if the file's mtime differs at commit, this is stale
+    mtime_ns: int
     elements: tuple[Element, ...]
     filetype: str
 

@@ -10,7 +10,8 @@ import hmac
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from index.acl import Principal
 from index.search import Searcher
@@ -29,6 +30,11 @@ def create_app(searcher: Searcher, status: Callable[[], dict[str, Any]], token: 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        """Prometheus metrics: counts and timings only, no document content."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/search", dependencies=[Depends(authenticate)])
     def search(

@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _shares(p)
     p.add_argument("--port", type=int, help="query API port on 127.0.0.1 (default 8765)")
+    p.add_argument("--poll", action="append", default=[], metavar="NAME",
+                   help="watch this share by polling (network mounts: SMB, NFS); may repeat")  # fmt: skip
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("search", help="top-k chunks the principal may read")
@@ -129,7 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from workers.runtime import open_runtime
     from workers.service import EmbeddedService, check_port_free
 
-    settings = _settings(args, api_port=args.port)
+    settings = _settings(args, api_port=args.port, polling_shares=args.poll or None)
     _need_shares(settings)
     check_port_free(settings.api_host, settings.api_port)
     _announce_nlp()

@@ -1,9 +1,12 @@
 """Brings the index of a share in line with the share: the engine behind sync, run and watch.
 
-Order per document: record it as pending in the catalog (durable), parse and chunk in the parse
-pool, embed in batches across documents, write the new version's points, remove the old
-version's points, then mark it indexed. A crash anywhere leaves it pending, and redoing it writes
-the same point ids.
+Per document: record it as pending in the catalog (durable), parse and chunk in the parse pool,
+embed in batches across documents, then commit: check the file has not changed since it was read
+(else the result is stale and dropped: a newer change is on its way), write the new version's
+points, claim the version in the catalog (compare-and-set: a newer version already claimed wins),
+remove the older versions' points, mark the document indexed. A crash anywhere leaves it pending,
+and redoing it writes the same point ids. A moved file (same bytes under a new path) is re-pointed
+without parsing or embedding.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -30,6 +33,7 @@ from ingest.pipeline import embed
 from ingest.stages.embed import SentenceEmbedder
 from ingest.stages.parse import filetype_of
 from ingest.stages.sparse import SparseEncoder
+from workers import metrics
 from workers.parsepool import ParsePool
 from workers.scanner import FileEntry, is_ignored, scan, stat_path
 
@@ -58,6 +62,9 @@ class _NoProgress:
 ProgressFactory = Callable[[int, str], Progress]
 
 
+_COUNTS = ("new", "changed", "unchanged", "deleted", "moved", "failed", "skipped", "superseded")
+
+
 @dataclass
 class SyncReport:
     new: int = 0
@@ -67,37 +74,25 @@ class SyncReport:
     moved: int = 0
     failed: int = 0
     skipped: int = 0
+    #: read while the file was still changing: dropped, the newer change is processed instead
+    superseded: int = 0
     embedded: int = 0
     reused: int = 0
     seconds: float = 0.0
     failures: list[dict[str, str]] = field(default_factory=list)
 
     def add(self, other: SyncReport) -> None:
-        for name in (
-            "new",
-            "changed",
-            "unchanged",
-            "deleted",
-            "moved",
-            "failed",
-            "skipped",
-            "embedded",
-            "reused",
-            "seconds",
-        ):
+        for name in (*_COUNTS, "embedded", "reused", "seconds"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.failures.extend(other.failures)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "documents": {
-                "new": self.new, "changed": self.changed, "unchanged": self.unchanged,
-                "deleted": self.deleted, "moved": self.moved, "failed": self.failed, "skipped": self.skipped,
-            },
+            "documents": {name: getattr(self, name) for name in _COUNTS},
             "chunks": {"embedded": self.embedded, "reused": self.reused},
             "seconds": round(self.seconds, 3),
             "failures": self.failures,
-        }  # fmt: skip
+        }
 
 
 @dataclass
@@ -111,11 +106,19 @@ class _Work:
     acl: list[str]
     record: DocumentRecord | None
     kind: str  # "new" or "changed"
+    #: wall-clock time of the change (the event, or the file's mtime)
+    changed_at: float
 
     @property
     def source(self) -> SourceFile:
         e = self.entry
         return SourceFile(self.share, self.root, e.path, e.size, e.mtime_ns)
+
+
+@dataclass
+class _Plan:
+    work: list[_Work] = field(default_factory=list)
+    gone: list[DocumentRecord] = field(default_factory=list)
 
 
 def _unsupported(path: str) -> str | None:
@@ -155,42 +158,52 @@ class Indexer:
         started = time.monotonic()
         report = SyncReport()
         known = self.catalog.documents(share)
-        work: list[_Work] = []
+        plan = _Plan()
         seen: set[str] = set()
         for entry in scan(root, self.ignore):
             seen.add(entry.path)
-            self._classify(share, root, entry, known.get(entry.path), work, report)
-        gone = [rec for path, rec in known.items() if path not in seen and rec.status != DELETED]
-        self._delete(gone, report)
-        self._process(work, report, share)
+            self._classify(
+                share, root, entry, known.get(entry.path), plan, report, entry.mtime_ns / 1e9
+            )
+        plan.gone = [
+            rec for path, rec in known.items() if path not in seen and rec.status != DELETED
+        ]
+        self._carry_out(share, root, plan, report, {})
         report.seconds = time.monotonic() - started
         return report
 
-    def sync_paths(self, share: str, root: str, paths: Iterable[str]) -> SyncReport:
-        """Bring a few paths (from watcher events) up to date."""
+    def sync_paths(self, share: str, root: str, changes: Mapping[str, float]) -> SyncReport:
+        """Bring the paths of watcher events up to date; ``changes`` maps path -> event time."""
         started = time.monotonic()
         report = SyncReport()
-        work: list[_Work] = []
-        gone: list[DocumentRecord] = []
-        for path in dict.fromkeys(paths):
+        plan = _Plan()
+        for path, changed_at in changes.items():
             if any(is_ignored(part, self.ignore) for part in path.split("/")):
                 continue
             record = self.catalog.find(share, path)
             entry = stat_path(root, path)
             if entry is None or stat.S_ISDIR(entry.mode):  # gone, or now a directory
                 if record is not None and record.status != DELETED:
-                    gone.append(record)
+                    plan.gone.append(record)
                 continue
-            self._classify(share, root, entry, record, work, report)
-        self._delete(gone, report)
-        self._process(work, report, share)
+            self._classify(share, root, entry, record, plan, report, changed_at)
+        self._carry_out(share, root, plan, report, changes)
         report.seconds = time.monotonic() - started
         return report
+
+    def _carry_out(self, share: str, root: str, plan: _Plan, report: SyncReport,
+                   changes: Mapping[str, float]) -> None:  # fmt: skip
+        self._match_moves(root, plan, report)
+        self._delete(plan.gone, report, changes)
+        for item in plan.work:  # durable before any work: a crash leaves them pending
+            e = item.entry
+            self.catalog.upsert_seen(item.doc_id, share, e.path, e.size, e.mtime_ns, item.acl)
+        self._process(plan.work, report, share)
 
     # -- planning -----------------------------------------------------------------------------
     def _classify(
         self, share: str, root: str, entry: FileEntry, record: DocumentRecord | None,
-        work: list[_Work], report: SyncReport,
+        plan: _Plan, report: SyncReport, changed_at: float,
     ) -> None:  # fmt: skip
         acl = acl_from_mode(entry.uid, entry.gid, entry.mode)
         live = record if record is not None and record.status != DELETED else None
@@ -209,9 +222,8 @@ class Indexer:
             report.unchanged += 1
             self._update_acl(live, acl)
             return
-        self.catalog.upsert_seen(doc_id, share, entry.path, entry.size, entry.mtime_ns, acl)
         kind = "changed" if live and live.version > 0 else "new"
-        work.append(_Work(share, root, entry, doc_id, acl, record, kind))
+        plan.work.append(_Work(share, root, entry, doc_id, acl, record, kind, changed_at))
 
     def _unchanged(self, root: str, entry: FileEntry, record: DocumentRecord) -> bool:
         """Same size and mtime: not even hashed. Only the mtime moved: hashed, not parsed."""
@@ -222,19 +234,18 @@ class Indexer:
         if (
             record.status == INDEXED
             and record.content_hash
-            and self._same_content(root, entry, record)
+            and self._hash(root, entry) == record.content_hash
         ):
             self.catalog.mark_unchanged(record.id, entry.size, entry.mtime_ns)
             return True
         return False
 
-    def _same_content(self, root: str, entry: FileEntry, record: DocumentRecord) -> bool:
-        """Only the mtime moved (a touch, a copy that kept the bytes): no need to parse."""
+    def _hash(self, root: str, entry: FileEntry) -> str | None:
         try:
-            data = read_file_in_share(root, entry.path, self.max_file_bytes)
+            data = read_file_in_share(root, entry.path, self.max_file_bytes).data
         except (IngestError, OSError):
-            return False
-        return hashlib.sha256(data).hexdigest() == record.content_hash
+            return None
+        return hashlib.sha256(data).hexdigest()
 
     def _update_acl(self, record: DocumentRecord, acl: list[str]) -> None:
         """A permission-only change: rewrite the payload, never re-embed."""
@@ -243,11 +254,52 @@ class Indexer:
                 self.store.set_acl(record.id, acl, [])
             self.catalog.set_acl(record.id, acl)
 
-    def _delete(self, records: list[DocumentRecord], report: SyncReport) -> None:
+    def _match_moves(self, root: str, plan: _Plan, report: SyncReport) -> None:
+        """A new path holding the exact bytes of a vanished document is that document, moved."""
+        by_size: dict[int, list[DocumentRecord]] = {}
+        for rec in plan.gone:
+            if rec.status == INDEXED and rec.content_hash:
+                by_size.setdefault(rec.size, []).append(rec)
+        if not by_size:
+            return
+        remaining = []
+        for item in plan.work:
+            candidates = by_size.get(item.entry.size) if item.kind == "new" else None
+            digest = self._hash(root, item.entry) if candidates else None
+            match = next((r for r in candidates or () if r.content_hash == digest), None)
+            if match is None:
+                remaining.append(item)
+                continue
+            candidates.remove(match)  # type: ignore[union-attr]
+            plan.gone.remove(match)
+            self._repoint(match, item)
+            report.moved += 1
+        plan.work = remaining
+
+    def _repoint(self, record: DocumentRecord, item: _Work) -> None:
+        e = item.entry
+        self.catalog.repoint(record.id, e.path, e.size, e.mtime_ns, item.acl)
+        self.store.set_location(record.id, e.path, e.mtime_ns)
+        if sorted(item.acl) != sorted(record.acl):
+            self.store.set_acl(record.id, item.acl, [])
+        self._observe(item.share, "moved", item.changed_at)
+
+    def _delete(
+        self, records: list[DocumentRecord], report: SyncReport, changes: Mapping[str, float]
+    ) -> None:
         for record in records:
             self.store.delete_document(record.id)
             self.catalog.mark_deleted([record.id])
             report.deleted += 1
+            if record.path in changes:
+                self._observe(record.share, "deleted", changes[record.path])
+
+    def _observe(self, share: str, change: str, changed_at: float) -> None:
+        """Freshness: from the change to the moment it is searchable."""
+        seconds = max(0.0, time.time() - changed_at)
+        metrics.FRESHNESS.labels(share, change).observe(seconds)
+        metrics.DOCUMENTS.labels(share, change).inc()
+        self.catalog.record_freshness(share, change, seconds)
 
     # -- processing ---------------------------------------------------------------------------
     def _process(self, work: list[_Work], report: SyncReport, share: str) -> None:
@@ -289,10 +341,10 @@ class Indexer:
     def _embed_and_write(
         self, ready: list[tuple[_Work, PreparedDocument]], report: SyncReport
     ) -> None:
-        by_source = {id(doc): item for item, doc in ready}
+        by_doc = {id(doc): item for item, doc in ready}
 
         def reuse(doc: PreparedDocument) -> Any:
-            record = by_source[id(doc)].record
+            record = by_doc[id(doc)].record
             if record is None or record.version == 0 or record.status == DELETED:
                 return {}
             return self.store.stored_vectors(record.id, record.version)
@@ -300,52 +352,69 @@ class Indexer:
         before = self.embedder.embedded_total
         results = embed([doc for _, doc in ready], self.embedder, self.sparse, reuse)
         report.embedded += self.embedder.embedded_total - before
+        metrics.EMBEDDINGS.inc(self.embedder.embedded_total - before)
         for (item, doc), chunks in zip(ready, results, strict=True):
             try:
-                self._write(item, doc, chunks)
+                written = self._write(item, doc, chunks)
             except Exception as exc:  # the store or the catalog failed: retry later, lose nothing
                 log.exception("writing %s/%s failed", item.share, item.entry.path)
-                self._record_error(item.doc_id, item.share, item.entry.path, PENDING,
-                                   f"could not write to the index: {type(exc).__name__}: {exc}", report)  # fmt: skip
+                reason = f"could not write to the index: {type(exc).__name__}: {exc}"
+                self._record_error(
+                    item.doc_id, item.share, item.entry.path, PENDING, reason, report
+                )
                 continue
-            report.reused += sum(1 for c in chunks if c.reused)
+            if not written:
+                report.superseded += 1
+                continue
+            reused = sum(1 for c in chunks if c.reused)
+            report.reused += reused
+            metrics.REUSED.inc(reused)
             setattr(report, item.kind, getattr(report, item.kind) + 1)
+            self._observe(item.share, item.kind, item.changed_at)
 
-    def _write(self, item: _Work, doc: PreparedDocument, chunks: list[EmbeddedChunk]) -> None:
+    def _write(self, item: _Work, doc: PreparedDocument, chunks: list[EmbeddedChunk]) -> bool:
+        """Commit one document; False when its result is stale and was dropped."""
+        if self._changed_since_read(item, doc):
+            return False
         record = item.record
-        previous = record.version if record else 0
+        parsed = doc.parsed
         same = (
-            previous > 0 and record is not None and record.content_hash == doc.parsed.content_hash
+            record is not None and record.version > 0 and record.content_hash == parsed.content_hash
         )
-        version = previous if same else previous + 1
+        version = record.version if same and record else self.catalog.allocate_version(item.doc_id)
         points = [
             make_point(
                 item.doc_id, version, c.chunk.index, c.chunk.text, c.dense, c.sparse,
                 build_metadata(
                     doc_id=item.doc_id, share=item.share, path=item.entry.path, version=version,
-                    content_hash=doc.parsed.content_hash, chunk_index=c.chunk.index, chunk_count=len(chunks),
+                    content_hash=parsed.content_hash, chunk_index=c.chunk.index, chunk_count=len(chunks),
                     kind=c.chunk.kind, kinds=list(c.chunk.kinds), page_numbers=list(c.chunk.page_numbers),
-                    section=c.chunk.section, mtime_ns=item.entry.mtime_ns, filetype=doc.parsed.filetype,
+                    section=c.chunk.section, mtime_ns=parsed.mtime_ns, filetype=parsed.filetype,
                     embedding_model=self.embedder.model_name, text_hash=c.text_hash, acl=item.acl, acl_deny=[],
                 ),
             )
             for c in chunks
         ]  # fmt: skip
-        self.store.upsert(points)  # the new version is complete ...
-        self.store.delete_versions_except(item.doc_id, version)  # ... before the old one goes
-        self.catalog.mark_indexed(
-            item.doc_id,
-            version,
-            doc.parsed.content_hash,
-            doc.parsed.size,
-            len(chunks),
-            doc.parsed.filetype,
+        self.store.upsert(points)  # the new version is complete before anything is removed
+        if not self.catalog.claim_version(item.doc_id, version, parsed.content_hash):
+            self.store.delete_version(item.doc_id, version)  # a newer version won: ours goes
+            return False
+        self.store.delete_versions_except(item.doc_id, version)
+        self.catalog.finish_version(
+            item.doc_id, version, parsed.content_hash, parsed.size, len(chunks), parsed.filetype
         )
+        return True
+
+    def _changed_since_read(self, item: _Work, doc: PreparedDocument) -> bool:
+        """Re-check before committing: a file that moved on since it was read is not written."""
+        now = stat_path(item.root, item.entry.path)
+        return now is None or (now.size, now.mtime_ns) != (doc.parsed.size, doc.parsed.mtime_ns)
 
     def _record_error(
         self, doc_id: str, share: str, path: str, status: str, reason: str, report: SyncReport
     ) -> None:
         self.catalog.mark_failed(doc_id, status, reason)
+        metrics.DOCUMENTS.labels(share, status).inc()
         if status == SKIPPED:
             report.skipped += 1
         else:

@@ -27,7 +27,7 @@ from workers.indexer import SyncReport
 from workers.runtime import Runtime
 from workers.settings import ConfigError, Settings
 from workers.status import status_report
-from workers.watcher import RESCAN, Change, Debouncer, start_observer
+from workers.watcher import RESCAN, Change, Debouncer, start_observers
 
 log = logging.getLogger(__name__)
 SERVICE_FILE = "service.json"
@@ -65,19 +65,23 @@ class EmbeddedService:
         self.say = say
         self.stop = threading.Event()
         self.events: queue.Queue[Change] = queue.Queue()
-        self.debouncer = Debouncer(settings.debounce_s)
+        self.debouncer = Debouncer(settings.debounce_s, settings.write_settle_s)
         self.shares = {name: str(root) for name, root in settings.shares.items()}
         self.token = secrets.token_urlsafe(32)
         self.url = f"http://{settings.api_host}:{settings.api_port}"
         self._server: uvicorn.Server | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def run(self) -> int:
+    def run(self, handle_signals: bool = True) -> int:
         check_port_free(self.settings.api_host, self.settings.api_port)
-        previous = {
-            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
-        observer = start_observer(self.shares, self.events)  # before reconciling: nothing is missed
+        previous = {}
+        if handle_signals:
+            previous = {
+                sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+            }
+        # watching starts before reconciling: nothing that happens meanwhile is missed
+        observers = start_observers(self.shares, self.events, self.settings.polling_shares,
+                                    self.settings.polling_interval_s)  # fmt: skip
         server_thread = self._start_api()
         self._write_service_file()
         try:
@@ -86,19 +90,21 @@ class EmbeddedService:
             )
             last_reconcile = self._reconcile()
             while not self.stop.is_set():
-                self._drain_events(timeout=0.1)
+                self._drain_events(timeout=0.05)
                 for share, paths in self.debouncer.due().items():
                     if self.stop.is_set():
                         break
-                    self._index_paths(share, paths)
+                    self._index_paths(share, self._stable(share, paths))
                 if time.monotonic() - last_reconcile > self.settings.reconcile_interval_s:
                     last_reconcile = self._reconcile()
         finally:
             self.say("stopping: finishing the current write")
-            observer.stop()
+            for observer in observers:
+                observer.stop()
             if self._server:
                 self._server.should_exit = True
-            observer.join(timeout=5)
+            for observer in observers:
+                observer.join(timeout=5)
             server_thread.join(timeout=10)
             self._remove_service_file()
             for sig, handler in previous.items():
@@ -106,9 +112,12 @@ class EmbeddedService:
         self.say("stopped cleanly")
         return 0
 
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+    def request_stop(self) -> None:
         self.stop.set()
         self.runtime.indexer.stop.set()
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.request_stop()
 
     # -- indexing -----------------------------------------------------------------------------
     def _reconcile(self) -> float:
@@ -137,12 +146,32 @@ class EmbeddedService:
                 break
         self.debouncer.add(batch)
 
-    def _index_paths(self, share: str, paths: list[str]) -> None:
+    def _stable(self, share: str, paths: dict[str, float]) -> dict[str, float]:
+        """Paths whose mtime has stood still for the debounce delay; the others wait more
+        (a writer that never closes the file, a polled network share)."""
+        now = time.time()
+        ready = {}
+        for path, first in paths.items():
+            if path != RESCAN:
+                try:
+                    age = now - os.lstat(os.path.join(self.shares[share], path)).st_mtime
+                except OSError:
+                    age = self.settings.debounce_s  # gone: nothing to wait for
+                if 0 <= age < self.settings.debounce_s:
+                    self.debouncer.rearm(share, path, first)
+                    continue
+            ready[path] = first
+        return ready
+
+    def _index_paths(self, share: str, paths: dict[str, float]) -> None:
+        if not paths:
+            return
         indexer = self.runtime.indexer
+        root = self.shares[share]
         report = (
-            indexer.sync_share(share, self.shares[share])
+            indexer.sync_share(share, root)
             if RESCAN in paths
-            else indexer.sync_paths(share, self.shares[share], paths)
+            else indexer.sync_paths(share, root, paths)
         )
         for failure in report.failures:
             log.warning(

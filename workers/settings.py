@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -73,8 +73,17 @@ class Settings(BaseSettings):
     # embedded service
     api_host: str = "127.0.0.1"
     api_port: int = Field(8765, ge=1, le=65535)
-    debounce_s: float = Field(0.5, ge=0)
-    reconcile_interval_s: float = Field(600, gt=0)
+    debounce_s: float = Field(0.5, ge=0, description="quiet time before a changed file is read")
+    write_settle_s: float = Field(
+        3.0, ge=0, description="quiet time for a file written but never closed"
+    )
+    reconcile_interval_s: float = Field(
+        600, gt=0, description="full comparison of shares and catalog"
+    )
+    polling_shares: list[str] = Field(
+        default_factory=list, description="shares watched by polling (SMB/NFS)"
+    )
+    polling_interval_s: float = Field(1.0, gt=0)
 
     @field_validator("shares")
     @classmethod
@@ -85,6 +94,13 @@ class Settings(BaseSettings):
             if not root.is_dir():
                 raise ValueError(f"share {name!r}: {root} is not a directory")
         return {name: root.resolve() for name, root in shares.items()}
+
+    @model_validator(mode="after")
+    def _check_polling(self) -> Settings:
+        unknown = set(self.polling_shares) - set(self.shares)
+        if unknown and self.shares:
+            raise ValueError(f"polling_shares names unknown shares: {', '.join(sorted(unknown))}")
+        return self
 
     @field_validator("embedding_device")
     @classmethod

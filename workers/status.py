@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 from index.catalog import FAILED, PENDING, SKIPPED, Catalog, DocumentRecord
@@ -23,8 +24,15 @@ def _item(rec: DocumentRecord) -> dict[str, Any]:
 
 def status_report(catalog: Catalog, service: dict[str, Any] | None = None) -> dict[str, Any]:
     skipped = catalog.with_status(SKIPPED, _LIST_LIMIT)
+    now = datetime.now(UTC)
     return {
         "documents": catalog.counts(),
+        "freshness": catalog.freshness(),
+        # how far behind each share is: the age of its oldest pending document (0: caught up)
+        "behind_s": {
+            share: round((now - since).total_seconds(), 1)
+            for share, since in catalog.pending_since().items()
+        },
         "failed": [_item(r) for r in catalog.with_status(FAILED, _LIST_LIMIT)],
         "pending": [_item(r) for r in catalog.with_status(PENDING, _LIST_LIMIT)],
         "skipped": [_item(r) for r in skipped],

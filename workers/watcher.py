@@ -27,12 +27,16 @@ from watchdog.observers.polling import PollingObserver
 
 RESCAN = ""  # the path that stands for "reconcile the whole share"
 
+WRITE, CLOSE, OTHER = "write", "close", "other"
+
 
 @dataclass(frozen=True)
 class Change:
     share: str
     path: str  # relative to the share root; RESCAN for the whole share
     at: float  # monotonic time of the event
+    wall: float  # wall-clock time of the event (what freshness is measured from)
+    kind: str = OTHER  # WRITE: created or modified; CLOSE: closed after writing
 
 
 class ShareEventHandler(FileSystemEventHandler):
@@ -44,15 +48,18 @@ class ShareEventHandler(FileSystemEventHandler):
     def on_any_event(self, event: FileSystemEvent) -> None:
         if isinstance(event, FileOpenedEvent | FileClosedNoWriteEvent):
             return
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         if event.is_directory:
             if event.event_type in ("created", "moved", "deleted"):
-                self.out.put(Change(self.share, RESCAN, now))
+                self.out.put(Change(self.share, RESCAN, now, wall))
             return
-        for raw in (event.src_path, getattr(event, "dest_path", "")):
-            rel = self._relative(raw)
-            if rel:
-                self.out.put(Change(self.share, rel, now))
+        kind = {"created": WRITE, "modified": WRITE, "closed": CLOSE}.get(event.event_type, OTHER)
+        rel = self._relative(event.src_path)
+        if rel:
+            self.out.put(Change(self.share, rel, now, wall, kind))
+        dest = self._relative(getattr(event, "dest_path", ""))
+        if dest:  # the new name of a moved file is complete: it was written under the old one
+            self.out.put(Change(self.share, dest, now, wall, CLOSE))
 
     def _relative(self, raw: str | bytes) -> str | None:
         path = os.fsdecode(raw)
@@ -64,41 +71,71 @@ class ShareEventHandler(FileSystemEventHandler):
         return rel.replace(os.sep, "/")
 
 
-def start_observer(
-    shares: dict[str, str], out: queue.Queue[Change], polling: bool = False
-) -> BaseObserver:
-    observer: BaseObserver = PollingObserver(timeout=1) if polling else Observer()
+def start_observers(
+    shares: dict[str, str],
+    out: queue.Queue[Change],
+    polling: Iterable[str] = (),
+    interval: float = 1.0,
+) -> list[BaseObserver]:
+    """inotify for local disks; a polling observer for the shares named in ``polling`` (network
+    mounts deliver no inotify events for writes made on other machines)."""
+    polled = set(polling)
+    native: BaseObserver = Observer()
+    poller: BaseObserver = PollingObserver(timeout=interval)
     for share, root in shares.items():
+        observer = poller if share in polled else native
         observer.schedule(
             ShareEventHandler(share, root, out), os.path.realpath(root), recursive=True
         )
-    observer.start()
-    return observer
+    observers = [o for o in (native, poller) if o.emitters]
+    for observer in observers:
+        observer.start()
+    return observers
+
+
+@dataclass
+class _Pending:
+    first_wall: float
+    last: float
+    writing: bool
 
 
 class Debouncer:
-    """Holds each path until no event for it has arrived for ``delay`` seconds."""
+    """Holds each path until it is quiet: no event for ``delay`` seconds, and closed after its
+    last write (or, for writers that never close and for polled shares, quiet for ``settle``)."""
 
-    def __init__(self, delay: float) -> None:
+    def __init__(self, delay: float, settle: float) -> None:
         self.delay = delay
-        self._last: dict[tuple[str, str], float] = {}
+        self.settle = max(settle, delay)
+        self._pending: dict[tuple[str, str], _Pending] = {}
         self._lock = threading.Lock()
 
     def add(self, changes: Iterable[Change]) -> None:
         with self._lock:
-            for change in changes:
-                self._last[(change.share, change.path)] = change.at
+            for c in changes:
+                key = (c.share, c.path)
+                p = self._pending.get(key)
+                if p is None:
+                    p = self._pending[key] = _Pending(first_wall=c.wall, last=c.at, writing=False)
+                p.last = max(p.last, c.at)
+                p.writing = c.kind == WRITE  # a close, a move or a delete ends the write
 
-    def due(self, now: float | None = None) -> dict[str, list[str]]:
-        """Paths quiet for long enough, by share; they leave the debouncer."""
-        now = time.monotonic() if now is None else now
-        out: dict[str, list[str]] = {}
+    def rearm(self, share: str, path: str, first_wall: float) -> None:
+        """Put a path back: it looked quiet but is still changing."""
         with self._lock:
-            for key, at in list(self._last.items()):
-                if now - at >= self.delay:
-                    del self._last[key]
-                    out.setdefault(key[0], []).append(key[1])
+            self._pending[(share, path)] = _Pending(first_wall, time.monotonic(), writing=False)
+
+    def due(self, now: float | None = None) -> dict[str, dict[str, float]]:
+        """Quiet paths by share, each with the wall time of its first change; they leave."""
+        now = time.monotonic() if now is None else now
+        out: dict[str, dict[str, float]] = {}
+        with self._lock:
+            for key, p in list(self._pending.items()):
+                quiet = now - p.last
+                if quiet >= self.delay and (not p.writing or quiet >= self.settle):
+                    del self._pending[key]
+                    out.setdefault(key[0], {})[key[1]] = p.first_wall
         return out
 
     def __len__(self) -> int:
-        return len(self._last)
+        return len(self._pending)

@@ -74,13 +74,18 @@ def filetype_of(path: str) -> str:
 def parse(source: SourceFile, options: ParseOptions) -> ParsedDocument:
     """Read and parse one file; raises an IngestError subclass on bad input."""
     filetype = filetype_of(source.path)
-    data = read_file_in_share(source.root, source.path, options.max_file_bytes)
+    content = read_file_in_share(source.root, source.path, options.max_file_bytes)
+    data = content.data
     content_hash = hashlib.sha256(data).hexdigest()
     elements = tuple(parse_bytes(data, filetype, options))
     if not elements:
         raise EmptyDocument(_no_text_reason(data, filetype))
     return ParsedDocument(
-        content_hash=content_hash, size=len(data), elements=elements, filetype=filetype
+        content_hash=content_hash,
+        size=len(data),
+        mtime_ns=content.mtime_ns,
+        elements=elements,
+        filetype=filetype,
     )
 
 

@@ -73,7 +73,9 @@ def test_size_limit_and_empty_file(share: Path) -> None:
         read_file_in_share(str(share), "big.txt", 1000)
     with pytest.raises(EmptyDocument):
         read_file_in_share(str(share), "empty.txt", 1000)
-    assert read_file_in_share(str(share), "big.txt", 5000) == b"x" * 2000
+    content = read_file_in_share(str(share), "big.txt", 5000)
+    assert content.data == b"x" * 2000
+    assert content.mtime_ns == (share / "big.txt").stat().st_mtime_ns
 
 
 def _zip(members: dict[str, bytes]) -> bytes:

@@ -1,0 +1,17 @@
+"""Prometheus metrics of the indexing process (served on the query API's /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+FRESHNESS = Histogram(
+    "shareindex_freshness_seconds",
+    "Seconds from a change on a share (file event, or mtime when found by reconciliation) to it being searchable",
+    ["share", "change"],
+    buckets=(0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60, 300, 1800, 3600, 86400),
+)
+DOCUMENTS = Counter(
+    "shareindex_documents_total", "Documents processed, by outcome", ["share", "outcome"]
+)
+EMBEDDINGS = Counter("shareindex_embeddings_total", "Chunk texts embedded (not reused)")
+REUSED = Counter("shareindex_reused_vectors_total", "Chunk vectors reused from a previous version")
