@@ -1,0 +1,154 @@
+"""Invariants 1, 2 and 6 at the level of the indexer: idempotent, ordered, no redundant work."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from index.catalog import PENDING
+from workers.indexer import Indexer, _Work
+from workers.runtime import Runtime, open_runtime
+from workers.scanner import stat_path
+from workers.settings import load_settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
+    base = tmp_path_factory.mktemp("ordering")
+    (base / "share").mkdir()
+    rt = open_runtime(load_settings(data_dir=base / "data", shares={"s": base / "share"}))
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def root(runtime: Runtime) -> str:
+    return str(runtime.settings.shares["s"])
+
+
+def _texts(runtime: Runtime, doc_id: str) -> list[tuple[int, str]]:
+    return sorted(
+        (p.payload["metadata"]["version"], p.payload["page_content"])
+        for p in runtime.store.document_points(doc_id)
+    )
+
+
+def _work(indexer: Indexer, root: str, path: str) -> _Work:
+    record = indexer.catalog.find("s", path)
+    assert record is not None
+    entry = stat_path(root, path)
+    assert entry is not None
+    return _Work("s", root, entry, record.id, record.acl, record, "changed", time.time())
+
+
+def _prepare(runtime: Runtime, item: _Work) -> Any:
+    return runtime.pool.outcome(runtime.pool.submit(item.source))
+
+
+def _edit(path: Path, text: str) -> None:
+    before = path.stat().st_mtime_ns
+    path.write_text(text)
+    os.utime(path, ns=(before + 10**9, before + 10**9))  # a distinct mtime even on coarse clocks
+
+
+def test_an_older_result_finishing_last_is_discarded(runtime: Runtime, root: str) -> None:
+    indexer = runtime.indexer
+    path = Path(root) / "order.txt"
+    path.write_text("Version one of the mixer manual.\n")
+    indexer.sync_paths("s", root, {"order.txt": time.time()})
+    doc_id = indexer.catalog.find("s", "order.txt").id  # type: ignore[union-attr]
+
+    _edit(path, "Version two of the mixer manual.\n")
+    older = _work(indexer, root, "order.txt")
+    older_doc = _prepare(runtime, older)  # read "two"
+    _edit(path, "Version three of the mixer manual.\n")
+    newer = _work(indexer, root, "order.txt")
+    newer_doc = _prepare(runtime, newer)  # read "three"
+
+    report = indexer.sync_paths("s", root, {})  # nothing; then commit the newer result first ...
+    indexer._embed_and_write([(newer, newer_doc)], report)
+    indexer._embed_and_write([(older, older_doc)], report)  # ... and the older one last
+    assert report.superseded == 1
+    assert [t for _, t in _texts(runtime, doc_id)] == ["Version three of the mixer manual."]
+    assert indexer.catalog.get(doc_id).version == max(v for v, _ in _texts(runtime, doc_id))  # type: ignore[union-attr]
+
+
+def test_compare_and_set_drops_a_lower_version_that_commits_last(
+    runtime: Runtime, root: str, monkeypatch
+) -> None:
+    """Two writers of the same bytes: the one holding the lower version number loses, even when
+    the file did not change under it, and its points are removed."""
+    indexer = runtime.indexer
+    path = Path(root) / "cas.txt"
+    path.write_text("First text of the boiler checklist.\n")
+    indexer.sync_paths("s", root, {"cas.txt": time.time()})
+    doc_id = indexer.catalog.find("s", "cas.txt").id  # type: ignore[union-attr]
+    _edit(path, "Second text of the boiler checklist.\n")
+    first, second = _work(indexer, root, "cas.txt"), _work(indexer, root, "cas.txt")
+    doc_a, doc_b = _prepare(runtime, first), _prepare(runtime, second)
+
+    # writer A takes a version number and stalls; writer B takes the next one and commits
+    v_a = indexer.catalog.allocate_version(doc_id)
+    report = indexer.sync_paths("s", root, {})
+    indexer._embed_and_write([(second, doc_b)], report)
+    # then A commits with its lower number
+    monkeypatch.setattr(indexer.catalog, "allocate_version", lambda d: v_a)
+    indexer._embed_and_write([(first, doc_a)], report)
+    assert report.superseded == 1
+    versions = {v for v, _ in _texts(runtime, doc_id)}
+    assert versions == {v_a + 1}  # only the winner's points
+    assert indexer.catalog.get(doc_id).version == v_a + 1  # type: ignore[union-attr]
+
+
+def test_processing_twice_leaves_the_index_as_once(runtime: Runtime, root: str) -> None:
+    indexer = runtime.indexer
+    (Path(root) / "twice.txt").write_text("Idempotence check for the hopper manual.\n")
+    indexer.sync_paths("s", root, {"twice.txt": time.time()})
+    doc_id = indexer.catalog.find("s", "twice.txt").id  # type: ignore[union-attr]
+    points = sorted(
+        (str(p.id), p.payload["page_content"]) for p in runtime.store.document_points(doc_id)
+    )
+    # the same bytes again, as a redelivered task or a crash-and-redo would
+    item = _work(indexer, root, "twice.txt")
+    indexer.catalog.upsert_seen(
+        item.doc_id, "s", "twice.txt", item.entry.size, item.entry.mtime_ns, item.acl
+    )
+    assert indexer.catalog.get(doc_id).status == PENDING  # type: ignore[union-attr]
+    report = indexer.sync_share("s", root)
+    assert report.changed == 1 and report.embedded == 0  # rewritten from stored vectors
+    again = sorted(
+        (str(p.id), p.payload["page_content"]) for p in runtime.store.document_points(doc_id)
+    )
+    assert again == points
+    assert indexer.catalog.get(doc_id).version == 1  # type: ignore[union-attr]
+
+
+def test_unchanged_files_are_not_hashed_and_touched_files_not_parsed(
+    runtime: Runtime, root: str, monkeypatch
+) -> None:
+    indexer = runtime.indexer
+    for i in range(5):
+        (Path(root) / f"same{i}.txt").write_text(f"Unchanged document {i}.\n")
+    indexer.sync_share("s", root)
+    hashed: list[str] = []
+    parsed: list[str] = []
+    real_hash, real_submit = indexer._hash, runtime.pool.submit
+    monkeypatch.setattr(indexer, "_hash", lambda r, e: hashed.append(e.path) or real_hash(r, e))
+    monkeypatch.setattr(
+        runtime.pool, "submit", lambda src: parsed.append(src.path) or real_submit(src)
+    )
+
+    report = indexer.sync_share("s", root)
+    assert (hashed, parsed, report.embedded) == ([], [], 0)
+
+    os.utime(Path(root) / "same3.txt")  # touch: the mtime moves, the bytes do not
+    report = indexer.sync_share("s", root)
+    assert hashed == ["same3.txt"] and parsed == [] and report.embedded == 0
+    assert report.unchanged >= 5
