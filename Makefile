@@ -49,6 +49,7 @@ test: install
 BENCH_DOCS ?= 300
 bench: install
 	$(BIN)/python -m bench.bench_sync --docs $(BENCH_DOCS) --out bench-results/sync.json
+	$(BIN)/python -m bench.bench_freshness --out bench-results/freshness.json
 
 lint: install
 	$(BIN)/ruff check ingest index workers tests bench
