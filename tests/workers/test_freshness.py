@@ -316,3 +316,18 @@ def test_freshness_is_measured_and_exposed(live: Live) -> None:
     r = httpx.get(f"{live.service.url}/metrics", timeout=10)
     assert r.status_code == 200
     assert 'shareindex_freshness_seconds_count{change="new",share="live"}' in r.text
+
+
+def test_the_watcher_never_reads_through_a_link_out_of_the_share(
+    live: Live, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (live.root / "escape").symlink_to(outside)
+    (outside / "secret.txt").write_text("TOPSECRET written outside the share.\n")
+    _write(live.root / "after-link.txt", "A marker written after the outside file.\n")
+    wait_until(lambda: live.points("after-link.txt"), 10, "the marker indexed")
+    live.settle()
+    assert live.points("escape/secret.txt") == []
+    hits = Searcher(live.runtime.store, live.runtime.embedder).search("TOPSECRET", ROOT_USER, k=50)
+    assert all("TOPSECRET" not in h.page_content for h in hits)

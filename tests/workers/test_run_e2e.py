@@ -105,6 +105,8 @@ def test_run_indexes_changes_serves_queries_and_stops_cleanly(service: Service) 
     status = json.loads(run_cli("status", "--data-dir", str(service.data), "--json").stdout)
     assert status["documents"]["indexed"] == 2
     assert status["service"]["pid"] == service.proc.pid
+    assert status["freshness"]["samples"] >= 2 and status["freshness"]["p50_s"] > 0
+    assert status["behind_s"] == {}  # nothing pending
 
     # the API refuses callers without the token
     r = httpx.get(f"http://127.0.0.1:{service.port}/search", params={"q": "x"}, timeout=10)
@@ -140,3 +142,51 @@ def test_second_service_on_the_same_data_dir_gets_a_clear_error(service: Service
     assert proc.returncode == 1
     assert "held by another ShareIndex process" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _all_points(data: Path) -> list[Any]:
+    from index.store import QdrantIndex, open_client
+
+    store = QdrantIndex(open_client(path=str(data / "qdrant")), "shareindex")
+    try:
+        points, offset = [], None
+        while True:
+            batch, offset = store.client.scroll(
+                "shareindex", limit=500, offset=offset, with_payload=True
+            )
+            points += batch
+            if offset is None:
+                return points
+    finally:
+        store.close()
+
+
+def test_killed_mid_indexing_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "share"
+    root.mkdir()
+    for i in range(40):
+        (root / f"doc{i:02d}.md").write_text(
+            f"# Note {i}\n\n" + f"Inspection note {i} about conveyor {i}. " * 40
+        )
+    svc = Service(root, tmp_path / "data")
+    try:
+        svc.wait_for_line("query API on")
+        time.sleep(2.5)  # in the middle of the first reconcile
+        svc.proc.kill()  # kill -9: no clean-up at all
+        svc.proc.wait()
+    finally:
+        if svc.proc.poll() is None:
+            svc.proc.kill()
+    assert not any("reconciled" in line for line in svc.lines), "killed too late to test anything"
+    proc = run_cli("sync", "--share", f"docs={root}", "--data-dir", str(svc.data), "--json")
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads(run_cli("status", "--data-dir", str(svc.data), "--json").stdout)
+    assert status["documents"]["indexed"] == 40 and status["pending"] == []
+    chunks: dict[str, list[int]] = {}
+    for p in _all_points(svc.data):
+        meta = p.payload["metadata"]
+        chunks.setdefault(meta["path"], []).append(meta["chunk_index"])
+        assert meta["version"] == 1
+    assert sorted(chunks) == [f"doc{i:02d}.md" for i in range(40)]
+    for indexes in chunks.values():
+        assert sorted(indexes) == list(range(len(indexes)))  # every chunk exactly once

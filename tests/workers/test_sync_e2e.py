@@ -242,11 +242,12 @@ def test_resync_is_incremental_and_idempotent(synced: Synced) -> None:
         long_md.read_text() + "\n\n## Addendum\n\nThe heron inspector found a loose copper rivet.\n"
     )
     (synced.root / "guide.md").unlink()
+    (synced.root / "notes.txt").rename(synced.root / "renamed-notes.txt")
     rc, edited = synced.sync()
     assert rc == 0
     docs = edited["documents"]
-    assert (docs["changed"], docs["deleted"], docs["new"]) == (1, 1, 0)
-    assert docs["unchanged"] == len(NEEDLES) + 1 + len(BAD_EXPECTED) - 2
+    assert (docs["changed"], docs["deleted"], docs["new"], docs["moved"]) == (1, 1, 0, 1)
+    assert docs["unchanged"] == len(NEEDLES) + 1 + len(BAD_EXPECTED) - 3
     assert edited["chunks"]["embedded"] <= 2  # the new section only
     assert edited["chunks"]["reused"] >= 5  # the untouched sections kept their vectors
 
@@ -263,6 +264,14 @@ def test_resync_is_incremental_and_idempotent(synced: Synced) -> None:
         unchanged_ids = {str(p.id) for p in after} & set(before)
         assert len(unchanged_ids) == len(after) - len(
             [p for p in after if p.payload["metadata"]["path"] == "reports/long.md"]
+        )
+        renamed = [
+            p.payload["metadata"]
+            for p in after
+            if p.payload["metadata"]["path"] == "renamed-notes.txt"
+        ]
+        assert renamed and all(
+            m["version"] == 1 and m["filename"] == "renamed-notes.txt" for m in renamed
         )
     finally:
         store.close()
@@ -292,7 +301,7 @@ def test_exit_codes(synced: Synced, tmp_path: Path) -> None:
     assert "data dir" in proc.stderr and "not usable" in proc.stderr
     proc = run_cli("sync", "--data-dir", str(tmp_path / "d"))
     assert proc.returncode == 1 and "no share given" in proc.stderr
-    shutil.copy(synced.root / "notes.txt", good / "notes.txt")
+    (good / "notes.txt").write_text("A small note about the loading dock.\n")
     proc = run_cli("sync", "--share", f"g={good}", "--data-dir", str(tmp_path / "d2"))
     assert proc.returncode == 0, proc.stderr
     assert "1 new" in proc.stdout
