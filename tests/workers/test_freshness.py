@@ -331,3 +331,39 @@ def test_the_watcher_never_reads_through_a_link_out_of_the_share(
     assert live.points("escape/secret.txt") == []
     hits = Searcher(live.runtime.store, live.runtime.embedder).search("TOPSECRET", ROOT_USER, k=50)
     assert all("TOPSECRET" not in h.page_content for h in hits)
+
+
+def test_a_polled_share_is_followed_without_inotify(tmp_path: Path) -> None:
+    root = tmp_path / "nfs"
+    root.mkdir()
+    settings = load_settings(
+        data_dir=tmp_path / "data", shares={"nfs": root}, polling_shares=["nfs"], polling_interval_s=0.5,
+        api_port=_free_port(), debounce_s=0.3, write_settle_s=1.5,
+    )  # fmt: skip
+    runtime = open_runtime(settings)
+    said: list[str] = []
+    service = EmbeddedService(settings, runtime, say=said.append)
+    thread = threading.Thread(target=service.run, kwargs={"handle_signals": False}, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: any("reconciled" in line for line in said), 60, "the first reconcile")
+        (root / "remote.txt").write_text("Written on another machine of the network share.\n")
+        record = wait_until(lambda: runtime.catalog.find("nfs", "remote.txt"), 15, "remote.txt seen")
+        wait_until(lambda: runtime.catalog.get(record.id).status == "indexed", 15, "remote.txt indexed")
+        (root / "remote.txt").unlink()
+        wait_until(
+            lambda: runtime.catalog.find("nfs", "remote.txt").status == DELETED,
+            15,
+            "remote.txt deleted",
+        )
+    finally:
+        service.request_stop()
+        thread.join(timeout=30)
+        runtime.close()
+
+
+def test_polling_an_unknown_share_is_a_config_error(tmp_path: Path) -> None:
+    from workers.settings import ConfigError
+
+    with pytest.raises(ConfigError, match="polling_shares names unknown shares: nope"):
+        load_settings(data_dir=tmp_path, shares={"a": tmp_path}, polling_shares=["nope"])
