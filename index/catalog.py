@@ -69,6 +69,9 @@ class DocumentRow(Base):
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
     filetype: Mapped[str | None] = mapped_column(String(16), nullable=True)
     acl: Mapped[str] = mapped_column(Text, default="[]")
+    acl_deny: Mapped[str] = mapped_column(Text, default="[]")
+    #: set when the permissions could not be read (the document is then readable by nobody)
+    acl_note: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     updated_at: Mapped[datetime] = mapped_column(
@@ -115,6 +118,8 @@ class DocumentRecord:
     error: str | None
     chunk_count: int
     acl: list[str]
+    acl_deny: list[str]
+    acl_note: str | None
     attempts: int
     updated_at: datetime
     indexed_at: datetime | None
@@ -124,7 +129,8 @@ class DocumentRecord:
         return cls(
             id=row.id, share=row.share, path=row.path, size=row.size, mtime_ns=row.mtime_ns,
             content_hash=row.content_hash, version=row.version, status=row.status, error=row.error,
-            chunk_count=row.chunk_count, acl=json.loads(row.acl or "[]"), attempts=row.attempts,
+            chunk_count=row.chunk_count, acl=json.loads(row.acl or "[]"), acl_deny=json.loads(row.acl_deny or "[]"),
+            acl_note=row.acl_note, attempts=row.attempts,
             updated_at=row.updated_at, indexed_at=row.indexed_at,
         )  # fmt: skip
 
@@ -193,8 +199,9 @@ class Catalog:
 
     # -- writes ----------------------------------------------------------------------------
     def upsert_seen(
-        self, doc_id: str, share: str, path: str, size: int, mtime_ns: int, acl: list[str]
-    ) -> None:
+        self, doc_id: str, share: str, path: str, size: int, mtime_ns: int, acl: list[str],
+        acl_deny: list[str] | None = None, acl_note: str | None = None,
+    ) -> None:  # fmt: skip
         """Record that a file exists and still has to be processed (status pending)."""
         with self.session() as s:
             row = s.get(DocumentRow, doc_id)
@@ -202,7 +209,11 @@ class Catalog:
                 row = DocumentRow(id=doc_id, share=share, path=path, version=0, attempts=0)
                 s.add(row)
             row.share, row.path, row.size, row.mtime_ns = share, path, size, mtime_ns
-            row.acl = json.dumps(acl)
+            row.acl, row.acl_deny, row.acl_note = (
+                json.dumps(acl),
+                json.dumps(acl_deny or []),
+                acl_note,
+            )
             row.status, row.error = PENDING, None
 
     def mark_unchanged(self, doc_id: str, size: int, mtime_ns: int) -> None:
@@ -268,7 +279,9 @@ class Catalog:
         if self.claim_version(doc_id, version, content_hash):
             self.finish_version(doc_id, version, content_hash, size, chunk_count, filetype)
 
-    def repoint(self, doc_id: str, path: str, size: int, mtime_ns: int, acl: list[str]) -> None:
+    def repoint(
+        self, doc_id: str, path: str, size: int, mtime_ns: int, acl: list[str], acl_deny: list[str]
+    ) -> None:
         """A moved or renamed file: same document, same version, new path."""
         with self.session() as s:
             row = _row(s, doc_id)
@@ -282,7 +295,8 @@ class Catalog:
                     )
                 s.delete(stale)  # a tombstone at the new path gives way
                 s.flush()
-            row.path, row.size, row.mtime_ns, row.acl = path, size, mtime_ns, json.dumps(acl)
+            row.path, row.size, row.mtime_ns = path, size, mtime_ns
+            row.acl, row.acl_deny = json.dumps(acl), json.dumps(acl_deny)
 
     def record_freshness(self, share: str, change: str, seconds: float) -> None:
         with self.session() as s:
@@ -336,9 +350,31 @@ class Catalog:
                 row = _row(s, doc_id)
                 row.status, row.error, row.chunk_count = DELETED, None, 0
 
-    def set_acl(self, doc_id: str, acl: list[str]) -> None:
+    def set_acl(
+        self,
+        doc_id: str,
+        acl: list[str],
+        acl_deny: list[str] | None = None,
+        acl_note: str | None = None,
+    ) -> None:
         with self.session() as s:
-            _row(s, doc_id).acl = json.dumps(acl)
+            row = _row(s, doc_id)
+            row.acl, row.acl_deny, row.acl_note = (
+                json.dumps(acl),
+                json.dumps(acl_deny or []),
+                acl_note,
+            )
+
+    def with_acl_note(self, limit: int | None = None) -> list[DocumentRecord]:
+        """Documents whose permissions could not be read (readable by nobody)."""
+        with self.session() as s:
+            query = select(DocumentRow).where(
+                DocumentRow.acl_note.is_not(None), DocumentRow.status != DELETED
+            )
+            return [
+                DocumentRecord.of(r)
+                for r in s.scalars(query.order_by(DocumentRow.path).limit(limit))
+            ]
 
 
 def _quantile(sorted_values: list[float], q: float) -> float:

@@ -238,6 +238,32 @@ class QdrantIndex:
             for p in res.points
         ]
 
+    def document_chunks(
+        self, doc_id: str, principal: Principal, indexes: list[int] | None = None
+    ) -> list[Hit]:
+        """Chunks of the newest version of a document that ``principal`` may read, in order."""
+        conditions: list[models.Condition] = [
+            acl_filter(principal),
+            _match("metadata.doc_id", doc_id),
+        ]
+        if indexes is not None:
+            conditions.append(
+                models.FieldCondition(
+                    key="metadata.chunk_index", match=models.MatchAny(any=indexes)
+                )
+            )
+        flt = models.Filter(must=conditions)
+        records = self._scroll(flt)
+        if not records:
+            return []
+        newest = max((r.payload or {})[METADATA_KEY]["version"] for r in records)
+        chunks = [r for r in records if (r.payload or {})[METADATA_KEY]["version"] == newest]
+        chunks.sort(key=lambda r: (r.payload or {})[METADATA_KEY]["chunk_index"])
+        return [
+            Hit((r.payload or {}).get(CONTENT_KEY, ""), 1.0, (r.payload or {})[METADATA_KEY])
+            for r in chunks
+        ]
+
     def set_acl(self, doc_id: str, acl: list[str], acl_deny: list[str]) -> None:
         """Permission change: rewrite the ACL of every point of the document in place."""
         self._set_metadata(doc_id, {"acl": acl, "acl_deny": acl_deny})
@@ -252,7 +278,9 @@ class QdrantIndex:
                 self.collection,
                 payload=fields,
                 key=METADATA_KEY,
-                points=models.FilterSelector(filter=models.Filter(must=[_match("metadata.doc_id", doc_id)])),
+                points=models.FilterSelector(
+                    filter=models.Filter(must=[_match("metadata.doc_id", doc_id)])
+                ),
                 wait=True,
             )
 

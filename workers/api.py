@@ -1,31 +1,42 @@
-"""The query API of the embedded service (FastAPI), bound to 127.0.0.1 by default.
+"""The query API (FastAPI), bound to 127.0.0.1 by default.
 
-Callers authenticate with the bearer token the service writes, readable only by its owner, into
-the data dir: whoever can read that could read the index files directly anyway.
+Every endpoint that returns content applies the caller's ACL filter: search, a document's chunks,
+a chunk's neighbours. ``/status`` gives admin callers the full report and others counts only.
+``/healthz`` and ``/metrics`` (counts and timings, no content) need no token.
 """
 
-from __future__ import annotations
-
-import hmac
+# No "from __future__ import annotations" here: FastAPI must evaluate the Annotated[..., Depends]
+# hints of the endpoints, which name dependencies local to create_app.
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from index.acl import Principal
 from index.search import Searcher
 from index.store import SearchMode
+from workers.auth import Authenticator, Caller, Forbidden, Unauthenticated
 
 
-def create_app(searcher: Searcher, status: Callable[[], dict[str, Any]], token: str) -> FastAPI:
+def create_app(
+    searcher: Searcher, status: Callable[[], dict[str, Any]], auth: Authenticator
+) -> FastAPI:
     app = FastAPI(title="ShareIndex query API", version="0.1.0")
 
-    def authenticate(authorization: Annotated[str | None, Header()] = None) -> None:
-        expected = f"Bearer {token}"
-        if not authorization or not hmac.compare_digest(authorization.encode(), expected.encode()):
-            raise HTTPException(status_code=401, detail="missing or invalid bearer token",
-                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+    def caller(authorization: Annotated[str | None, Header()] = None) -> Caller:
+        try:
+            return auth.caller(authorization)
+        except Unauthenticated as exc:
+            raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
+
+    def principal(
+        request: Request, who: Annotated[Caller, Depends(caller)], user: str | None = None
+    ) -> Principal:
+        try:
+            return auth.principal(who, user, request.query_params.getlist("group"))
+        except Forbidden as exc:
+            raise HTTPException(403, str(exc)) from exc
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -33,22 +44,53 @@ def create_app(searcher: Searcher, status: Callable[[], dict[str, Any]], token: 
 
     @app.get("/metrics")
     def metrics() -> Response:
-        """Prometheus metrics: counts and timings only, no document content."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/search", dependencies=[Depends(authenticate)])
+    @app.get("/search")
     def search(
+        as_principal: Annotated[Principal, Depends(principal)],
         q: Annotated[str, Query(min_length=1, max_length=4000)],
-        user: str | None = None,
-        group: Annotated[list[str] | None, Query()] = None,
         k: Annotated[int, Query(ge=1, le=200)] = 10,
         mode: SearchMode = "hybrid",
+        group: Annotated[
+            list[str] | None, Query()
+        ] = None,  # read by principal(); listed for the docs
     ) -> list[dict[str, Any]]:
-        principal = Principal(user=user, groups=tuple(group or ()))
-        return [hit.to_dict() for hit in searcher.search(q, principal, k=k, mode=mode)]
+        return [hit.to_dict() for hit in searcher.search(q, as_principal, k=k, mode=mode)]
 
-    @app.get("/status", dependencies=[Depends(authenticate)])
-    def get_status() -> dict[str, Any]:
-        return status()
+    @app.get("/documents/{doc_id}")
+    def document(
+        doc_id: str, as_principal: Annotated[Principal, Depends(principal)]
+    ) -> list[dict[str, Any]]:
+        """The chunks of a document, in order; 404 when the caller may not read it (or it is unknown)."""
+        hits = searcher.store.document_chunks(doc_id, as_principal)
+        if not hits:
+            raise HTTPException(404, "no such document")
+        return [h.to_dict() for h in hits]
+
+    @app.get("/documents/{doc_id}/chunks/{index}/neighbours")
+    def neighbours(
+        doc_id: str,
+        index: int,
+        as_principal: Annotated[Principal, Depends(principal)],
+        before: Annotated[int, Query(ge=0, le=20)] = 1,
+        after: Annotated[int, Query(ge=0, le=20)] = 1,
+    ) -> list[dict[str, Any]]:
+        wanted = list(range(max(0, index - before), index + after + 1))
+        hits = searcher.store.document_chunks(doc_id, as_principal, wanted)
+        if not hits:
+            raise HTTPException(404, "no such document")
+        return [h.to_dict() for h in hits]
+
+    @app.get("/status")
+    def get_status(who: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:
+        report = status()
+        if who.admin:
+            return report
+        return {
+            "documents": report["documents"],
+            "freshness": report["freshness"],
+            "behind_s": report["behind_s"],
+        }
 
     return app

@@ -57,6 +57,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print hits as a JSON array")
     p.set_defaults(func=cmd_search)
 
+    p = sub.add_parser("acl", help="access control tools")
+    acl_sub = p.add_subparsers(dest="acl_command", required=True)
+    p = acl_sub.add_parser("explain", help="why a principal can or cannot read a document")
+    _common(p)
+    _shares(p)
+    p.add_argument("path", help="a path inside a share, or SHARE:PATH")
+    p.add_argument("--user", help="the user (default: anonymous)")
+    p.add_argument("--group", action="append", default=[], help="a group of the user; may repeat")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_acl_explain)
+
+    p = sub.add_parser("token", help="query API tokens")
+    token_sub = p.add_subparsers(dest="token_command", required=True)
+    p = token_sub.add_parser(
+        "create", help="make a token; prints it once, and the lines for the config file"
+    )
+    p.add_argument("name")
+    p.add_argument("--user", help="the principal the token searches as")
+    p.add_argument("--group", action="append", default=[])
+    p.add_argument(
+        "--on-behalf",
+        action="store_true",
+        help="a trusted service: searches as the principal it passes",
+    )
+    p.add_argument("--admin", action="store_true", help="may see the full status")
+    p.set_defaults(func=cmd_token_create)
+
     p = sub.add_parser("status", help="documents by status, failures with reasons, what is pending")
     _common(p)
     p.add_argument("--json", action="store_true")
@@ -130,15 +157,23 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from workers.runtime import open_runtime
     from workers.service import EmbeddedService, check_port_free
+    from workers.settings import config_file_in_use
 
-    settings = _settings(args, api_port=args.port, polling_shares=args.poll or None)
+    def load() -> Any:
+        return _settings(args, api_port=args.port, polling_shares=args.poll or None)
+
+    settings = load()
     _need_shares(settings)
     check_port_free(settings.api_host, settings.api_port)
     _announce_nlp()
     print("loading the embedding model and the index...", file=sys.stderr)
     runtime = open_runtime(settings)
     try:
-        return EmbeddedService(settings, runtime, say=lambda m: print(m, flush=True)).run()
+        config_file = config_file_in_use(args.config)
+        service = EmbeddedService(
+            settings, runtime, lambda m: print(m, flush=True), config_file, load
+        )
+        return service.run()
     finally:
         runtime.close()
 
@@ -235,6 +270,43 @@ def cmd_status(args: argparse.Namespace) -> int:
     finally:
         catalog.close()
     print(json.dumps(report, ensure_ascii=False, indent=2) if args.json else format_status(report))
+    return EXIT_OK
+
+
+def cmd_acl_explain(args: argparse.Namespace) -> int:
+    from index.acl import Principal, SystemDirectory
+    from workers.explain import explain, format_explanation
+
+    settings = _settings(args)
+    _need_shares(settings)
+    groups = set(args.group)
+    if args.user and settings.expand_groups:
+        groups |= SystemDirectory().groups_of(args.user)
+    report = explain(settings, args.path, Principal(args.user, tuple(sorted(groups))))
+    print(json.dumps(report, indent=2) if args.json else format_explanation(report))
+    return EXIT_OK
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from workers.auth import new_token
+    from workers.settings import ConfigError
+
+    if not args.on_behalf and not args.user and not args.group:
+        raise ConfigError(
+            "a token needs --user/--group (its principal) or --on-behalf (a trusted service)"
+        )
+    token, digest = new_token()
+    lines = ["[[api_tokens]]", f'name = "{args.name}"', f'sha256 = "{digest}"']
+    if args.user:
+        lines.append(f'user = "{args.user}"')
+    if args.group:
+        lines.append("groups = [" + ", ".join(f'"{g}"' for g in args.group) + "]")
+    if args.on_behalf:
+        lines.append("on_behalf = true")
+    if args.admin:
+        lines.append("admin = true")
+    print(f"token (shown once, give it to the caller): {token}", file=sys.stderr)
+    print("\n".join(lines))
     return EXIT_OK
 
 

@@ -22,7 +22,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from index.acl import acl_from_mode
+from index.acl import Access
 from index.catalog import DELETED, INDEXED, PENDING, SKIPPED, Catalog, DocumentRecord
 from index.schema import build_metadata, document_id
 from index.store import QdrantIndex, make_point
@@ -35,6 +35,7 @@ from ingest.stages.parse import filetype_of
 from ingest.stages.sparse import SparseEncoder
 from workers import metrics
 from workers.parsepool import ParsePool
+from workers.permissions import PermissionResolver
 from workers.scanner import FileEntry, is_ignored, scan, stat_path
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,8 @@ class _Work:
     root: str
     entry: FileEntry
     doc_id: str
-    acl: list[str]
+    access: Access
+    acl_note: str | None
     record: DocumentRecord | None
     kind: str  # "new" or "changed"
     #: wall-clock time of the change (the event, or the file's mtime)
@@ -141,6 +143,7 @@ class Indexer:
         max_file_bytes: int,
         sparse: SparseEncoder | None = None,
         progress: ProgressFactory | None = None,
+        permissions: PermissionResolver | None = None,
     ) -> None:
         self.catalog = catalog
         self.store = store
@@ -150,6 +153,7 @@ class Indexer:
         self.max_file_bytes = max_file_bytes
         self.sparse = sparse or SparseEncoder()
         self.progress = progress or (lambda total, desc: _NoProgress())
+        self.permissions = permissions or PermissionResolver()
         self.stop = threading.Event()
 
     # -- entry points -------------------------------------------------------------------------
@@ -157,6 +161,7 @@ class Indexer:
         """Reconcile a whole share with the catalog and the index."""
         started = time.monotonic()
         report = SyncReport()
+        self.permissions.reset()
         known = self.catalog.documents(share)
         plan = _Plan()
         seen: set[str] = set()
@@ -176,6 +181,7 @@ class Indexer:
         """Bring the paths of watcher events up to date; ``changes`` maps path -> event time."""
         started = time.monotonic()
         report = SyncReport()
+        self.permissions.reset()
         plan = _Plan()
         for path, changed_at in changes.items():
             if any(is_ignored(part, self.ignore) for part in path.split("/")):
@@ -197,7 +203,10 @@ class Indexer:
         self._delete(plan.gone, report, changes)
         for item in plan.work:  # durable before any work: a crash leaves them pending
             e = item.entry
-            self.catalog.upsert_seen(item.doc_id, share, e.path, e.size, e.mtime_ns, item.acl)
+            allow, deny = item.access.as_lists()
+            self.catalog.upsert_seen(
+                item.doc_id, share, e.path, e.size, e.mtime_ns, allow, deny, item.acl_note
+            )
         self._process(plan.work, report, share)
 
     # -- planning -----------------------------------------------------------------------------
@@ -205,7 +214,7 @@ class Indexer:
         self, share: str, root: str, entry: FileEntry, record: DocumentRecord | None,
         plan: _Plan, report: SyncReport, changed_at: float,
     ) -> None:  # fmt: skip
-        acl = acl_from_mode(entry.uid, entry.gid, entry.mode)
+        access, note = self.permissions.resolve(share, root, entry.path)
         live = record if record is not None and record.status != DELETED else None
         doc_id = record.id if record is not None else document_id(share, entry.path)
         problem = entry.problem or _unsupported(entry.path)
@@ -213,17 +222,20 @@ class Indexer:
             if live and live.status == SKIPPED and live.error == problem:
                 report.unchanged += 1
                 return
-            self.catalog.upsert_seen(doc_id, share, entry.path, entry.size, entry.mtime_ns, acl)
+            allow, deny = access.as_lists()
+            self.catalog.upsert_seen(
+                doc_id, share, entry.path, entry.size, entry.mtime_ns, allow, deny, note
+            )
             if live and live.version > 0:  # a document replaced by a link or a FIFO
                 self.store.delete_document(doc_id)
             self._record_error(doc_id, share, entry.path, SKIPPED, problem, report)
             return
         if live and self._unchanged(root, entry, live):
             report.unchanged += 1
-            self._update_acl(live, acl)
+            self._update_acl(live, access, note)
             return
         kind = "changed" if live and live.version > 0 else "new"
-        plan.work.append(_Work(share, root, entry, doc_id, acl, record, kind, changed_at))
+        plan.work.append(_Work(share, root, entry, doc_id, access, note, record, kind, changed_at))
 
     def _unchanged(self, root: str, entry: FileEntry, record: DocumentRecord) -> bool:
         """Same size and mtime: not even hashed. Only the mtime moved: hashed, not parsed."""
@@ -247,12 +259,14 @@ class Indexer:
             return None
         return hashlib.sha256(data).hexdigest()
 
-    def _update_acl(self, record: DocumentRecord, acl: list[str]) -> None:
-        """A permission-only change: rewrite the payload, never re-embed."""
-        if sorted(acl) != sorted(record.acl):
-            if record.status == INDEXED:
-                self.store.set_acl(record.id, acl, [])
-            self.catalog.set_acl(record.id, acl)
+    def _update_acl(self, record: DocumentRecord, access: Access, note: str | None) -> None:
+        """A permission-only change: rewrite the payload in place, never re-embed."""
+        allow, deny = access.as_lists()
+        if (allow, deny, note) != (sorted(record.acl), sorted(record.acl_deny), record.acl_note):
+            if record.version > 0:
+                self.store.set_acl(record.id, allow, deny)
+            self.catalog.set_acl(record.id, allow, deny, note)
+            metrics.DOCUMENTS.labels(record.share, "acl_changed").inc()
 
     def _match_moves(self, root: str, plan: _Plan, report: SyncReport) -> None:
         """A new path holding the exact bytes of a vanished document is that document, moved."""
@@ -278,10 +292,11 @@ class Indexer:
 
     def _repoint(self, record: DocumentRecord, item: _Work) -> None:
         e = item.entry
-        self.catalog.repoint(record.id, e.path, e.size, e.mtime_ns, item.acl)
+        allow, deny = item.access.as_lists()
+        self.catalog.repoint(record.id, e.path, e.size, e.mtime_ns, allow, deny)
         self.store.set_location(record.id, e.path, e.mtime_ns)
-        if sorted(item.acl) != sorted(record.acl):
-            self.store.set_acl(record.id, item.acl, [])
+        if (allow, deny) != (sorted(record.acl), sorted(record.acl_deny)):
+            self.store.set_acl(record.id, allow, deny)
         self._observe(item.share, "moved", item.changed_at)
 
     def _delete(
@@ -382,6 +397,7 @@ class Indexer:
             record is not None and record.version > 0 and record.content_hash == parsed.content_hash
         )
         version = record.version if same and record else self.catalog.allocate_version(item.doc_id)
+        allow, deny = item.access.as_lists()
         points = [
             make_point(
                 item.doc_id, version, c.chunk.index, c.chunk.text, c.dense, c.sparse,
@@ -390,7 +406,7 @@ class Indexer:
                     content_hash=parsed.content_hash, chunk_index=c.chunk.index, chunk_count=len(chunks),
                     kind=c.chunk.kind, kinds=list(c.chunk.kinds), page_numbers=list(c.chunk.page_numbers),
                     section=c.chunk.section, mtime_ns=parsed.mtime_ns, filetype=parsed.filetype,
-                    embedding_model=self.embedder.model_name, text_hash=c.text_hash, acl=item.acl, acl_deny=[],
+                    embedding_model=self.embedder.model_name, text_hash=c.text_hash, acl=allow, acl_deny=deny,
                 ),
             )
             for c in chunks

@@ -12,6 +12,7 @@ from ingest.stages.embed import SentenceEmbedder, model_max_tokens, tokenizer_fi
 from ingest.stages.parse import ParseOptions
 from workers.indexer import Indexer, ProgressFactory
 from workers.parsepool import ParseJob, ParsePool
+from workers.permissions import PermissionResolver
 from workers.settings import ConfigError, Settings, prepare_data_dir
 
 log = logging.getLogger(__name__)
@@ -105,5 +106,6 @@ def open_runtime(settings: Settings, progress: ProgressFactory | None = None) ->
         ignore=settings.ignore_patterns,
         max_file_bytes=job.parse.max_file_bytes,
         progress=progress,
+        permissions=PermissionResolver(settings.rules()),
     )  # fmt: skip
     return Runtime(settings, catalog, store, embedder, pool, indexer)

@@ -10,11 +10,11 @@ import json
 import logging
 import os
 import queue
-import secrets
 import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -23,6 +23,7 @@ import uvicorn
 
 from index.search import Searcher
 from workers.api import create_app
+from workers.auth import Authenticator, Caller, TokenEntry, new_token
 from workers.indexer import SyncReport
 from workers.runtime import Runtime
 from workers.settings import ConfigError, Settings
@@ -31,6 +32,13 @@ from workers.watcher import RESCAN, Change, Debouncer, start_observers
 
 log = logging.getLogger(__name__)
 SERVICE_FILE = "service.json"
+
+
+def _token_entries(settings: Settings) -> list[TokenEntry]:
+    return [
+        TokenEntry(t.sha256, Caller(t.name, t.user, tuple(t.groups), t.on_behalf, t.admin))
+        for t in settings.api_tokens
+    ]
 
 
 class ServiceError(Exception):
@@ -59,15 +67,29 @@ def check_port_free(host: str, port: int) -> None:
 
 
 class EmbeddedService:
-    def __init__(self, settings: Settings, runtime: Runtime, say: Any = print) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: Runtime,
+        say: Any = print,
+        config_file: str | None = None,
+        reload: Callable[[], Settings] | None = None,
+    ) -> None:
         self.settings = settings
+        self.config_file = config_file
+        self.reload = reload
+        self._config_mtime = self._config_stamp()
         self.runtime = runtime
         self.say = say
         self.stop = threading.Event()
         self.events: queue.Queue[Change] = queue.Queue()
         self.debouncer = Debouncer(settings.debounce_s, settings.write_settle_s)
         self.shares = {name: str(root) for name, root in settings.shares.items()}
-        self.token = secrets.token_urlsafe(32)
+        self.token, local_hash = new_token()  # the local CLI's: trusted, admin, owner-only file
+        local = TokenEntry(local_hash, Caller("local", on_behalf=True, admin=True))
+        self.auth = Authenticator(
+            [local, *_token_entries(settings)], expand_groups=settings.expand_groups
+        )
         self.url = f"http://{settings.api_host}:{settings.api_port}"
         self._server: uvicorn.Server | None = None
 
@@ -95,7 +117,10 @@ class EmbeddedService:
                     if self.stop.is_set():
                         break
                     self._index_paths(share, self._stable(share, paths))
-                if time.monotonic() - last_reconcile > self.settings.reconcile_interval_s:
+                if (
+                    self._config_changed()
+                    or time.monotonic() - last_reconcile > self.settings.reconcile_interval_s
+                ):
                     last_reconcile = self._reconcile()
         finally:
             self.say("stopping: finishing the current write")
@@ -111,6 +136,33 @@ class EmbeddedService:
                 signal.signal(sig, handler)
         self.say("stopped cleanly")
         return 0
+
+    def _config_stamp(self) -> float | None:
+        try:
+            return os.stat(self.config_file).st_mtime if self.config_file else None
+        except OSError:
+            return None
+
+    def _config_changed(self) -> bool:
+        """An edited config file: new share rules and API tokens apply at once (the reconcile
+        that follows rewrites the ACL of every document whose readers changed, without
+        re-embedding)."""
+        stamp = self._config_stamp()
+        if stamp == self._config_mtime or self.reload is None:
+            return False
+        self._config_mtime = stamp
+        try:
+            fresh = self.reload()
+        except Exception as exc:  # a half-saved or wrong file: keep running on the old settings
+            self.say(f"config file {self.config_file} not reloaded: {exc}")
+            return False
+        self.runtime.indexer.permissions.rules = tuple(fresh.rules())
+        self.auth.tokens = [self.auth.tokens[0], *_token_entries(fresh)]
+        self.auth.expand_groups = fresh.expand_groups
+        self.say(
+            f"config file reloaded: {len(fresh.acl_rules)} rule(s), {len(fresh.api_tokens)} API token(s)"
+        )
+        return True
 
     def request_stop(self) -> None:
         self.stop.set()
@@ -189,7 +241,7 @@ class EmbeddedService:
     def _start_api(self) -> threading.Thread:
         searcher = Searcher(self.runtime.store, self.runtime.embedder)
         app = create_app(
-            searcher, lambda: status_report(self.runtime.catalog, self._info()), self.token
+            searcher, lambda: status_report(self.runtime.catalog, self._info()), self.auth
         )
         config = uvicorn.Config(app, host=self.settings.api_host, port=self.settings.api_port,
                                 log_level="warning", lifespan="off")  # fmt: skip

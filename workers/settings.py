@@ -11,13 +11,23 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from index.acl import AclRule
 
 DEFAULT_IGNORE = ["~$*", ".~lock.*#", "*.tmp", "*.part", "*.swp", ".DS_Store", "Thumbs.db", ".*"]
 _SHARE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -32,6 +42,50 @@ def default_data_dir() -> Path:
         os.path.expanduser("~"), ".local", "share"
     )
     return Path(base) / "shareindex"
+
+
+_TOKEN = re.compile(r"^(everyone|(user|group):[^\s]+|(uid|gid):\d+)$")
+
+
+def _check_tokens(tokens: list[str]) -> list[str]:
+    for token in tokens:
+        if not _TOKEN.match(token):
+            raise ValueError(
+                f"{token!r} is not a principal: use user:NAME, group:NAME, uid:N, gid:N or everyone"
+            )
+    return tokens
+
+
+class AclRuleSetting(BaseModel):
+    """A share rule: for a share (all shares if omitted) and an fnmatch glob of paths inside it."""
+
+    model_config = ConfigDict(extra="forbid")
+    share: str | None = None
+    path: str = "*"
+    grant: list[str] = Field(default_factory=list)
+    restrict_to: list[str] = Field(default_factory=list)
+    deny: list[str] = Field(default_factory=list)
+
+    _tokens = field_validator("grant", "restrict_to", "deny")(_check_tokens)
+
+    def rule(self) -> AclRule:
+        return AclRule(
+            self.share, self.path, tuple(self.grant), tuple(self.restrict_to), tuple(self.deny)
+        )
+
+
+class ApiToken(BaseModel):
+    """A caller of the query API. Only the SHA-256 of the token is configured."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    user: str | None = None
+    groups: list[str] = Field(default_factory=list)
+    #: a trusted service: searches on behalf of the users whose principal it passes
+    on_behalf: bool = False
+    #: sees the full status (paths and reasons of failures), not only counts
+    admin: bool = False
 
 
 class Settings(BaseSettings):
@@ -85,6 +139,12 @@ class Settings(BaseSettings):
     )
     polling_interval_s: float = Field(1.0, gt=0)
 
+    # access control
+    acl_rules: list[AclRuleSetting] = Field(default_factory=list)
+    api_tokens: list[ApiToken] = Field(default_factory=list)
+    #: a principal given by user name alone gets that user's groups from the system database
+    expand_groups: bool = True
+
     @field_validator("shares")
     @classmethod
     def _check_shares(cls, shares: dict[str, Path]) -> dict[str, Path]:
@@ -94,6 +154,18 @@ class Settings(BaseSettings):
             if not root.is_dir():
                 raise ValueError(f"share {name!r}: {root} is not a directory")
         return {name: root.resolve() for name, root in shares.items()}
+
+    @model_validator(mode="after")
+    def _check_names(self) -> Settings:
+        names = [t.name for t in self.api_tokens]
+        if len(names) != len(set(names)):
+            raise ValueError("api_tokens: names must be unique")
+        unknown_rule_shares = {r.share for r in self.acl_rules if r.share} - set(self.shares)
+        if unknown_rule_shares and self.shares:
+            raise ValueError(
+                f"acl_rules name unknown shares: {', '.join(sorted(unknown_rule_shares))}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_polling(self) -> Settings:
@@ -133,6 +205,9 @@ class Settings(BaseSettings):
     def languages(self) -> tuple[str, ...]:
         return tuple(lang for lang in self.ocr_languages.split("+") if lang)
 
+    def rules(self) -> list[AclRule]:
+        return [r.rule() for r in self.acl_rules]
+
     @property
     def embedded(self) -> bool:
         return self.qdrant_url is None
@@ -148,9 +223,14 @@ def parse_share(spec: str) -> tuple[str, Path]:
     return name, Path(path).expanduser()
 
 
+def config_file_in_use(config_file: str | None) -> str | None:
+    """The TOML file the settings come from: ``--config``, else ``SHAREINDEX_CONFIG``."""
+    return config_file or os.environ.get("SHAREINDEX_CONFIG")
+
+
 def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
     """Build and validate the settings; any problem becomes one ConfigError line."""
-    config_file = config_file or os.environ.get("SHAREINDEX_CONFIG")
+    config_file = config_file_in_use(config_file)
     if config_file and not Path(config_file).is_file():
         raise ConfigError(f"config file {config_file} does not exist")
     cls: type[Settings] = Settings

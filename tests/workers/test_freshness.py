@@ -348,8 +348,12 @@ def test_a_polled_share_is_followed_without_inotify(tmp_path: Path) -> None:
     try:
         wait_until(lambda: any("reconciled" in line for line in said), 60, "the first reconcile")
         (root / "remote.txt").write_text("Written on another machine of the network share.\n")
-        record = wait_until(lambda: runtime.catalog.find("nfs", "remote.txt"), 15, "remote.txt seen")
-        wait_until(lambda: runtime.catalog.get(record.id).status == "indexed", 15, "remote.txt indexed")
+        record = wait_until(
+            lambda: runtime.catalog.find("nfs", "remote.txt"), 15, "remote.txt seen"
+        )
+        wait_until(
+            lambda: runtime.catalog.get(record.id).status == "indexed", 15, "remote.txt indexed"
+        )
         (root / "remote.txt").unlink()
         wait_until(
             lambda: runtime.catalog.find("nfs", "remote.txt").status == DELETED,

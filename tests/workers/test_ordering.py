@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from index.acl import Access
 from index.catalog import PENDING
 from workers.indexer import Indexer, _Work
 from workers.runtime import Runtime, open_runtime
@@ -45,7 +46,8 @@ def _work(indexer: Indexer, root: str, path: str) -> _Work:
     assert record is not None
     entry = stat_path(root, path)
     assert entry is not None
-    return _Work("s", root, entry, record.id, record.acl, record, "changed", time.time())
+    access = Access(frozenset(record.acl), frozenset(record.acl_deny))
+    return _Work("s", root, entry, record.id, access, None, record, "changed", time.time())
 
 
 def _prepare(runtime: Runtime, item: _Work) -> Any:
@@ -118,7 +120,12 @@ def test_processing_twice_leaves_the_index_as_once(runtime: Runtime, root: str) 
     # the same bytes again, as a redelivered task or a crash-and-redo would
     item = _work(indexer, root, "twice.txt")
     indexer.catalog.upsert_seen(
-        item.doc_id, "s", "twice.txt", item.entry.size, item.entry.mtime_ns, item.acl
+        item.doc_id,
+        "s",
+        "twice.txt",
+        item.entry.size,
+        item.entry.mtime_ns,
+        sorted(item.access.allow),
     )
     assert indexer.catalog.get(doc_id).status == PENDING  # type: ignore[union-attr]
     report = indexer.sync_share("s", root)

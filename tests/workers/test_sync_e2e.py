@@ -158,7 +158,7 @@ def test_payload_contract(synced: Synced, index) -> None:
         1,
         2,
     )
-    assert meta["acl"] == ["user:root", "group:root", "everyone"]  # mode 644, owner root
+    assert meta["acl"] == ["everyone", "group:root", "user:root"]  # mode 644, owner root
     assert meta["embedding_model"] == "sentence-transformers/all-MiniLM-L6-v2"
 
 

@@ -1,0 +1,99 @@
+"""Reads who may read a document from the share: stat, POSIX ACL xattr, every parent directory."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Sequence
+
+from index.acl import (
+    EXECUTE,
+    NOBODY,
+    READ,
+    Access,
+    AclRule,
+    AclUnreadable,
+    Directory,
+    FileAccess,
+    SystemDirectory,
+    apply_rules,
+    intersect,
+    object_access,
+    parse_posix_acl,
+)
+
+_ACL_XATTR = "system.posix_acl_access"
+_NO_ACL = {errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP}
+
+
+def read_file_access(path: str, st: os.stat_result | None = None) -> FileAccess:
+    """Owner, group, mode and POSIX ACL of ``path`` (never following a symlink)."""
+    st = st or os.lstat(path)
+    try:
+        raw = os.getxattr(path, _ACL_XATTR, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in _NO_ACL:
+            return FileAccess(st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
+        raise AclUnreadable(f"cannot read the POSIX ACL: {exc.strerror}") from exc
+    return FileAccess(st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), parse_posix_acl(raw))
+
+
+class PermissionResolver:
+    """Effective readers of documents, with the directories' traversal cached for one pass."""
+
+    def __init__(self, rules: Sequence[AclRule] = (), names: Directory | None = None) -> None:
+        self.rules = tuple(rules)
+        self.names = names or SystemDirectory()
+        self._traverse: dict[str, Access] = {}
+
+    def reset(self) -> None:
+        """Forget cached directories: call at the start of each pass over a share."""
+        self._traverse.clear()
+
+    def resolve(self, share: str, root: str, path: str) -> tuple[Access, str | None]:
+        """The document's tokens, and why it is readable by nobody when its ACL cannot be read."""
+        real_root = os.path.realpath(root)
+        try:
+            file = read_file_access(os.path.join(real_root, path))
+            parents = self._parents(real_root, path)
+        except (AclUnreadable, OSError) as exc:
+            reason = (
+                str(exc)
+                if isinstance(exc, AclUnreadable)
+                else f"cannot read permissions: {exc.strerror}"
+            )
+            return NOBODY, f"{reason}; readable by nobody"
+        access = intersect(object_access(file, READ, self.names), parents, self.names)
+        return apply_rules(access, self.rules, share, path, self.names), None
+
+    def _parents(self, real_root: str, path: str) -> Access:
+        """Who can traverse the share root and every directory down to ``path``'s folder."""
+        parts = path.split("/")[:-1]
+        rel = ""
+        access = self._dir(real_root, rel, None)
+        for part in parts:
+            rel = f"{rel}/{part}" if rel else part
+            access = self._dir(real_root, rel, access)
+        return access
+
+    def _dir(self, real_root: str, rel: str, above: Access | None) -> Access:
+        cached = self._traverse.get(rel)
+        if cached is None:
+            directory = read_file_access(os.path.join(real_root, rel) if rel else real_root)
+            own = object_access(directory, EXECUTE, self.names)
+            cached = own if above is None else intersect(above, own, self.names)
+            self._traverse[rel] = cached
+        return cached
+
+
+def explain_chain(root: str, path: str) -> list[tuple[str, FileAccess]]:
+    """The share root, each directory down, then the file: what ``acl explain`` walks through."""
+    real_root = os.path.realpath(root)
+    chain = [("(share root)", read_file_access(real_root))]
+    rel = ""
+    for part in path.split("/")[:-1]:
+        rel = f"{rel}/{part}" if rel else part
+        chain.append((rel + "/", read_file_access(os.path.join(real_root, rel))))
+    chain.append((path, read_file_access(os.path.join(real_root, path))))
+    return chain
