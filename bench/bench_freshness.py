@@ -65,6 +65,17 @@ def measure_latency(runtime: Any, settings: Any, root: Path, files: int) -> dict
                 time.sleep(0.01)
             latencies.append(time.monotonic() - started)
             time.sleep(0.3)
+        revocations = []
+        embedded_before = runtime.embedder.embedded_total
+        for i in range(min(files, 10)):  # chmod o-r: gone for anonymous searches
+            word = f"latencyprobe{i:03d}x"
+            started = time.monotonic()
+            os.chmod(root / f"probe{i:03d}.txt", 0o640)
+            while client.get("/search", params={"q": word, "k": 1, "mode": "sparse"}).json():
+                time.sleep(0.01)
+            revocations.append(time.monotonic() - started)
+            time.sleep(0.3)
+        revocation_embeddings = runtime.embedder.embedded_total - embedded_before
     finally:
         client.close()
         service.request_stop()
@@ -77,6 +88,13 @@ def measure_latency(runtime: Any, settings: Any, root: Path, files: int) -> dict
         "p95_s": round(_quantile(latencies, 0.95), 3),
         "max_s": round(max(latencies), 3),
         "target_p50_s": 1.5,
+        "revocation_chmod_o-r": {
+            "files": len(revocations),
+            "p50_s": round(statistics.median(revocations), 3),
+            "max_s": round(max(revocations), 3),
+            "embeddings": revocation_embeddings,
+            "target_s": 2.0,
+        },
     }
 
 
