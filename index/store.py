@@ -48,9 +48,14 @@ class Hit:
     page_content: str
     score: float
     metadata: dict[str, Any]
+    #: neighbouring chunks and section title, when asked for
+    context: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"page_content": self.page_content, "score": self.score, "metadata": self.metadata}
+        out = {"page_content": self.page_content, "score": self.score, "metadata": self.metadata}
+        if self.context is not None:
+            out["context"] = self.context
+        return out
 
 
 def open_client(
@@ -83,8 +88,16 @@ class QdrantIndex:
             self.client.close()
 
     # -- collection ------------------------------------------------------------------------
-    def ensure_collection(self, model: str, dimension: int) -> None:
-        """Create the collection, or check that it was built with this model and dimension."""
+    def ensure_collection(
+        self, model: str, dimension: int, sparse_tokenizer: str = "bigram"
+    ) -> None:
+        """Create the collection, or check it was built with this model, dimension and sparse
+        tokenizer: vectors of another model, or term ids of another tokenizer, never mix."""
+        wanted = {
+            "embedding_model": model,
+            "dimension": dimension,
+            "sparse_tokenizer": sparse_tokenizer,
+        }
         with self._lock:
             if not self.client.collection_exists(self.collection):
                 self.client.create_collection(
@@ -95,11 +108,10 @@ class QdrantIndex:
                     sparse_vectors_config={
                         SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)
                     },
-                    metadata={"embedding_model": model, "dimension": dimension},
+                    metadata=wanted,
                 )
-                with (
-                    warnings.catch_warnings()
-                ):  # local mode accepts them but warns; servers need them
+                # local mode accepts payload indexes but warns; servers need them
+                with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)
                     for field, kind in INDEXED_FIELDS.items():
                         self.client.create_payload_index(self.collection, field, field_schema=kind)  # type: ignore[arg-type]
@@ -110,6 +122,12 @@ class QdrantIndex:
                 f"collection {self.collection!r} was built with embedding model "
                 f"{meta.get('embedding_model')!r} ({meta.get('dimension')} dims), not {model!r} "
                 f"({dimension} dims); use that model, another collection, or a new data dir"
+            )
+        built = meta.get("sparse_tokenizer", "bigram")
+        if built != sparse_tokenizer:
+            raise ModelMismatch(
+                f"collection {self.collection!r} was built with sparse tokenizer {built!r}, not "
+                f"{sparse_tokenizer!r}; use that tokenizer, another collection, or a new data dir"
             )
 
     # -- writes ----------------------------------------------------------------------------
@@ -239,9 +257,14 @@ class QdrantIndex:
         ]
 
     def document_chunks(
-        self, doc_id: str, principal: Principal, indexes: list[int] | None = None
+        self,
+        doc_id: str,
+        principal: Principal,
+        indexes: list[int] | None = None,
+        version: int | None = None,
     ) -> list[Hit]:
-        """Chunks of the newest version of a document that ``principal`` may read, in order."""
+        """Chunks of a document that ``principal`` may read, in order: of ``version``, or of the
+        newest version present (two exist while a new one replaces the old)."""
         conditions: list[models.Condition] = [
             acl_filter(principal),
             _match("metadata.doc_id", doc_id),
@@ -252,8 +275,9 @@ class QdrantIndex:
                     key="metadata.chunk_index", match=models.MatchAny(any=indexes)
                 )
             )
-        flt = models.Filter(must=conditions)
-        records = self._scroll(flt)
+        if version is not None:
+            conditions.append(_match("metadata.version", version))
+        records = self._scroll(models.Filter(must=conditions))
         if not records:
             return []
         newest = max((r.payload or {})[METADATA_KEY]["version"] for r in records)

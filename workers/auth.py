@@ -84,6 +84,13 @@ class Authenticator:
         return self._expand(caller.user, caller.groups)
 
     def _expand(self, user: str | None, groups: tuple[str, ...]) -> Principal:
-        if user and self.expand_groups:
-            groups = tuple(sorted(set(groups) | self.names.groups_of(user)))
-        return Principal(user=user, groups=groups)
+        return principal_of(user, groups, self.expand_groups, self.names)
+
+
+def principal_of(
+    user: str | None, groups: tuple[str, ...], expand: bool, names: Directory | None = None
+) -> Principal:
+    """A principal; with ``expand``, the user's groups from the system database are added."""
+    if user and expand:
+        groups = tuple(sorted(set(groups) | (names or SystemDirectory()).groups_of(user)))
+    return Principal(user=user, groups=groups)

@@ -54,8 +54,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", action="append", default=[], help="a group of the user; may repeat")
     p.add_argument("--k", type=int, default=5, help="number of hits (default 5)")
     p.add_argument("--mode", choices=["hybrid", "dense", "sparse"], default="hybrid")
+    p.add_argument(
+        "--context",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also return N chunks before and after each hit",
+    )
     p.add_argument("--json", action="store_true", help="print hits as a JSON array")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("eval", help="recall@k and MRR of each retrieval mode on a question set")
+    _common(p)
+    p.add_argument(
+        "questions", help='JSONL: {"question": ..., "expected": [paths], "user"?, "groups"?}'
+    )
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument(
+        "--mode", action="append", choices=["dense", "sparse", "hybrid"], help="default: all three"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("acl", help="access control tools")
     acl_sub = p.add_subparsers(dest="acl_command", required=True)
@@ -179,14 +198,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from workers.client import search_client
     from workers.settings import ConfigError
 
     settings = _settings(args)
     if args.k < 1:
         raise ConfigError("--k must be at least 1")
-    hits = _search_via_service(settings, args)
-    if hits is None:
-        hits = _search_locally(settings, args)
+    with search_client(settings) as client:
+        hits = client.search(
+            args.query, args.user, tuple(args.group), args.k, args.mode, args.context
+        )
     if args.json:
         print(json.dumps(hits, ensure_ascii=False, indent=2))
         return EXIT_OK
@@ -200,61 +221,20 @@ def cmd_search(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _search_via_service(settings: Any, args: argparse.Namespace) -> list[dict[str, Any]] | None:
-    import httpx
+def cmd_eval(args: argparse.Namespace) -> int:
+    from workers.client import search_client
+    from workers.evaluate import evaluate, format_evaluation, load_questions
 
-    from workers.service import ServiceError, read_service_info
-
-    info = read_service_info(settings.data_dir)
-    if info is None:
-        return None
-    token = info.get("token")
-    params: list[tuple[str, str | int | float | bool | None]] = [
-        ("q", args.query),
-        ("k", args.k),
-        ("mode", args.mode),
-    ]
-    if args.user:
-        params.append(("user", args.user))
-    params += [("group", g) for g in args.group]
-    try:
-        response = httpx.get(
-            f"{info['url']}/search",
-            params=params,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=60,
+    settings = _settings(args)
+    questions = load_questions(args.questions)
+    with search_client(settings) as client:
+        report = evaluate(
+            client, questions, k=args.k, modes=args.mode or ["dense", "sparse", "hybrid"]
         )
-    except httpx.ConnectError:
-        return None  # a stale service.json (the process is gone, its pid reused): open the index
-    if response.status_code != 200:
-        raise ServiceError(
-            f"the running service at {info['url']} answered {response.status_code}: {response.text[:300]}"
-        )
-    result: list[dict[str, Any]] = response.json()
-    return result
-
-
-def _search_locally(settings: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
-    from index.acl import Principal
-    from index.search import Searcher
-    from workers.runtime import make_embedder, open_store
-    from workers.settings import ConfigError
-
-    if settings.embedded and not settings.qdrant_path.exists():
-        raise ConfigError(
-            f"no index in {settings.data_dir}: run 'shareindex sync' or 'shareindex run' first"
-        )
-    store = open_store(settings)
-    try:
-        embedder = make_embedder(settings)
-        store.ensure_collection(embedder.model_name, embedder.dimension)
-        searcher = Searcher(store, embedder)
-        principal = Principal(user=args.user, groups=tuple(args.group))
-        return [
-            h.to_dict() for h in searcher.search(args.query, principal, k=args.k, mode=args.mode)
-        ]
-    finally:
-        store.close()
+    print(
+        json.dumps(report, ensure_ascii=False, indent=2) if args.json else format_evaluation(report)
+    )
+    return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -314,7 +294,7 @@ def _fatal_errors() -> tuple[type[BaseException], ...]:
     from index.catalog import CatalogError
     from index.store import StoreError
     from ingest.stages.embed import ModelUnavailable
-    from workers.service import ServiceError
+    from workers.client import ServiceError
     from workers.settings import ConfigError
 
     return (ConfigError, CatalogError, StoreError, ModelUnavailable, ServiceError)

@@ -6,10 +6,13 @@ import logging
 from dataclasses import dataclass
 
 from index.catalog import Catalog
+from index.search import Searcher
 from index.store import QdrantIndex, open_client
 from ingest.stages.chunk import ChunkOptions
 from ingest.stages.embed import SentenceEmbedder, model_max_tokens, tokenizer_file
 from ingest.stages.parse import ParseOptions
+from ingest.stages.rerank import CrossEncoderReranker
+from ingest.stages.sparse import SparseEncoder, SparseTokenizerUnavailable
 from workers.indexer import Indexer, ProgressFactory
 from workers.parsepool import ParseJob, ParsePool
 from workers.permissions import PermissionResolver
@@ -28,6 +31,24 @@ def make_embedder(settings: Settings) -> SentenceEmbedder:
         query_prefix=settings.query_prefix,
         passage_prefix=settings.passage_prefix,
     )
+
+
+def make_sparse(settings: Settings) -> SparseEncoder:
+    try:
+        return SparseEncoder(settings.sparse_tokenizer)
+    except SparseTokenizerUnavailable as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def make_searcher(
+    settings: Settings, store: QdrantIndex, embedder: SentenceEmbedder, sparse: SparseEncoder
+) -> Searcher:
+    """The query side; a configured re-ranker is loaded now, so a missing one fails at start."""
+    reranker = None
+    if settings.reranker_model:
+        reranker = CrossEncoderReranker(settings.reranker_model, device=settings.embedding_device)
+        reranker.warm_up()
+    return Searcher(store, embedder, sparse, reranker, settings.rerank_candidates)
 
 
 def open_store(settings: Settings) -> QdrantIndex:
@@ -53,6 +74,7 @@ class Runtime:
     embedder: SentenceEmbedder
     pool: ParsePool
     indexer: Indexer
+    searcher: Searcher
 
     def close(self) -> None:
         self.pool.close()
@@ -86,6 +108,7 @@ def open_runtime(settings: Settings, progress: ProgressFactory | None = None) ->
         tokenizer_file=tok,
         memory_mb=settings.parse_memory_mb,
     )
+    sparse = make_sparse(settings)
     catalog = open_catalog(settings)
     store = None
     pool = None
@@ -93,7 +116,8 @@ def open_runtime(settings: Settings, progress: ProgressFactory | None = None) ->
         store = open_store(settings)
         pool = ParsePool(job, settings.parse_workers, settings.parse_timeout_s)
         embedder.warm_up()
-        store.ensure_collection(embedder.model_name, embedder.dimension)
+        store.ensure_collection(embedder.model_name, embedder.dimension, sparse.tokenizer)
+        searcher = make_searcher(settings, store, embedder, sparse)
     except BaseException:
         if pool:
             pool.close()
@@ -107,5 +131,6 @@ def open_runtime(settings: Settings, progress: ProgressFactory | None = None) ->
         max_file_bytes=job.parse.max_file_bytes,
         progress=progress,
         permissions=PermissionResolver(settings.rules()),
+        sparse=sparse,
     )  # fmt: skip
-    return Runtime(settings, catalog, store, embedder, pool, indexer)
+    return Runtime(settings, catalog, store, embedder, pool, indexer, searcher)

@@ -21,7 +21,6 @@ from typing import Any
 
 import uvicorn
 
-from index.search import Searcher
 from workers.api import create_app
 from workers.auth import Authenticator, Caller, TokenEntry, new_token
 from workers.indexer import SyncReport
@@ -39,10 +38,6 @@ def _token_entries(settings: Settings) -> list[TokenEntry]:
         TokenEntry(t.sha256, Caller(t.name, t.user, tuple(t.groups), t.on_behalf, t.admin))
         for t in settings.api_tokens
     ]
-
-
-class ServiceError(Exception):
-    """The running service could not answer a request."""
 
 
 def read_service_info(data_dir: Path) -> dict[str, Any] | None:
@@ -239,7 +234,7 @@ class EmbeddedService:
 
     # -- query API ----------------------------------------------------------------------------
     def _start_api(self) -> threading.Thread:
-        searcher = Searcher(self.runtime.store, self.runtime.embedder)
+        searcher = self.runtime.searcher
         app = create_app(
             searcher, lambda: status_report(self.runtime.catalog, self._info()), self.auth
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     embedding_threads: int = Field(0, ge=0, description="torch threads; 0 = all cores")
     query_prefix: str = ""
     passage_prefix: str = ""
+    #: CJK terms of the sparse vectors: "bigram" (no dependency) or "sudachi" (words; extra [ja])
+    sparse_tokenizer: Literal["bigram", "sudachi"] = "bigram"
+    #: a sentence-transformers cross-encoder (local path) that re-ranks the candidates; off if unset
+    reranker_model: str | None = None
+    rerank_candidates: int = Field(30, ge=1, le=500)
 
     # parsing and chunking
     chunk_max_tokens: int = Field(200, ge=16, le=8192)

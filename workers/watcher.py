@@ -1,7 +1,8 @@
 """watchdog events -> share-relative paths, debounced.
 
-File events name the paths to look at again; directory events (a folder created, moved or
-deleted) ask for a reconcile of the share, which finds every file under it by stat alone.
+File events name the paths to look at again; directory events (a folder created, moved, deleted,
+or its permissions changed) ask for a reconcile of the share, which finds every file under it by
+stat alone and rewrites the ACL of those whose readers changed.
 Reads (opened, closed without writing) are ignored, so a worker reading the share never
 triggers itself.
 """
@@ -50,7 +51,9 @@ class ShareEventHandler(FileSystemEventHandler):
             return
         now, wall = time.monotonic(), time.time()
         if event.is_directory:
-            if event.event_type in ("created", "moved", "deleted"):
+            # created, moved, deleted: files appear or vanish below; attrib: a chmod, chown or
+            # setfacl changes who can traverse it, so who can read every file below
+            if event.event_type in ("created", "moved", "deleted", "attrib"):
                 self.out.put(Change(self.share, RESCAN, now, wall))
             return
         kind = {"created": WRITE, "modified": WRITE, "closed": CLOSE}.get(event.event_type, OTHER)

@@ -207,6 +207,9 @@ def _put(
         20,
         f"{rel} indexed",
     )
+    # idle: nothing pending could re-read the file and mask a permission event that got lost
+    service = secured.service
+    wait_until(lambda: service.events.empty() and len(service.debouncer) == 0, 20, "the service idle")
 
 
 ANON, ALICE, BOB, CAROL = (

@@ -1,0 +1,112 @@
+"""Searching from the command line: through the running service when one holds the index (Qdrant
+local mode allows one process), otherwise by opening the index here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+from index.store import SearchMode
+from workers.settings import ConfigError, Settings
+
+
+class SearchClient(Protocol):
+    def search(self, query: str, user: str | None, groups: tuple[str, ...], k: int, mode: str,
+               context: int = 0) -> list[dict[str, Any]]: ...  # fmt: skip
+
+
+def _mode(mode: str) -> SearchMode:
+    if mode not in ("hybrid", "dense", "sparse"):
+        raise ConfigError(f"unknown search mode {mode!r}: hybrid, dense or sparse")
+    return mode  # type: ignore[return-value]
+
+
+class ServiceError(Exception):
+    """The running service could not answer a request."""
+
+
+class ServiceClient:
+    def __init__(self, url: str, token: str) -> None:
+        import httpx
+
+        self.url = url
+        self._http = httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120
+        )
+
+    def search(self, query: str, user: str | None, groups: tuple[str, ...], k: int, mode: str,
+               context: int = 0) -> list[dict[str, Any]]:  # fmt: skip
+        params: list[tuple[str, str | int | float | bool | None]] = [("q", query), ("k", k), ("mode", mode),
+                                                                       ("context", context)]  # fmt: skip
+        if user:
+            params.append(("user", user))
+        params += [("group", g) for g in groups]
+        response = self._http.get("/search", params=params)
+        if response.status_code != 200:
+            raise ServiceError(
+                f"the running service at {self.url} answered {response.status_code}: {response.text[:300]}"
+            )
+        result: list[dict[str, Any]] = response.json()
+        return result
+
+    def alive(self) -> bool:
+        import httpx
+
+        try:
+            return self._http.get("/healthz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class LocalClient:
+    def __init__(self, settings: Settings) -> None:
+        from workers.runtime import make_embedder, make_searcher, make_sparse, open_store
+
+        if settings.embedded and not settings.qdrant_path.exists():
+            raise ConfigError(
+                f"no index in {settings.data_dir}: run 'shareindex sync' or 'shareindex run' first"
+            )
+        self.settings = settings
+        sparse = make_sparse(settings)
+        self.store = open_store(settings)
+        try:
+            embedder = make_embedder(settings)
+            self.store.ensure_collection(embedder.model_name, embedder.dimension, sparse.tokenizer)
+            self.searcher = make_searcher(settings, self.store, embedder, sparse)
+        except BaseException:
+            self.store.close()
+            raise
+
+    def search(self, query: str, user: str | None, groups: tuple[str, ...], k: int, mode: str,
+               context: int = 0) -> list[dict[str, Any]]:  # fmt: skip
+        from workers.auth import principal_of
+
+        principal = principal_of(user, groups, self.settings.expand_groups)
+        hits = self.searcher.search(query, principal, k=k, mode=_mode(mode), context=context)
+        return [h.to_dict() for h in hits]
+
+    def close(self) -> None:
+        self.store.close()
+
+
+@contextmanager
+def search_client(settings: Settings) -> Iterator[SearchClient]:
+    from workers.service import read_service_info
+
+    info = read_service_info(settings.data_dir)
+    client: ServiceClient | LocalClient | None = None
+    if info is not None:
+        client = ServiceClient(info["url"], info["token"])
+        if not client.alive():  # a stale service.json (the process is gone, its pid reused)
+            client.close()
+            client = None
+    if client is None:
+        client = LocalClient(settings)
+    try:
+        yield client
+    finally:
+        client.close()
