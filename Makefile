@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(MAKE) --no-print-directory deb
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,ja]'
 	$(BIN)/pip uninstall -q -y torchvision 2>/dev/null || true
 	touch $(STAMP)
 
@@ -50,6 +50,7 @@ BENCH_DOCS ?= 300
 bench: install
 	$(BIN)/python -m bench.bench_sync --docs $(BENCH_DOCS) --out bench-results/sync.json
 	$(BIN)/python -m bench.bench_freshness --out bench-results/freshness.json
+	$(BIN)/python -m bench.bench_retrieval --out bench-results/retrieval.json
 
 lint: install
 	$(BIN)/ruff check ingest index workers tests bench

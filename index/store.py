@@ -243,7 +243,7 @@ class QdrantIndex:
                         models.Prefetch(query=sparse_q, using=SPARSE, filter=flt, limit=k * 4),
                     ],
                     query=models.FusionQuery(fusion=models.Fusion.RRF),
-                    query_filter=flt,
+                    # no outer filter: the fused points come only from the filtered prefetches
                     limit=k,
                     with_payload=True,
                 )

@@ -59,7 +59,7 @@ def sudachi_words() -> Callable[[str], list[str]]:
             "sparse tokenizer 'sudachi' needs SudachiPy and a dictionary: pip install 'shareindex[ja]'"
             " (sudachipy sudachidict_core)"
         ) from exc
-    tokenizer = Dictionary(dict="core").create()
+    tokenizer = Dictionary(dict="core").tokenizer()
 
     def words(run: str) -> list[str]:
         return [

@@ -209,7 +209,9 @@ def _put(
     )
     # idle: nothing pending could re-read the file and mask a permission event that got lost
     service = secured.service
-    wait_until(lambda: service.events.empty() and len(service.debouncer) == 0, 20, "the service idle")
+    wait_until(
+        lambda: service.events.empty() and len(service.debouncer) == 0, 20, "the service idle"
+    )
 
 
 ANON, ALICE, BOB, CAROL = (
