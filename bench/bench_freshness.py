@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from bench.common import quantile, write_result
 from bench.corpus import _paragraph
 
 
@@ -30,11 +31,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def measure_latency(runtime: Any, settings: Any, root: Path, files: int) -> dict[str, Any]:
@@ -85,7 +81,7 @@ def measure_latency(runtime: Any, settings: Any, root: Path, files: int) -> dict
         "files": files,
         "debounce_s": settings.debounce_s,
         "p50_s": round(statistics.median(latencies), 3),
-        "p95_s": round(_quantile(latencies, 0.95), 3),
+        "p95_s": round(quantile(latencies, 0.95), 3),
         "max_s": round(max(latencies), 3),
         "target_p50_s": 1.5,
         "revocation_chmod_o-r": {
@@ -196,10 +192,7 @@ def main() -> None:
             result.update(measure_incremental(runtime, root))
         finally:
             runtime.close()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import shutil
 import statistics
@@ -16,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.common import quantile, write_result
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,11 +45,6 @@ def measure_quality(tmp: Path) -> dict[str, Any]:
         )
     finally:
         client.close()
-
-
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def measure_latency(tmp: Path, sizes: list[int], queries: int) -> dict[str, Any]:
@@ -109,7 +105,7 @@ def measure_latency(tmp: Path, sizes: list[int], queries: int) -> dict[str, Any]
                 times.append((time.perf_counter() - started) * 1000)
             modes[mode] = {
                 "p50_ms": round(statistics.median(times), 1),
-                "p95_ms": round(_quantile(times, 0.95), 1),
+                "p95_ms": round(quantile(times, 0.95), 1),
             }
         out[f"{size}_chunks"] = modes
     store.close()
@@ -133,10 +129,7 @@ def main() -> None:
                 Path(tmp), [int(s) for s in args.sizes.split(",")], args.queries
             ),
         }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

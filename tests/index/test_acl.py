@@ -235,3 +235,89 @@ def test_tokens_are_exact_for_monotone_permissions(file: FileAccess, who) -> Non
     access = document_access(file, [], NAMES)
     ours = may_read(Principal(user, tuple(sorted(groups))), access.allow, access.deny)
     assert ours == _oracle(user, extra, file, [])
+
+
+# -- property: through Qdrant, with share rules ------------------------------------------------
+rule_tokens = st.sampled_from(
+    ["group:g1", "group:g2", "group:g3", "user:u1", "user:u2", "user:u3", EVERYONE]
+)
+
+
+@st.composite
+def rules_st(draw: st.DrawFn) -> list[AclRule]:
+    out = []
+    for _ in range(draw(st.integers(0, 2))):
+        out.append(AclRule(
+            share="s", path=draw(st.sampled_from(["*", "hr/*", "*.txt"])),
+            grant=tuple(draw(st.lists(rule_tokens, max_size=1))),
+            restrict_to=tuple(draw(st.lists(rule_tokens, max_size=2))),
+            deny=tuple(draw(st.lists(rule_tokens, max_size=1))),
+        ))  # fmt: skip
+    return out
+
+
+def _matches(user: str | None, groups: frozenset[str], tokens: tuple[str, ...]) -> bool:
+    return bool(set(Principal(user, tuple(sorted(groups))).tokens()) & set(tokens))
+
+
+def _oracle_with_rules(user: str | None, extra: set[str], file: FileAccess, parents: list[FileAccess],
+                       rules: list[AclRule], path: str) -> bool:  # fmt: skip
+    groups = (NAMES.groups_of(user) if user else frozenset()) | extra
+    allowed = _oracle(user, extra, file, parents)
+    denied = False
+    for rule in rules:
+        if not rule.matches("s", path):
+            continue
+        if rule.restrict_to:
+            allowed = allowed and _matches(user, groups, rule.restrict_to)
+        allowed = allowed or _matches(user, groups, rule.grant)
+        denied = denied or _matches(user, groups, rule.deny)
+    return allowed and not denied
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    tree=st.lists(st.tuples(objects(), st.lists(objects(), max_size=2), st.sampled_from(["a.txt", "hr/p.md", "x.md"])),
+                  min_size=1, max_size=6),
+    rules=rules_st(),
+    who=st.lists(principals, min_size=1, max_size=4),
+)  # fmt: skip
+def test_search_never_returns_what_a_principal_may_not_read(tree, rules, who) -> None:
+    """Random documents (file, parent directories, path), rules and principals, indexed into
+    Qdrant: the ACL filter returns nothing the exact POSIX check and the rules refuse, and
+    exactly what the encoded tokens allow."""
+    from qdrant_client import QdrantClient, models
+
+    from index.acl import acl_filter
+
+    client = QdrantClient(":memory:")
+    client.create_collection(
+        "t", vectors_config=models.VectorParams(size=2, distance=models.Distance.DOT)
+    )
+    docs = []
+    for n, (file, parents, path) in enumerate(tree):
+        access = apply_rules(document_access(file, parents, NAMES), rules, "s", path, NAMES)
+        allow, deny = access.as_lists()
+        client.upsert(
+            "t",
+            [
+                models.PointStruct(
+                    id=n, vector=[1.0, 0.0], payload={"metadata": {"acl": allow, "acl_deny": deny}}
+                )
+            ],
+        )
+        docs.append((file, parents, path, access))
+    for user, extra in who:
+        groups = (NAMES.groups_of(user) if user else frozenset()) | extra
+        principal = Principal(user, tuple(sorted(groups)))
+        found = {
+            int(p.id) for p in client.scroll("t", scroll_filter=acl_filter(principal), limit=100)[0]
+        }
+        for n, (file, parents, path, access) in enumerate(docs):
+            if n in found:
+                assert _oracle_with_rules(user, extra, file, parents, rules, path), (
+                    n,
+                    principal,
+                    access,
+                )
+            assert (n in found) == may_read(principal, access.allow, access.deny)

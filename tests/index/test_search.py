@@ -202,3 +202,19 @@ def test_eval_command_on_the_shipped_set(tmp_path: Path) -> None:
     assert modes["hybrid"]["exact"]["mrr"] > modes["dense"]["exact"]["mrr"]
     assert modes["hybrid"]["ja"]["mrr"] > modes["dense"]["ja"]["mrr"]
     assert modes["hybrid"]["all"]["mrr"] > modes["dense"]["all"]["mrr"]
+
+
+def test_query_and_passage_prefixes_reach_the_model(embedder) -> None:
+    """E5-style models want "query: " / "passage: " before the text; configuration supplies them."""
+    import numpy as np
+
+    from ingest.stages.embed import SentenceEmbedder
+
+    e5_style = SentenceEmbedder(query_prefix="query: ", passage_prefix="passage: ")
+    e5_style._model = embedder.model  # the same weights, already loaded
+    raw = embedder.model.encode(
+        ["query: pump seal", "passage: the seal"], normalize_embeddings=True
+    )
+    assert np.allclose(e5_style.embed_query("pump seal"), raw[0], atol=1e-5)
+    assert np.allclose(e5_style.embed_documents(["the seal"])[0], raw[1], atol=1e-5)
+    assert not np.allclose(embedder.embed_query("pump seal"), raw[0], atol=1e-3)

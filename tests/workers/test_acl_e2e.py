@@ -7,11 +7,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import pytest
 from index.acl import EVERYONE, Principal, clear_name_caches
 from index.search import Searcher
 from tests.conftest import run_cli
+from tests.helpers import free_port, wait_until
 from workers.auth import new_token
 from workers.permissions import PermissionResolver
 from workers.runtime import Runtime, open_runtime
@@ -57,22 +56,6 @@ def accounts() -> Iterator[dict[str, int]]:
     for command, name in created:
         subprocess.run([command, name], capture_output=True)
     clear_name_caches()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 20, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_resolver_reads_modes_acls_and_parent_directories(
@@ -165,7 +148,7 @@ def secured(
         tokens[name], hashes[name] = new_token()
     config = base / "shareindex.toml"
     _config(config, root, "", hashes)
-    port = _free_port()
+    port = free_port()
 
     def load() -> Any:
         return load_settings(str(config), data_dir=base / "data", api_port=port, debounce_s=0.2)

@@ -6,10 +6,9 @@ Each test asserts the final index state and how many embeddings were computed fo
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,22 +20,13 @@ from qdrant_client import models
 from index.acl import Principal
 from index.catalog import DELETED
 from index.search import Searcher
+from tests.helpers import free_port, wait_until
 from workers.runtime import Runtime, open_runtime
 from workers.service import EmbeddedService
 from workers.settings import load_settings
 
 pytestmark = pytest.mark.integration
 ROOT_USER = Principal("root", ("root",))
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @dataclass
@@ -77,12 +67,6 @@ class Live:
         time.sleep(0.3)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     base = tmp_path_factory.mktemp("live")
@@ -91,7 +75,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     settings = load_settings(
         data_dir=base / "data",
         shares={"live": root},
-        api_port=_free_port(),
+        api_port=free_port(),
         debounce_s=0.3,
         write_settle_s=3.0,
     )
@@ -338,7 +322,7 @@ def test_a_polled_share_is_followed_without_inotify(tmp_path: Path) -> None:
     root.mkdir()
     settings = load_settings(
         data_dir=tmp_path / "data", shares={"nfs": root}, polling_shares=["nfs"], polling_interval_s=0.5,
-        api_port=_free_port(), debounce_s=0.3, write_settle_s=1.5,
+        api_port=free_port(), debounce_s=0.3, write_settle_s=1.5,
     )  # fmt: skip
     runtime = open_runtime(settings)
     said: list[str] = []

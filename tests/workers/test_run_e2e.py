@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +16,14 @@ import httpx
 import pytest
 
 from tests.conftest import run_cli
+from tests.helpers import all_points, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Service:
     def __init__(self, root: Path, data: Path) -> None:
-        self.root, self.data, self.port = root, data, _free_port()
+        self.root, self.data, self.port = root, data, free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "workers.cli", "run", "--share", f"docs={root}", "--data-dir", str(data),
              "--port", str(self.port)],
@@ -58,15 +51,6 @@ class Service:
                       headers={"Authorization": f"Bearer {token}"}, timeout=30)  # fmt: skip
         r.raise_for_status()
         return r.json()  # type: ignore[no-any-return]
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -137,7 +121,7 @@ def test_second_service_on_the_same_data_dir_gets_a_clear_error(service: Service
         "--data-dir",
         str(service.data),
         "--port",
-        str(_free_port()),
+        str(free_port()),
     )
     assert proc.returncode == 1
     assert "held by another ShareIndex process" in proc.stderr
@@ -149,14 +133,7 @@ def _all_points(data: Path) -> list[Any]:
 
     store = QdrantIndex(open_client(path=str(data / "qdrant")), "shareindex")
     try:
-        points, offset = [], None
-        while True:
-            batch, offset = store.client.scroll(
-                "shareindex", limit=500, offset=offset, with_payload=True
-            )
-            points += batch
-            if offset is None:
-                return points
+        return all_points(store)
     finally:
         store.close()
 

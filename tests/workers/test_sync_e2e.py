@@ -18,6 +18,7 @@ from index.search import Searcher
 from index.store import QdrantIndex, open_client
 from tests.conftest import CORPUS_ENV, run_cli
 from tests.corpus import BAD_EXPECTED, NEEDLES, OUTSIDE_SECRET, write_bad_corpus, write_good_corpus
+from tests.helpers import all_points
 
 pytestmark = pytest.mark.integration
 
@@ -97,17 +98,6 @@ def _status(synced: Synced) -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
-def _all_points(store: QdrantIndex) -> list[Any]:
-    points, offset = [], None
-    while True:
-        batch, offset = store.client.scroll(
-            "shareindex", limit=500, offset=offset, with_payload=True
-        )
-        points += batch
-        if offset is None:
-            return points
-
-
 def test_first_sync_summary(synced: Synced) -> None:
     docs = synced.first["documents"]
     expected_failed = sorted(p for p, s in BAD_EXPECTED.items() if s == "failed")
@@ -168,16 +158,14 @@ def test_tables_are_split_by_rows_with_their_header(synced: Synced, index) -> No
     assert hit.metadata["kind"] == "table"
     header = hit.page_content.splitlines()[0]
     table_points = [
-        p
-        for p in _all_points(index[0])
-        if p.payload["metadata"]["path"] == "reports/big_table.xlsx"
+        p for p in all_points(index[0]) if p.payload["metadata"]["path"] == "reports/big_table.xlsx"
     ]
     assert len(table_points) > 3
     assert all(p.payload["page_content"].splitlines()[0] == header for p in table_points)
 
 
 def test_nothing_outside_the_share_is_ever_indexed(synced: Synced, index) -> None:
-    for point in _all_points(index[0]):
+    for point in all_points(index[0]):
         assert OUTSIDE_SECRET not in point.payload["page_content"]
         assert not point.payload["metadata"]["path"].startswith("bad/")
 
@@ -226,7 +214,7 @@ def test_cli_search_json_shape(synced: Synced) -> None:
 
 def test_resync_is_incremental_and_idempotent(synced: Synced) -> None:
     store = QdrantIndex(open_client(path=str(synced.data / "qdrant")), "shareindex")
-    before = sorted(str(p.id) for p in _all_points(store))
+    before = sorted(str(p.id) for p in all_points(store))
     store.close()
 
     rc, again = synced.sync()
@@ -253,7 +241,7 @@ def test_resync_is_incremental_and_idempotent(synced: Synced) -> None:
 
     store = QdrantIndex(open_client(path=str(synced.data / "qdrant")), "shareindex")
     try:
-        after = _all_points(store)
+        after = all_points(store)
         versions = {
             p.payload["metadata"]["version"]
             for p in after

@@ -1,0 +1,39 @@
+"""Helpers shared by the integration tests."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from index.store import QdrantIndex
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
+    """Poll ``check`` until it returns something true; fail with ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def all_points(store: QdrantIndex) -> list[Any]:
+    """Every point of the store's collection, with payloads."""
+    points, offset = [], None
+    while True:
+        batch, offset = store.client.scroll(
+            store.collection, limit=500, offset=offset, with_payload=True
+        )
+        points += batch
+        if offset is None:
+            return points
