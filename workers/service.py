@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -31,6 +32,7 @@ from workers.watcher import RESCAN, Change, Debouncer, start_observers
 
 log = logging.getLogger(__name__)
 SERVICE_FILE = "service.json"
+_RETRY_S = 10.0
 
 
 def _token_entries(settings: Settings) -> list[TokenEntry]:
@@ -96,27 +98,28 @@ class EmbeddedService:
             previous = {
                 sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
             }
-        # watching starts before reconciling: nothing that happens meanwhile is missed
-        observers = start_observers(self.shares, self.events, self.settings.polling_shares,
-                                    self.settings.polling_interval_s)  # fmt: skip
-        server_thread = self._start_api()
-        self._write_service_file()
+        observers: list[Any] = []
+        server_thread: threading.Thread | None = None
         try:
+            # watching starts before reconciling: nothing that happens meanwhile is missed
+            observers = start_observers(self.shares, self.events, self.settings.polling_shares,
+                                        self.settings.polling_interval_s)  # fmt: skip
+            server_thread = self._start_api()
+            self._write_service_file()
             self.say(
                 f"query API on {self.url}; watching {', '.join(f'{n}={r}' for n, r in self.shares.items())}"
             )
-            last_reconcile = self._reconcile()
+            next_reconcile = self._guarded(self._reconcile)
             while not self.stop.is_set():
                 self._drain_events(timeout=0.05)
                 for share, paths in self.debouncer.due().items():
                     if self.stop.is_set():
                         break
-                    self._index_paths(share, self._stable(share, paths))
-                if (
-                    self._config_changed()
-                    or time.monotonic() - last_reconcile > self.settings.reconcile_interval_s
-                ):
-                    last_reconcile = self._reconcile()
+                    next_reconcile = min(
+                        next_reconcile, self._guarded(partial(self._index_due, share, paths))
+                    )
+                if self._config_changed() or time.monotonic() >= next_reconcile:
+                    next_reconcile = self._guarded(self._reconcile)
         finally:
             self.say("stopping: finishing the current write")
             for observer in observers:
@@ -125,7 +128,8 @@ class EmbeddedService:
                 self._server.should_exit = True
             for observer in observers:
                 observer.join(timeout=5)
-            server_thread.join(timeout=10)
+            if server_thread:
+                server_thread.join(timeout=10)
             self._remove_service_file()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -159,6 +163,19 @@ class EmbeddedService:
         )
         return True
 
+    def _guarded(self, work: Callable[[], object]) -> float:
+        """Run one step of indexing; an unexpected error is logged, not fatal: the catalog still
+        holds what is pending, and a reconcile soon picks it up. Returns when to reconcile next."""
+        try:
+            work()
+        except Exception as exc:
+            log.exception("indexing step failed")
+            self.say(
+                f"indexing step failed ({type(exc).__name__}: {exc}); retrying with a reconcile in {_RETRY_S:g} s"
+            )
+            return time.monotonic() + _RETRY_S
+        return time.monotonic() + self.settings.reconcile_interval_s
+
     def request_stop(self) -> None:
         self.stop.set()
         self.runtime.indexer.stop.set()
@@ -167,7 +184,7 @@ class EmbeddedService:
         self.request_stop()
 
     # -- indexing -----------------------------------------------------------------------------
-    def _reconcile(self) -> float:
+    def _reconcile(self) -> None:
         total = SyncReport()
         for share, root in self.shares.items():
             if self.stop.is_set():
@@ -179,7 +196,6 @@ class EmbeddedService:
             + ", ".join(f"{n} {k}" for k, n in docs.items() if n)
             + f" in {total.seconds:.1f} s"
         )
-        return time.monotonic()
 
     def _drain_events(self, timeout: float) -> None:
         try:
@@ -209,6 +225,9 @@ class EmbeddedService:
                     continue
             ready[path] = first
         return ready
+
+    def _index_due(self, share: str, paths: dict[str, float]) -> None:
+        self._index_paths(share, self._stable(share, paths))
 
     def _index_paths(self, share: str, paths: dict[str, float]) -> None:
         if not paths:

@@ -355,3 +355,26 @@ def test_polling_an_unknown_share_is_a_config_error(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="polling_shares names unknown shares: nope"):
         load_settings(data_dir=tmp_path, shares={"a": tmp_path}, polling_shares=["nope"])
+
+
+def test_an_indexing_error_does_not_stop_the_service(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import workers.service
+
+    monkeypatch.setattr(workers.service, "_RETRY_S", 1.0)
+    real = live.runtime.indexer.sync_paths
+    calls: list[int] = []
+
+    def broken_once(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("simulated outage of the index store")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(live.runtime.indexer, "sync_paths", broken_once)
+    _write(live.root / "outage.txt", "Written while the index store was briefly unavailable.\n")
+    wait_until(lambda: live.points("outage.txt"), 15, "outage.txt indexed after the retry")
+    assert calls and any(
+        "indexing step failed (RuntimeError: simulated outage" in line for line in live.said
+    )
