@@ -204,6 +204,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.k < 1:
         raise ConfigError("--k must be at least 1")
+    if not 0 <= args.context <= 5:
+        raise ConfigError("--context must be between 0 and 5")
     with search_client(settings) as client:
         hits = client.search(
             args.query, args.user, tuple(args.group), args.k, args.mode, args.context
