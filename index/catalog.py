@@ -62,8 +62,10 @@ class DocumentRow(Base):
     content_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     #: the version the index holds (0: none yet)
     version: Mapped[int] = mapped_column(Integer, default=0)
-    #: the highest version number handed out; concurrent writers never share a number
+    #: the highest version number handed out; writers of different content never share a number
     next_version: Mapped[int] = mapped_column(Integer, default=0)
+    #: the content hash that number was handed out for
+    pending_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     status: Mapped[str] = mapped_column(String(16), index=True, default=PENDING)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -222,8 +224,13 @@ class Catalog:
             row = _row(s, doc_id)
             row.size, row.mtime_ns, row.status, row.error = size, mtime_ns, INDEXED, None
 
-    def allocate_version(self, doc_id: str) -> int:
-        """A version number no other writer of this document gets."""
+    def allocate_version(self, doc_id: str, content_hash: str) -> int:
+        """The version number for writing ``content_hash``: a number no writer of other content
+        gets. A writer that died between taking a number and claiming it left it unclaimed;
+        redoing the same content takes the same number again, so the redo writes the same ids."""
+        unclaimed_same = (DocumentRow.next_version > DocumentRow.version) & (
+            DocumentRow.pending_hash == content_hash
+        )
         highest = case(
             (DocumentRow.next_version > DocumentRow.version, DocumentRow.next_version),
             else_=DocumentRow.version,
@@ -232,7 +239,12 @@ class Catalog:
             allocated = s.scalar(
                 update(DocumentRow)
                 .where(DocumentRow.id == doc_id)
-                .values(next_version=highest + 1)
+                .values(
+                    next_version=case(
+                        (unclaimed_same, DocumentRow.next_version), else_=highest + 1
+                    ),
+                    pending_hash=content_hash,
+                )
                 .returning(DocumentRow.next_version)
             )
         if allocated is None:

@@ -396,7 +396,11 @@ class Indexer:
         same = (
             record is not None and record.version > 0 and record.content_hash == parsed.content_hash
         )
-        version = record.version if same and record else self.catalog.allocate_version(item.doc_id)
+        version = (
+            record.version
+            if same and record
+            else self.catalog.allocate_version(item.doc_id, parsed.content_hash)
+        )
         allow, deny = item.access.as_lists()
         points = [
             make_point(

@@ -91,3 +91,15 @@ def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match=r"\*\*\*@127.0.0.1:1") as info:
         Catalog("postgresql://nobody:secret@127.0.0.1:1/none")
     assert "secret" not in str(info.value)
+
+
+def test_version_numbers_for_different_content_never_repeat(catalog: Catalog) -> None:
+    catalog.upsert_seen("d1", "docs", "x.md", 10, 1, [])
+    first = catalog.allocate_version("d1", "h1")
+    assert first == 1
+    assert catalog.allocate_version("d1", "h1") == 1  # a redo of the same unclaimed content
+    assert catalog.allocate_version("d1", "h2") == 2  # other content: a new number
+    assert catalog.allocate_version("d1", "h1") == 3  # and back: never a number given to h2
+    assert catalog.claim_version("d1", 3, "h1")
+    assert not catalog.claim_version("d1", 2, "h2")  # compare-and-set: older than the claimed one
+    assert catalog.allocate_version("d1", "h1") == 4  # claimed numbers are never handed out again

@@ -97,11 +97,11 @@ def test_compare_and_set_drops_a_lower_version_that_commits_last(
     doc_a, doc_b = _prepare(runtime, first), _prepare(runtime, second)
 
     # writer A takes a version number and stalls; writer B takes the next one and commits
-    v_a = indexer.catalog.allocate_version(doc_id)
+    v_a = indexer.catalog.allocate_version(doc_id, "hash of what A read")
     report = indexer.sync_paths("s", root, {})
     indexer._embed_and_write([(second, doc_b)], report)
     # then A commits with its lower number
-    monkeypatch.setattr(indexer.catalog, "allocate_version", lambda d: v_a)
+    monkeypatch.setattr(indexer.catalog, "allocate_version", lambda d, h: v_a)
     indexer._embed_and_write([(first, doc_a)], report)
     assert report.superseded == 1
     versions = {v for v, _ in _texts(runtime, doc_id)}
@@ -159,3 +159,26 @@ def test_unchanged_files_are_not_hashed_and_touched_files_not_parsed(
     report = indexer.sync_share("s", root)
     assert hashed == ["same3.txt"] and parsed == [] and report.embedded == 0
     assert report.unchanged >= 5
+
+
+def test_a_writer_that_died_after_taking_a_version_leaves_no_gap(
+    runtime: Runtime, root: str
+) -> None:
+    """Killed between taking a version number and claiming it: the redo of the same bytes takes
+    the same number, so it writes the same point ids (and a reader sees version 1, not 2)."""
+    indexer = runtime.indexer
+    path = Path(root) / "died.txt"
+    path.write_text("Written by a worker that died mid-commit.\n")
+    indexer.catalog.upsert_seen(
+        "died-doc", "s", "died.txt", 0, 0, ["everyone"]
+    )  # seen, as before the crash
+    import hashlib
+
+    indexer.catalog.allocate_version("died-doc", hashlib.sha256(path.read_bytes()).hexdigest())
+    report = indexer.sync_share("s", root)
+    assert report.superseded == 0
+    record = indexer.catalog.find("s", "died.txt")
+    assert record is not None and record.id == "died-doc" and record.version == 1
+    assert {
+        p.payload["metadata"]["version"] for p in runtime.store.document_points("died-doc")
+    } == {1}
