@@ -312,7 +312,12 @@ class Catalog:
 
     def record_freshness(self, share: str, change: str, seconds: float) -> None:
         with self.session() as s:
-            s.add(FreshnessRow(share=share, change=change, seconds=seconds))
+            row = FreshnessRow(share=share, change=change, seconds=seconds)
+            s.add(row)
+            s.flush()
+            sample = row.id
+        if sample % 500 == 0:  # keep the table bounded; status reads only the newest samples
+            self.prune_freshness()
 
     def freshness(self, last: int = 1000) -> dict[str, Any]:
         """p50, p95 and last of the most recent samples, and the sample count."""

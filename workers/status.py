@@ -37,6 +37,10 @@ def status_report(catalog: Catalog, service: dict[str, Any] | None = None) -> di
         "pending": [_item(r) for r in catalog.with_status(PENDING, _LIST_LIMIT)],
         "skipped": [_item(r) for r in skipped],
         "skipped_by_reason": dict(Counter(r.error or "" for r in skipped).most_common()),
+        # indexed, but readable by nobody: their permissions could not be read
+        "acl_unreadable": [
+            {**_item(r), "reason": r.acl_note} for r in catalog.with_acl_note(_LIST_LIMIT)
+        ],
         "service": service,
     }
 
@@ -59,6 +63,11 @@ def format_status(report: dict[str, Any]) -> str:
     if report["failed"]:
         lines.append(f"failed ({docs['failed']}):")
         lines += [f"  {d['share']}:{d['path']}: {d['reason']}" for d in report["failed"]]
+    if report["acl_unreadable"]:
+        lines.append(
+            f"readable by nobody, permissions unreadable ({len(report['acl_unreadable'])}):"
+        )
+        lines += [f"  {d['share']}:{d['path']}: {d['reason']}" for d in report["acl_unreadable"]]
     if report["skipped_by_reason"]:
         lines.append(f"skipped ({docs['skipped']}):")
         lines += [f"  {n} x {reason}" for reason, n in report["skipped_by_reason"].items()]

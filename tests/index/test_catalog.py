@@ -103,3 +103,32 @@ def test_version_numbers_for_different_content_never_repeat(catalog: Catalog) ->
     assert catalog.claim_version("d1", 3, "h1")
     assert not catalog.claim_version("d1", 2, "h2")  # compare-and-set: older than the claimed one
     assert catalog.allocate_version("d1", "h1") == 4  # claimed numbers are never handed out again
+
+
+def test_freshness_samples_stay_bounded(catalog: Catalog) -> None:
+    for i in range(12):
+        catalog.record_freshness("docs", "new", float(i))
+    catalog.prune_freshness(keep=5)
+    fresh = catalog.freshness()
+    assert fresh["samples"] == 5 and fresh["last_s"] == 11.0 and fresh["p50_s"] == 9.0
+
+
+def test_status_lists_documents_whose_permissions_could_not_be_read(catalog: Catalog) -> None:
+    from workers.status import format_status, status_report
+
+    catalog.upsert_seen(
+        "d1",
+        "docs",
+        "x.md",
+        1,
+        1,
+        [],
+        [],
+        "cannot read the POSIX ACL: Input/output error; readable by nobody",
+    )
+    catalog.upsert_seen("d2", "docs", "y.md", 1, 1, ["everyone"])
+    report = status_report(catalog)
+    assert [(d["path"], d["reason"]) for d in report["acl_unreadable"]] == [
+        ("x.md", "cannot read the POSIX ACL: Input/output error; readable by nobody")
+    ]
+    assert "docs:x.md: cannot read the POSIX ACL" in format_status(report)
