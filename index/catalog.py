@@ -7,10 +7,11 @@ only transport: what is ``pending`` here is what still has to reach the index.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -18,6 +19,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -75,6 +77,17 @@ class DocumentRow(Base):
     #: set when the permissions could not be read (the document is then readable by nobody)
     acl_note: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: distributed mode: the newest dispatch of this document; a message with another token is
+    #: stale and dropped, so a re-dispatch never makes two workers process the same change
+    dispatch_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    #: the worker process working on it (None: waiting in a queue)
+    lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    #: takes by workers that never finished (the worker died): a poison document is failed
+    unfinished: Mapped[int] = mapped_column(Integer, default=0)
+    #: a pending document whose lease ran out is re-dispatched by the reconciler
+    lease_until: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True, index=True
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=_now, onupdate=_now
@@ -107,6 +120,18 @@ class FreshnessRow(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
+class StagedRow(Base):
+    """Distributed mode: a parsed document waiting for its embedding, referenced by the message
+    (parsed data never travels through the broker)."""
+
+    __tablename__ = "staged_documents"
+
+    doc_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    token: Mapped[str] = mapped_column(String(32))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
 @dataclass(frozen=True)
 class DocumentRecord:
     id: str
@@ -125,6 +150,9 @@ class DocumentRecord:
     attempts: int
     updated_at: datetime
     indexed_at: datetime | None
+    dispatch_token: str | None = None
+    lease_owner: str | None = None
+    unfinished: int = 0
 
     @classmethod
     def of(cls, row: DocumentRow) -> DocumentRecord:
@@ -134,6 +162,7 @@ class DocumentRecord:
             chunk_count=row.chunk_count, acl=json.loads(row.acl or "[]"), acl_deny=json.loads(row.acl_deny or "[]"),
             acl_note=row.acl_note, attempts=row.attempts,
             updated_at=row.updated_at, indexed_at=row.indexed_at,
+            dispatch_token=row.dispatch_token, lease_owner=row.lease_owner, unfinished=row.unfinished or 0,
         )  # fmt: skip
 
 
@@ -173,6 +202,20 @@ class Catalog:
                 select(DocumentRow).where(DocumentRow.share == share, DocumentRow.path == path)
             ).first()
             return DocumentRecord.of(row) if row else None
+
+    def find_many(self, share: str, paths: Iterable[str]) -> dict[str, DocumentRecord]:
+        """The documents at these paths, a few queries for any number of paths."""
+        wanted = list(dict.fromkeys(paths))
+        found: dict[str, DocumentRecord] = {}
+        with self.session() as s:
+            for start in range(0, len(wanted), 500):
+                rows = s.scalars(
+                    select(DocumentRow).where(
+                        DocumentRow.share == share, DocumentRow.path.in_(wanted[start : start + 500])
+                    )
+                )
+                found.update((row.path, DocumentRecord.of(row)) for row in rows)
+        return found
 
     def counts(self) -> dict[str, int]:
         with self.session() as s:
@@ -274,6 +317,7 @@ class Catalog:
                 return
             row.chunk_count, row.filetype = chunk_count, filetype
             row.status, row.error, row.attempts, row.indexed_at = INDEXED, None, 0, _now()
+            row.unfinished, row.lease_owner = 0, None
             if s.get(VersionRow, (doc_id, version)) is None:
                 s.add(VersionRow(doc_id=doc_id, version=version, content_hash=content_hash, size=size,
                                  chunk_count=chunk_count))  # fmt: skip
@@ -359,6 +403,7 @@ class Catalog:
             row = _row(s, doc_id)
             row.status, row.error = status, reason
             row.attempts += 1
+            row.unfinished, row.lease_owner = 0, None
 
     def mark_deleted(self, doc_ids: Iterable[str]) -> None:
         """Tombstones: the file is gone; its row stays, with its history."""
@@ -392,6 +437,118 @@ class Catalog:
                 DocumentRecord.of(r)
                 for r in s.scalars(query.order_by(DocumentRow.path).limit(limit))
             ]
+
+
+    # -- distributed mode: dispatches, leases, staged parse results ------------------------
+    # A pending document is either waiting in a queue (lease_owner None, lease_until = when to
+    # stop trusting the queue) or being worked on (lease_owner set, lease_until extended by the
+    # worker's heartbeat). When the lease runs out, the reconciler dispatches it again.
+    def dispatch(self, doc_id: str, wait_s: float) -> str | None:
+        """A fresh token for a pending document about to be queued; None if it is not pending."""
+        token = uuid.uuid4().hex
+        done = self._lease(
+            doc_id, None, dispatch_token=token, lease_owner=None, lease_until=_after(wait_s)
+        )
+        return token if done else None
+
+    def take(self, doc_id: str, token: str, owner: str, lease_s: float) -> DocumentRecord | None:
+        """Start work on a dispatched document. None: the message is stale (dispatched again
+        since, or the document is no longer pending) and is dropped."""
+        with self.session() as s:
+            result = s.execute(
+                _lease_update(doc_id, token).values(
+                    lease_owner=owner,
+                    lease_until=_after(lease_s),
+                    unfinished=func.coalesce(DocumentRow.unfinished, 0) + 1,
+                    updated_at=DocumentRow.updated_at,
+                )
+            )
+            if not result.rowcount:  # type: ignore[attr-defined]
+                return None
+            row = s.get(DocumentRow, doc_id, populate_existing=True)
+            return DocumentRecord.of(row) if row else None
+
+    def release(self, doc_id: str, token: str, wait_s: float) -> bool:
+        """The worker is done with its step (the next one, or a retry, is queued): nobody owns
+        the document; if it is still pending in ``wait_s``, it is dispatched again."""
+        return self._lease(
+            doc_id, token, lease_owner=None, lease_until=_after(wait_s), unfinished=0
+        )
+
+    def heartbeat(self, owner: str, lease_s: float) -> int:
+        """Extend the leases of a live worker process; returns how many it holds."""
+        with self.session() as s:
+            result = s.execute(
+                update(DocumentRow)
+                .where(DocumentRow.lease_owner == owner, DocumentRow.status == PENDING)
+                .values(lease_until=_after(lease_s), updated_at=DocumentRow.updated_at)
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def expired(self, limit: int = 1000) -> list[DocumentRecord]:
+        """Pending documents nobody is known to be working on or waiting for."""
+        with self.session() as s:
+            query = (
+                select(DocumentRow)
+                .where(
+                    DocumentRow.status == PENDING,
+                    (DocumentRow.lease_until.is_(None)) | (DocumentRow.lease_until < _now()),
+                )
+                .order_by(DocumentRow.updated_at)
+                .limit(limit)
+            )
+            return [DocumentRecord.of(r) for r in s.scalars(query)]
+
+    def _lease(self, doc_id: str, token: str | None, **values: Any) -> bool:
+        with self.session() as s:
+            result = s.execute(
+                _lease_update(doc_id, token).values(updated_at=DocumentRow.updated_at, **values)
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def stage(self, doc_id: str, token: str, data: bytes) -> None:
+        with self.session() as s:
+            row = s.get(StagedRow, doc_id)
+            if row is None:
+                s.add(StagedRow(doc_id=doc_id, token=token, data=data))
+            else:
+                row.token, row.data, row.created_at = token, data, _now()
+
+    def staged(self, doc_id: str, token: str) -> bytes | None:
+        with self.session() as s:
+            row = s.get(StagedRow, doc_id)
+            return row.data if row is not None and row.token == token else None
+
+    def unstage(self, doc_id: str) -> None:
+        with self.session() as s:
+            s.execute(delete(StagedRow).where(StagedRow.doc_id == doc_id))
+
+    def failed(self, share: str | None = None) -> list[DocumentRecord]:
+        with self.session() as s:
+            query = select(DocumentRow).where(DocumentRow.status == FAILED)
+            if share is not None:
+                query = query.where(DocumentRow.share == share)
+            return [DocumentRecord.of(r) for r in s.scalars(query.order_by(DocumentRow.path))]
+
+    def reset_failed(self, doc_ids: Iterable[str]) -> int:
+        """Failed documents become pending again (``retry --failed``), their attempts zeroed."""
+        ids = list(doc_ids)
+        with self.session() as s:
+            result = s.execute(
+                update(DocumentRow)
+                .where(DocumentRow.id.in_(ids), DocumentRow.status == FAILED)
+                .values(status=PENDING, attempts=0, lease_until=None, lease_owner=None)
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _after(seconds: float) -> datetime:
+    return _now() + timedelta(seconds=seconds)
+
+
+def _lease_update(doc_id: str, token: str | None) -> Any:
+    stmt = update(DocumentRow).where(DocumentRow.id == doc_id, DocumentRow.status == PENDING)
+    return stmt.where(DocumentRow.dispatch_token == token) if token is not None else stmt
 
 
 def _quantile(sorted_values: list[float], q: float) -> float:

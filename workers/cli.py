@@ -47,6 +47,40 @@ def build_parser() -> argparse.ArgumentParser:
                    help="watch this share by polling (network mounts: SMB, NFS); may repeat")  # fmt: skip
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("watch", help="distributed mode: watch shares, send changes to the queue")
+    _common(p)
+    _shares(p)
+    p.add_argument("--poll", action="append", default=[], metavar="NAME",
+                   help="watch this share by polling (network mounts: SMB, NFS); may repeat")  # fmt: skip
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("worker", help="distributed mode: a Celery worker")
+    _common(p)
+    _shares(p)
+    p.add_argument("--queues", default="cpu,gpu", help="queues to consume (default cpu,gpu)")
+    p.add_argument("--pool", choices=["prefork", "threads"],
+                   help="prefork (default with a Qdrant server) or threads (Qdrant local mode)")  # fmt: skip
+    p.add_argument("--concurrency", type=int, help="pool size (default: cores; threads: 2)")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("api", help="distributed mode: the query API (needs a Qdrant server)")
+    _common(p)
+    p.add_argument("--port", type=int, help="port (default 8765); address: api_host")
+    p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("flower", help="Flower, the Celery monitor, on the same broker")
+    _common(p)
+    p.add_argument("--port", type=int, help="port (default 5555); address: flower_host")
+    p.set_defaults(func=cmd_flower)
+
+    p = sub.add_parser("retry", help="process failed documents again (after a fix)")
+    _common(p)
+    p.add_argument("--failed", action="store_true", required=True,
+                   help="replay the documents whose status is failed")  # fmt: skip
+    p.add_argument("--share", help="only this share")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_retry)
+
     p = sub.add_parser("search", help="top-k chunks the principal may read")
     _common(p)
     p.add_argument("query")
@@ -174,8 +208,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from workers.apiserver import check_port_free
     from workers.runtime import open_runtime
-    from workers.service import EmbeddedService, check_port_free
+    from workers.service import EmbeddedService
     from workers.settings import config_file_in_use
 
     def load() -> Any:
@@ -195,6 +230,151 @@ def cmd_run(args: argparse.Namespace) -> int:
         return service.run()
     finally:
         runtime.close()
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from workers.watchservice import WatchService
+
+    settings = _settings(args, polling_shares=args.poll or None)
+    _need_shares(settings)
+    return WatchService(settings, lambda m: print(m, flush=True)).run()
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from workers.queues import parse_queues
+    from workers.settings import ConfigError
+    from workers.worker import prepare_metrics, run_worker
+
+    settings = _settings(args, worker_concurrency=args.concurrency)
+    try:
+        queues = parse_queues(args.queues)
+    except ValueError as exc:
+        raise ConfigError(f"--queues: {exc}") from exc
+    if "cpu" in queues:
+        _need_shares(settings)
+    prepare_metrics(settings)
+    _announce_nlp()
+    return run_worker(settings, queues, args.pool, lambda m: print(m, flush=True))
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from workers.apiserver import QueryServer, check_port_free
+    from workers.runtime import make_embedder, make_searcher, make_sparse, open_catalog, open_store
+    from workers.settings import ConfigError
+    from workers.status import status_report
+
+    settings = _settings(args, api_port=args.port)
+    if settings.embedded:
+        raise ConfigError(
+            "'shareindex api' needs a Qdrant server (SHAREINDEX_QDRANT_URL): in Qdrant local mode "
+            "the process that holds the index serves the queries ('shareindex run', or the "
+            "worker of the distributed mode)"
+        )
+    check_port_free(settings.api_host, settings.api_port)
+    embedder, sparse = make_embedder(settings), make_sparse(settings)
+    store, catalog = open_store(settings), open_catalog(settings)
+    try:
+        embedder.warm_up()
+        store.ensure_collection(embedder.model_name, embedder.dimension, sparse.tokenizer)
+        searcher = make_searcher(settings, store, embedder, sparse)
+        server = QueryServer(settings, searcher, lambda: status_report(catalog, server.info()),
+                             local_token=False)  # fmt: skip
+        server.start()
+        print(f"query API on {server.url}", flush=True)
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        stop.wait()
+        server.stop()
+    finally:
+        store.close()
+        catalog.close()
+    return EXIT_OK
+
+
+def cmd_flower(args: argparse.Namespace) -> int:
+    import os
+
+    from workers.celery_app import NO_BROKER
+    from workers.settings import ConfigError
+
+    settings = _settings(args, flower_port=args.port)
+    if not settings.broker_url:
+        raise ConfigError(NO_BROKER)
+    env = dict(os.environ, CELERY_BROKER_URL=settings.broker_url)
+    if settings.flower_basic_auth:
+        env["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth.get_secret_value()
+    elif settings.flower_host not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(
+            f"Flower on {settings.flower_host} needs authentication: set "
+            "SHAREINDEX_FLOWER_BASIC_AUTH=user:password (or keep flower_host 127.0.0.1)"
+        )
+    argv = [sys.executable, "-m", "celery", "flower", f"--address={settings.flower_host}",
+            f"--port={settings.flower_port}"]  # fmt: skip
+    print(f"Flower on http://{settings.flower_host}:{settings.flower_port}", flush=True)
+    os.execve(sys.executable, argv, env)  # broker URL and password stay out of the argv
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from workers.apiserver import read_service_info
+    from workers.runtime import open_catalog
+
+    settings = _settings(args)
+    catalog = open_catalog(settings)
+    try:
+        failed = catalog.failed(args.share)
+        catalog.reset_failed(r.id for r in failed)
+        result: dict[str, Any] = {"retried": len(failed), "paths": [f"{r.share}:{r.path}" for r in failed]}
+        if failed and settings.broker_url:
+            from workers.celery_app import make_celery
+            from workers.distributed import Dispatcher
+
+            dispatcher = Dispatcher(make_celery(settings), catalog, settings)
+            result["dispatched"] = dispatcher.documents((r.id, 0.0) for r in failed)
+            result["how"] = "sent to the queue"
+        elif failed and read_service_info(settings.data_dir):
+            result["how"] = "the running service retries them at its next reconcile"
+    finally:
+        catalog.close()
+    if failed and "how" not in result:  # embedded, nothing running: do it now
+        result["how"] = "processed now"
+        result["report"] = _retry_now(settings, failed)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        print(f"{len(failed)} failed document(s) retried" + (f": {result['how']}" if failed else ""))
+        for failure in result.get("report", {}).get("failures", []):
+            print(f"  still failing {failure['share']}:{failure['path']}: {failure['reason']}")
+    still = result.get("report", {}).get("documents", {}).get("failed", 0)
+    return EXIT_FAILED_DOCS if still else EXIT_OK
+
+
+def _retry_now(settings: Any, records: list[Any]) -> dict[str, Any]:
+    import time
+
+    from workers.indexer import SyncReport
+    from workers.runtime import open_runtime
+
+    _need_shares(settings)
+    runtime = open_runtime(settings, progress=_progress)
+    total = SyncReport()
+    try:
+        by_share: dict[str, dict[str, float]] = {}
+        for r in records:
+            by_share.setdefault(r.share, {})[r.path] = time.time()
+        for share, paths in by_share.items():
+            root = settings.shares.get(share)
+            if root is None:
+                print(f"warning: share {share!r} is not configured; its documents stay pending",
+                      file=sys.stderr)  # fmt: skip
+                continue
+            total.add(runtime.indexer.sync_paths(share, str(root), paths))
+    finally:
+        runtime.close()
+    return total.to_dict()
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -240,8 +420,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from workers.apiserver import read_service_info
     from workers.runtime import open_catalog
-    from workers.service import read_service_info
     from workers.status import format_status, status_report
 
     settings = _settings(args)

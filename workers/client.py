@@ -95,7 +95,7 @@ class LocalClient:
 
 @contextmanager
 def search_client(settings: Settings) -> Iterator[SearchClient]:
-    from workers.service import read_service_info
+    from workers.apiserver import read_service_info
 
     info = read_service_info(settings.data_dir)
     client: ServiceClient | LocalClient | None = None

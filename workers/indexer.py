@@ -61,6 +61,8 @@ class _NoProgress:
 
 
 ProgressFactory = Callable[[int, str], Progress]
+#: distributed mode: hands the documents to process to the queue instead of processing them here
+Dispatch = Callable[[list["WorkItem"]], None]
 
 
 _COUNTS = ("new", "changed", "unchanged", "deleted", "moved", "failed", "skipped", "superseded")
@@ -97,7 +99,7 @@ class SyncReport:
 
 
 @dataclass
-class _Work:
+class WorkItem:
     """A document to (re)process."""
 
     share: str
@@ -119,7 +121,7 @@ class _Work:
 
 @dataclass
 class _Plan:
-    work: list[_Work] = field(default_factory=list)
+    work: list[WorkItem] = field(default_factory=list)
     gone: list[DocumentRecord] = field(default_factory=list)
 
 
@@ -137,13 +139,15 @@ class Indexer:
         catalog: Catalog,
         store: QdrantIndex,
         embedder: SentenceEmbedder,
-        pool: ParsePool,
+        pool: ParsePool | None,
         *,
         ignore: list[str],
         max_file_bytes: int,
         sparse: SparseEncoder | None = None,
         progress: ProgressFactory | None = None,
         permissions: PermissionResolver | None = None,
+        dispatch: Dispatch | None = None,
+        contain_write_errors: bool = True,
     ) -> None:
         self.catalog = catalog
         self.store = store
@@ -154,6 +158,9 @@ class Indexer:
         self.sparse = sparse or SparseEncoder()
         self.progress = progress or (lambda total, desc: _NoProgress())
         self.permissions = permissions or PermissionResolver()
+        self.dispatch = dispatch
+        #: True: a failed write is recorded and left pending; False: it is raised (Celery retries)
+        self.contain_write_errors = contain_write_errors
         self.stop = threading.Event()
 
     # -- entry points -------------------------------------------------------------------------
@@ -183,10 +190,14 @@ class Indexer:
         report = SyncReport()
         self.permissions.reset()
         plan = _Plan()
-        for path, changed_at in changes.items():
-            if any(is_ignored(part, self.ignore) for part in path.split("/")):
-                continue
-            record = self.catalog.find(share, path)
+        wanted = {
+            path: at
+            for path, at in changes.items()
+            if not any(is_ignored(part, self.ignore) for part in path.split("/"))
+        }
+        known = self.catalog.find_many(share, wanted)
+        for path, changed_at in wanted.items():
+            record = known.get(path)
             entry = stat_path(root, path)
             if entry is None or stat.S_ISDIR(entry.mode):  # gone, or now a directory
                 if record is not None and record.status != DELETED:
@@ -207,7 +218,10 @@ class Indexer:
             self.catalog.upsert_seen(
                 item.doc_id, share, e.path, e.size, e.mtime_ns, allow, deny, item.acl_note
             )
-        self._process(plan.work, report, share)
+        if self.dispatch is not None:
+            self.dispatch(plan.work)
+        else:
+            self._process(plan.work, report, share)
 
     # -- planning -----------------------------------------------------------------------------
     def _classify(
@@ -235,7 +249,7 @@ class Indexer:
             self._update_acl(live, access, note)
             return
         kind = "changed" if live and live.version > 0 else "new"
-        plan.work.append(_Work(share, root, entry, doc_id, access, note, record, kind, changed_at))
+        plan.work.append(WorkItem(share, root, entry, doc_id, access, note, record, kind, changed_at))
 
     def _unchanged(self, root: str, entry: FileEntry, record: DocumentRecord) -> bool:
         """Same size and mtime: not even hashed. Only the mtime moved: hashed, not parsed."""
@@ -290,7 +304,7 @@ class Indexer:
             report.moved += 1
         plan.work = remaining
 
-    def _repoint(self, record: DocumentRecord, item: _Work) -> None:
+    def _repoint(self, record: DocumentRecord, item: WorkItem) -> None:
         e = item.entry
         allow, deny = item.access.as_lists()
         self.catalog.repoint(record.id, e.path, e.size, e.mtime_ns, allow, deny)
@@ -316,27 +330,51 @@ class Indexer:
         metrics.DOCUMENTS.labels(share, change).inc()
         self.catalog.record_freshness(share, change, seconds)
 
+    # -- one document at a time (distributed mode) --------------------------------------------
+    def work_item(self, record: DocumentRecord, root: str, changed_at: float) -> WorkItem | None:
+        """What to do for a dispatched document, from the file as it is now; None if it is no
+        longer a file (the next plan of its share records that)."""
+        entry = stat_path(root, record.path)
+        if entry is None or not stat.S_ISREG(entry.mode):
+            return None
+        self.permissions.reset()
+        access, note = self.permissions.resolve(record.share, root, record.path)
+        kind = "changed" if record.version > 0 else "new"
+        return WorkItem(record.share, root, entry, record.id, access, note, record, kind, changed_at)
+
+    def parse(self, item: WorkItem) -> PreparedDocument | IngestError:
+        """Parse and chunk in the parse pool (memory and time limits); an error is returned."""
+        assert self.pool is not None, "this indexer has no parse pool"
+        return self.pool.outcome(self.pool.submit(item.source))
+
+    def record_error(self, item: WorkItem, error: IngestError, report: SyncReport) -> None:
+        status = PENDING if isinstance(error, TransientError) else error.status
+        self._record_error(item.doc_id, item.share, item.entry.path, status, str(error), report)
+
+    def commit(self, item: WorkItem, doc: PreparedDocument, report: SyncReport) -> None:
+        """Embed (reusing stored vectors) and write one document."""
+        self._embed_and_write([(item, doc)], report)
+
     # -- processing ---------------------------------------------------------------------------
-    def _process(self, work: list[_Work], report: SyncReport, share: str) -> None:
+    def _process(self, work: list[WorkItem], report: SyncReport, share: str) -> None:
         if not work:
             return
+        pool = self.pool
+        assert pool is not None, "this indexer has no parse pool"
         bar = self.progress(len(work), share)
         todo = deque(work)
-        inflight: deque[tuple[_Work, Future[PreparedDocument]]] = deque()
-        ready: list[tuple[_Work, PreparedDocument]] = []
+        inflight: deque[tuple[WorkItem, Future[PreparedDocument]]] = deque()
+        ready: list[tuple[WorkItem, PreparedDocument]] = []
         ready_chunks = 0
         try:
             while (todo or inflight) and not self.stop.is_set():
                 while todo and len(inflight) < _WINDOW:
                     item = todo.popleft()
-                    inflight.append((item, self.pool.submit(item.source)))
+                    inflight.append((item, pool.submit(item.source)))
                 item, future = inflight.popleft()
-                outcome = self.pool.outcome(future)
+                outcome = pool.outcome(future)
                 if isinstance(outcome, IngestError):
-                    status = PENDING if isinstance(outcome, TransientError) else outcome.status
-                    self._record_error(
-                        item.doc_id, item.share, item.entry.path, status, str(outcome), report
-                    )
+                    self.record_error(item, outcome, report)
                     bar.update(1)
                     continue
                 ready.append((item, outcome))
@@ -354,7 +392,7 @@ class Indexer:
             bar.close()
 
     def _embed_and_write(
-        self, ready: list[tuple[_Work, PreparedDocument]], report: SyncReport
+        self, ready: list[tuple[WorkItem, PreparedDocument]], report: SyncReport
     ) -> None:
         by_doc = {id(doc): item for item, doc in ready}
 
@@ -372,6 +410,8 @@ class Indexer:
             try:
                 written = self._write(item, doc, chunks)
             except Exception as exc:  # the store or the catalog failed: retry later, lose nothing
+                if not self.contain_write_errors:
+                    raise
                 log.exception("writing %s/%s failed", item.share, item.entry.path)
                 reason = f"could not write to the index: {type(exc).__name__}: {exc}"
                 self._record_error(
@@ -387,7 +427,7 @@ class Indexer:
             setattr(report, item.kind, getattr(report, item.kind) + 1)
             self._observe(item.share, item.kind, item.changed_at)
 
-    def _write(self, item: _Work, doc: PreparedDocument, chunks: list[EmbeddedChunk]) -> bool:
+    def _write(self, item: WorkItem, doc: PreparedDocument, chunks: list[EmbeddedChunk]) -> bool:
         """Commit one document; False when its result is stale and was dropped."""
         if self._changed_since_read(item, doc):
             return False
@@ -425,7 +465,7 @@ class Indexer:
         )
         return True
 
-    def _changed_since_read(self, item: _Work, doc: PreparedDocument) -> bool:
+    def _changed_since_read(self, item: WorkItem, doc: PreparedDocument) -> bool:
         """Re-check before committing: a file that moved on since it was read is not written."""
         now = stat_path(item.root, item.entry.path)
         return now is None or (now.size, now.mtime_ns) != (doc.parsed.size, doc.parsed.mtime_ns)

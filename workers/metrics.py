@@ -15,3 +15,16 @@ DOCUMENTS = Counter(
 )
 EMBEDDINGS = Counter("shareindex_embeddings_total", "Chunk texts embedded (not reused)")
 REUSED = Counter("shareindex_reused_vectors_total", "Chunk vectors reused from a previous version")
+STAGE_SECONDS = Histogram(
+    "shareindex_stage_seconds",
+    "Seconds spent per document in each stage of the distributed pipeline",
+    ["stage"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900),
+)
+QUEUE_WAIT = Histogram(
+    "shareindex_queue_wait_seconds",
+    "Seconds a task waited in its queue before a worker started it",
+    ["queue"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800, 3600),
+)
+TASKS = Counter("shareindex_tasks_total", "Celery tasks by name and outcome", ["task", "outcome"])

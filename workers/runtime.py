@@ -72,18 +72,22 @@ class Runtime:
     catalog: Catalog
     store: QdrantIndex
     embedder: SentenceEmbedder
-    pool: ParsePool
+    pool: ParsePool | None
     indexer: Indexer
     searcher: Searcher
 
     def close(self) -> None:
-        self.pool.close()
+        if self.pool is not None:
+            self.pool.close()
         self.store.close()
         self.catalog.close()
 
 
-def open_runtime(settings: Settings, progress: ProgressFactory | None = None) -> Runtime:
-    """Everything an indexing process needs; the parse processes start warming at once."""
+def open_runtime(
+    settings: Settings, progress: ProgressFactory | None = None, *, parse_pool: bool = True
+) -> Runtime:
+    """Everything an indexing process needs; the parse processes start warming at once (none
+    for a process that only embeds: ``parse_pool=False``)."""
     embedder = make_embedder(settings)
     tok = tokenizer_file(embedder.model_path)
     if tok is None:
@@ -114,7 +118,8 @@ def open_runtime(settings: Settings, progress: ProgressFactory | None = None) ->
     pool = None
     try:
         store = open_store(settings)
-        pool = ParsePool(job, settings.parse_workers, settings.parse_timeout_s)
+        if parse_pool:
+            pool = ParsePool(job, settings.parse_workers, settings.parse_timeout_s)
         embedder.warm_up()
         store.ensure_collection(embedder.model_name, embedder.dimension, sparse.tokenizer)
         searcher = make_searcher(settings, store, embedder, sparse)

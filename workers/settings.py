@@ -144,6 +144,34 @@ class Settings(BaseSettings):
     )
     polling_interval_s: float = Field(1.0, gt=0)
 
+    # distributed mode (Celery on the broker_url Redis)
+    #: worker pool: prefork by default; Qdrant local mode needs threads (one process)
+    worker_pool: Literal["prefork", "threads"] | None = None
+    worker_concurrency: int = Field(0, ge=0, description="0: cores for prefork, 2 for threads")
+    worker_metrics_port: int = Field(9808, ge=0, le=65535, description="0: no metrics server")
+    worker_max_tasks_per_child: int = Field(200, ge=1)
+    worker_max_memory_per_child_mb: int = Field(3072, ge=256)
+    task_soft_time_limit_s: float = Field(900, gt=0)
+    task_time_limit_s: float = Field(960, gt=0)
+    #: Redis re-delivers an unacknowledged message after this long: longer than any task
+    visibility_timeout_s: float = Field(3600, gt=0)
+    #: a worker's claim on a document, renewed by its heartbeat; a killed worker's documents
+    #: are dispatched again this long after its last heartbeat
+    lease_s: float = Field(30, ge=1)
+    #: a dispatched document waits this long in an empty queue before it is sent again
+    requeue_after_s: float = Field(120, ge=1)
+    #: how often the watcher looks for documents whose lease ran out
+    requeue_interval_s: float = Field(15, gt=0)
+    retry_backoff_s: float = Field(2, gt=0, description="first wait after a transient error")
+    retry_backoff_max_s: float = Field(300, gt=0)
+    max_retries: int = Field(10, ge=0, description="transient retries of one message")
+    #: a document whose worker died this many times is failed (a poison document)
+    max_attempts: int = Field(5, ge=1)
+    flower_port: int = Field(5555, ge=1, le=65535)
+    flower_host: str = "127.0.0.1"
+    #: "user:password"; required when Flower listens beyond the loopback address
+    flower_basic_auth: SecretStr | None = None
+
     # access control
     acl_rules: list[AclRuleSetting] = Field(default_factory=list)
     api_tokens: list[ApiToken] = Field(default_factory=list)
@@ -177,6 +205,19 @@ class Settings(BaseSettings):
         unknown = set(self.polling_shares) - set(self.shares)
         if unknown and self.shares:
             raise ValueError(f"polling_shares names unknown shares: {', '.join(sorted(unknown))}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> Settings:
+        if self.task_soft_time_limit_s >= self.task_time_limit_s:
+            raise ValueError("task_soft_time_limit_s must be below task_time_limit_s")
+        if self.visibility_timeout_s <= self.task_time_limit_s:
+            raise ValueError(
+                "visibility_timeout_s must be longer than task_time_limit_s: Redis would "
+                "deliver a running task a second time"
+            )
+        if self.flower_basic_auth and ":" not in self.flower_basic_auth.get_secret_value():
+            raise ValueError("flower_basic_auth must be user:password")
         return self
 
     @field_validator("embedding_device")
@@ -215,6 +256,7 @@ class Settings(BaseSettings):
 
     @property
     def embedded(self) -> bool:
+        """Qdrant local mode: only one process may hold the index."""
         return self.qdrant_url is None
 
 

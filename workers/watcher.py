@@ -96,6 +96,40 @@ def start_observers(
     return observers
 
 
+def drain_events(events: queue.Queue[Change], debouncer: Debouncer, timeout: float) -> None:
+    """Move whatever the observers reported into the debouncer (waits up to ``timeout``)."""
+    try:
+        batch = [events.get(timeout=timeout)]
+    except queue.Empty:
+        return
+    while True:
+        try:
+            batch.append(events.get_nowait())
+        except queue.Empty:
+            break
+    debouncer.add(batch)
+
+
+def settled(
+    root: str, share: str, paths: dict[str, float], debouncer: Debouncer, debounce_s: float
+) -> dict[str, float]:
+    """Paths whose mtime has stood still for the debounce delay; the others go back to wait
+    (a writer that never closes the file, a polled network share)."""
+    now = time.time()
+    ready = {}
+    for path, first in paths.items():
+        if path != RESCAN:
+            try:
+                age = now - os.lstat(os.path.join(root, path)).st_mtime
+            except OSError:
+                age = debounce_s  # gone: nothing to wait for
+            if 0 <= age < debounce_s:
+                debouncer.rearm(share, path, first)
+                continue
+        ready[path] = first
+    return ready
+
+
 @dataclass
 class _Pending:
     first_wall: float

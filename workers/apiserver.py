@@ -1,0 +1,117 @@
+"""The query API in a thread of the process that holds the index, and ``service.json``, which
+tells the other commands of the same data dir where to reach it (and with which token)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from index.search import Searcher
+from workers.api import create_app
+from workers.auth import Authenticator, Caller, TokenEntry, new_token
+from workers.settings import ConfigError, Settings
+
+SERVICE_FILE = "service.json"
+
+
+def token_entries(settings: Settings) -> list[TokenEntry]:
+    return [
+        TokenEntry(t.sha256, Caller(t.name, t.user, tuple(t.groups), t.on_behalf, t.admin))
+        for t in settings.api_tokens
+    ]
+
+
+def read_service_info(data_dir: Path) -> dict[str, Any] | None:
+    """The running service of a data dir, if its process is alive."""
+    try:
+        info = json.loads((data_dir / SERVICE_FILE).read_text())
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return info
+
+
+def check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve the query API on {host}:{port}: {exc.strerror}"
+            ) from exc
+
+
+class QueryServer:
+    """Serves ``/search`` and friends with the configured tokens, plus a local admin token that
+    only the owner of the data dir can read (``service.json``, mode 0600)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        searcher: Searcher,
+        status: Callable[[], dict[str, Any]],
+        *,
+        local_token: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.url = f"http://{settings.api_host}:{settings.api_port}"
+        self.token: str | None = None
+        entries = token_entries(settings)
+        if local_token:
+            self.token, local_hash = new_token()
+            entries.insert(0, TokenEntry(local_hash, Caller("local", on_behalf=True, admin=True)))
+        self.auth = Authenticator(entries, expand_groups=settings.expand_groups)
+        self.app = create_app(searcher, status, self.auth)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def reload_tokens(self, settings: Settings) -> None:
+        local = self.auth.tokens[:1] if self.token else []
+        self.auth.tokens = [*local, *token_entries(settings)]
+        self.auth.expand_groups = settings.expand_groups
+
+    def start(self) -> None:
+        config = uvicorn.Config(self.app, host=self.settings.api_host, port=self.settings.api_port,
+                                log_level="warning", lifespan="off")  # fmt: skip
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="query-api", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not self._server.started:
+            raise ConfigError(f"the query API did not start on {self.url}")
+        if self.token:
+            self._write_service_file()
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.should_exit = True
+        if self._thread:
+            self._thread.join(timeout=10)
+        if self.token:
+            self._remove_service_file()
+
+    def info(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "url": self.url}
+
+    def _write_service_file(self) -> None:
+        path = self.settings.data_dir / SERVICE_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({**self.info(), "token": self.token}, fh)
+
+    def _remove_service_file(self) -> None:
+        path = self.settings.data_dir / SERVICE_FILE
+        info = read_service_info(self.settings.data_dir)
+        if info is None or info.get("pid") == os.getpid():
+            path.unlink(missing_ok=True)

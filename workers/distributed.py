@@ -1,0 +1,169 @@
+"""The distributed mode's bookkeeping: dispatching documents, worker leases, the reconciler.
+
+The catalog is the durable record; Redis is transport. Each dispatch of a pending document gets a
+fresh token in the catalog and travels in the message; a message whose token is no longer the
+document's is stale and dropped, so dispatching again never makes two workers do the same work.
+A worker that takes a document holds a lease that its heartbeat renews; when a lease runs out
+(the worker was killed, or the queue lost the message), the reconciler dispatches it again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
+from typing import Any
+
+from celery import Celery
+from kombu.exceptions import ChannelError
+
+from index.catalog import Catalog, DocumentRecord
+from ingest.models import Chunk, ParsedDocument, PreparedDocument, SourceFile
+from workers.indexer import WorkItem
+from workers.queues import EMBED_TASK, PARSE_TASK, PLAN_TASK, QUEUES
+from workers.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: a message: a reference to a document, never its content
+Ref = dict[str, Any]
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# -- staged parse results (catalog rows, referenced by the embed message) ---------------------
+def encode_prepared(doc: PreparedDocument) -> bytes:
+    """The chunks and the file facts a commit needs; the elements stay behind."""
+    parsed = {k: v for k, v in asdict(doc.parsed).items() if k != "elements"}
+    body = {
+        "source": asdict(doc.source),
+        "parsed": parsed,
+        "chunks": [asdict(c) for c in doc.chunks],
+    }
+    return zlib.compress(json.dumps(body, ensure_ascii=False).encode("utf-8"), 3)
+
+
+def decode_prepared(data: bytes) -> PreparedDocument:
+    body = json.loads(zlib.decompress(data))
+    chunks = tuple(
+        Chunk(**{**c, "page_numbers": tuple(c["page_numbers"]), "kinds": tuple(c["kinds"])})
+        for c in body["chunks"]
+    )
+    return PreparedDocument(
+        source=SourceFile(**body["source"]),
+        parsed=ParsedDocument(**body["parsed"], elements=()),
+        chunks=chunks,
+    )
+
+
+# -- sending --------------------------------------------------------------------------------
+class Dispatcher:
+    """Puts work on the queues; the catalog learns of a dispatch before the broker does."""
+
+    def __init__(self, app: Celery, catalog: Catalog, settings: Settings) -> None:
+        self.app = app
+        self.catalog = catalog
+        self.wait_s = settings.requeue_after_s
+
+    def plan(self, share: str, changes: dict[str, float] | None) -> None:
+        """Compare a share (``changes`` None) or some of its paths with the catalog."""
+        self.app.send_task(PLAN_TASK, args=[{"share": share, "changes": changes}])
+
+    def documents(self, docs: Iterable[tuple[str, float]]) -> int:
+        """Parse these pending documents (doc id, wall time of the change); returns how many."""
+        sent = 0
+        for doc_id, changed_at in docs:
+            token = self.catalog.dispatch(doc_id, self.wait_s)
+            if token is None:  # no longer pending
+                continue
+            ref = {"doc_id": doc_id, "token": token, "changed_at": changed_at}
+            self.app.send_task(PARSE_TASK, args=[{**ref, "sent_at": time.time()}])
+            sent += 1
+        return sent
+
+    def work_items(self, items: list[WorkItem]) -> None:
+        """The indexer's plan, handed to the queue (Indexer ``dispatch`` hook)."""
+        self.documents((item.doc_id, item.changed_at) for item in items)
+
+    def embed(self, ref: Ref) -> None:
+        """The parsed document waits for the gpu queue, owned by nobody meanwhile."""
+        self.catalog.release(ref["doc_id"], ref["token"], self.wait_s)
+        self.app.send_task(EMBED_TASK, args=[{**ref, "sent_at": time.time()}])
+
+
+def queued_messages(app: Celery) -> int:
+    """Messages waiting in the ShareIndex queues (not counting those a worker has reserved)."""
+    total = 0
+    with app.connection_for_read() as conn:
+        channel = conn.default_channel
+        for name in QUEUES:
+            try:
+                total += channel.queue_declare(queue=name, passive=True).message_count
+            except ChannelError:  # never declared, or lost with a flushed Redis
+                continue
+    return total
+
+
+class Requeuer:
+    """Dispatches again the pending documents whose lease ran out: a worker that died holding
+    them, or a message the broker lost (Redis restarted without persistence, a flushed queue).
+
+    A document waiting in a queue is only lost if the queues are empty: while messages wait, a
+    long queue is a normal backlog, and dispatching again would only add stale messages.
+    """
+
+    def __init__(self, catalog: Catalog, dispatcher: Dispatcher, queued: Callable[[], int]) -> None:
+        self.catalog = catalog
+        self.dispatcher = dispatcher
+        self.queued = queued
+
+    def run_once(self) -> int:
+        expired = self.catalog.expired()
+        if not expired:
+            return 0
+        idle: bool | None = None
+        again: list[DocumentRecord] = []
+        for record in expired:
+            if record.lease_owner is None and record.dispatch_token is not None:
+                if idle is None:
+                    idle = self.queued() == 0
+                if not idle:
+                    continue
+            again.append(record)
+        sent = self.dispatcher.documents((r.id, r.updated_at.timestamp()) for r in again)
+        if sent:
+            log.warning("dispatched %d pending document(s) again (lease expired)", sent)
+        return sent
+
+
+# -- the worker side --------------------------------------------------------------------------
+class Heartbeat:
+    """Renews the leases of the documents this worker process holds."""
+
+    def __init__(self, catalog: Catalog, owner: str, lease_s: float) -> None:
+        self.catalog = catalog
+        self.owner = owner
+        self.lease_s = lease_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.lease_s / 3):
+            try:
+                self.catalog.heartbeat(self.owner, self.lease_s)
+            except Exception:  # the catalog is down: the leases lapse, the work is redone
+                log.exception("lease heartbeat failed")

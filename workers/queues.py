@@ -1,0 +1,34 @@
+"""Queue and task names: the contract between the watcher, the workers and the deployment
+(KEDA scales the workers on the length of these Redis lists)."""
+
+from __future__ import annotations
+
+#: parsing, CPU OCR and planning (what a change means for the index)
+CPU_QUEUE = "cpu"
+#: embedding and VLM work
+GPU_QUEUE = "gpu"
+QUEUES = (CPU_QUEUE, GPU_QUEUE)
+
+#: compare a share (or some of its paths) with the catalog; dispatch what must be processed
+PLAN_TASK = "shareindex.plan"
+#: read, parse and chunk one document; its result is staged in the catalog
+PARSE_TASK = "shareindex.parse"
+#: embed one staged document and commit it to the index
+EMBED_TASK = "shareindex.embed"
+
+ROUTES = {
+    PLAN_TASK: {"queue": CPU_QUEUE},
+    PARSE_TASK: {"queue": CPU_QUEUE},
+    EMBED_TASK: {"queue": GPU_QUEUE},
+}
+
+
+def parse_queues(spec: str) -> list[str]:
+    """``cpu,gpu`` from the command line; an unknown name is a configuration error."""
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    unknown = [name for name in names if name not in QUEUES]
+    if unknown or not names:
+        raise ValueError(
+            f"unknown queue {', '.join(unknown) or spec!r}: choose from {', '.join(QUEUES)}"
+        )
+    return names

@@ -1,0 +1,261 @@
+"""The Celery tasks: thin adapters that load the message, call the indexer, record the outcome.
+
+Retries live in one place (``_run``): a transient error (the index, the catalog or the VLM
+unreachable or busy) is retried with exponential backoff and jitter; a permanent one (bad input)
+is recorded on the document and never retried; a document whose worker died under it
+``max_attempts`` times is a poison document and is failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery, Task
+from celery.exceptions import Retry, SoftTimeLimitExceeded
+from celery.utils.time import get_exponential_backoff_interval
+
+from index.catalog import FAILED, DocumentRecord
+from index.store import IndexUnavailable
+from ingest.errors import IngestError, TransientError
+from workers import metrics
+from workers.distributed import Dispatcher, Heartbeat, Ref, decode_prepared, encode_prepared
+from workers.distributed import worker_id as _worker_id
+from workers.indexer import SyncReport, WorkItem
+from workers.queues import CPU_QUEUE, EMBED_TASK, GPU_QUEUE, PARSE_TASK, PLAN_TASK
+from workers.runtime import Runtime
+from workers.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An outage, worth retrying: not a property of the document."""
+    if isinstance(exc, TransientError | IndexUnavailable | ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, sqlite3.OperationalError):  # locked / busy database
+        return True
+    name = type(exc).__name__
+    module = type(exc).__module__
+    if module.startswith("sqlalchemy") and name in ("OperationalError", "TimeoutError"):
+        return True
+    if module.startswith(("httpx", "httpcore")) or name == "ResponseHandlingException":
+        return True
+    if name == "UnexpectedResponse":  # qdrant-client: 5xx is the server's trouble, 4xx ours
+        return int(getattr(exc, "status_code", 0) or 0) >= 500
+    return module.startswith(("redis", "kombu"))
+
+
+@dataclass
+class WorkerContext:
+    """What one worker process holds: the models, the index, the catalog, loaded once."""
+
+    settings: Settings
+    runtime: Runtime
+    dispatcher: Dispatcher
+    owner: str
+    heartbeat: Heartbeat
+
+    def root(self, share: str) -> str:
+        root = self.settings.shares.get(share)
+        if root is None:
+            raise ShareNotConfigured(
+                f"share {share!r} is not configured on this worker ({self.owner}): "
+                "give workers the same shares as the watcher"
+            )
+        return str(root)
+
+    def close(self) -> None:
+        self.heartbeat.stop()
+        self.runtime.close()
+
+
+class ShareNotConfigured(TransientError):
+    """A worker without the share: another worker may have it, or a fixed configuration."""
+
+
+class _Done(Exception):
+    """The message needs no (more) work: ``outcome`` says why (stale: dispatched again since,
+    or the document is no longer pending)."""
+
+    def __init__(self, outcome: str = "stale") -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
+ContextFactory = Callable[[], WorkerContext]
+
+
+def register_tasks(app: Celery, context: ContextFactory) -> None:
+    """Bind the task names to this app; ``context`` gives the current process's WorkerContext."""
+    settings: dict[str, Any] = {"bind": True, "acks_late": True}
+
+    @app.task(name=PLAN_TASK, **settings)
+    def plan(task: Task, message: dict[str, Any]) -> str:
+        return _run(task, context, "plan", message, lambda ctx: _plan(ctx, message))
+
+    @app.task(name=PARSE_TASK, **settings)
+    def parse(task: Task, ref: Ref) -> str:
+        return _run(task, context, "parse", ref, lambda ctx: _parse(ctx, ref))
+
+    @app.task(name=EMBED_TASK, **settings)
+    def embed(task: Task, ref: Ref) -> str:
+        return _run(task, context, "embed", ref, lambda ctx: _embed(ctx, ref))
+
+
+def _run(
+    task: Task, context: ContextFactory, stage: str, message: dict[str, Any],
+    body: Callable[[WorkerContext], str],
+) -> str:  # fmt: skip
+    ctx = context()
+    queue = GPU_QUEUE if stage == "embed" else CPU_QUEUE
+    if "sent_at" in message and task.request.retries == 0:
+        metrics.QUEUE_WAIT.labels(queue).observe(max(0.0, time.time() - message["sent_at"]))
+    started = time.monotonic()
+    outcome = "error"
+    try:
+        outcome = body(ctx)
+    except _Done as done:
+        outcome = done.outcome
+    except SoftTimeLimitExceeded:
+        _fail(ctx, message, f"the {stage} step took longer than the task time limit "
+              f"({ctx.settings.task_soft_time_limit_s:g} s)")  # fmt: skip
+        outcome = "failed"
+    except Retry:
+        raise
+    except Exception as exc:
+        if not is_transient(exc):
+            raise  # a bug: Celery records it; the document stays pending and is redone later
+        outcome = "retry"
+        raise _retry(task, ctx, message, exc) from exc
+    finally:
+        metrics.STAGE_SECONDS.labels(stage).observe(time.monotonic() - started)
+        metrics.TASKS.labels(stage, outcome).inc()
+    return outcome
+
+
+def _retry(task: Task, ctx: WorkerContext, message: dict[str, Any], exc: Exception) -> Exception:
+    s = ctx.settings
+    countdown = get_exponential_backoff_interval(
+        factor=int(max(1, s.retry_backoff_s)), retries=task.request.retries,
+        maximum=int(s.retry_backoff_max_s), full_jitter=True,
+    )  # fmt: skip
+    reason = f"{type(exc).__name__}: {exc}"
+    log.warning(
+        "transient error, retry %d in %d s: %s", task.request.retries + 1, countdown, reason
+    )
+    if "doc_id" in message:  # the reason shows in status; the lease covers the wait
+        try:
+            ctx.runtime.catalog.mark_failed(message["doc_id"], "pending", f"retrying: {reason}")
+            ctx.runtime.catalog.release(message["doc_id"], message["token"], countdown + s.lease_s)
+        except Exception:  # the catalog is what failed: the lease lapses, the reconciler redoes it
+            log.warning("could not record the retry of %s", message["doc_id"])
+    return task.retry(exc=exc, countdown=countdown, max_retries=s.max_retries)
+
+
+def _fail(ctx: WorkerContext, message: dict[str, Any], reason: str) -> None:
+    if "doc_id" in message:
+        ctx.runtime.catalog.mark_failed(message["doc_id"], FAILED, reason)
+
+
+# -- the steps --------------------------------------------------------------------------------
+def _plan(ctx: WorkerContext, message: dict[str, Any]) -> str:
+    share = message["share"]
+    indexer = ctx.runtime.indexer
+    changes = message.get("changes")
+    if changes is None:
+        report = indexer.sync_share(share, ctx.root(share))
+    else:
+        report = indexer.sync_paths(share, ctx.root(share), changes)
+    log.info("planned %s: %s", share, report.to_dict()["documents"])
+    return "planned"
+
+
+def _take(ctx: WorkerContext, ref: Ref) -> tuple[DocumentRecord, WorkItem]:
+    catalog = ctx.runtime.catalog
+    record = catalog.take(ref["doc_id"], ref["token"], ctx.owner, ctx.settings.lease_s)
+    if record is None:
+        raise _Done()
+    if record.unfinished > ctx.settings.max_attempts:
+        catalog.mark_failed(record.id, FAILED, (
+            f"gave up after {record.unfinished - 1} attempts: the worker processing it died each "
+            "time (killed, out of memory or over the time limit); fix, then "
+            "'shareindex retry --failed'"))  # fmt: skip
+        raise _Done("failed")
+    item = ctx.runtime.indexer.work_item(record, ctx.root(record.share), ref["changed_at"])
+    if item is None:  # no longer a file: the plan of that path records what it is now
+        catalog.release(record.id, ref["token"], ctx.settings.requeue_after_s)
+        ctx.dispatcher.plan(record.share, {record.path: ref["changed_at"]})
+        raise _Done()
+    return record, item
+
+
+def _parse(ctx: WorkerContext, ref: Ref) -> str:
+    _, item = _take(ctx, ref)
+    indexer = ctx.runtime.indexer
+    outcome = indexer.parse(item)
+    if isinstance(outcome, IngestError):
+        if isinstance(outcome, TransientError):
+            raise outcome
+        indexer.record_error(item, outcome, SyncReport())
+        return "failed"
+    ctx.runtime.catalog.stage(item.doc_id, ref["token"], encode_prepared(outcome))
+    ctx.dispatcher.embed(ref)
+    return "parsed"
+
+
+def _embed(ctx: WorkerContext, ref: Ref) -> str:
+    record, item = _take(ctx, ref)
+    catalog = ctx.runtime.catalog
+    data = catalog.staged(record.id, ref["token"])
+    if data is None:  # the staged result is gone: parse again
+        catalog.release(record.id, ref["token"], 0)
+        ctx.dispatcher.documents([(record.id, ref["changed_at"])])
+        return "reparse"
+    report = SyncReport()
+    ctx.runtime.indexer.commit(item, decode_prepared(data), report)
+    catalog.unstage(record.id)
+    if report.superseded:  # the file changed since it was read: its own event redoes it
+        catalog.release(record.id, ref["token"], ctx.settings.requeue_after_s)
+        return "superseded"
+    return "indexed"
+
+
+# -- per-process context ----------------------------------------------------------------------
+class ContextHolder:
+    """Builds the WorkerContext once per process, on first use (prefork children each build
+    their own after the fork: models and connections are never shared across a fork)."""
+
+    def __init__(self, build: Callable[[], WorkerContext]) -> None:
+        self._build = build
+        self._context: WorkerContext | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> WorkerContext:
+        if self._context is None:
+            with self._lock:
+                if self._context is None:
+                    self._context = self._build()
+        return self._context
+
+    def close(self) -> None:
+        if self._context is not None:
+            self._context.close()
+            self._context = None
+
+
+def build_context(settings: Settings, app: Celery, runtime: Runtime) -> WorkerContext:
+    """Wire a runtime for the distributed mode: the indexer dispatches instead of processing,
+    and write errors reach the retry logic instead of being recorded and swallowed."""
+    dispatcher = Dispatcher(app, runtime.catalog, settings)
+    runtime.indexer.dispatch = dispatcher.work_items
+    runtime.indexer.contain_write_errors = False
+    owner = _worker_id()
+    heartbeat = Heartbeat(runtime.catalog, owner, settings.lease_s)
+    heartbeat.start()
+    return WorkerContext(settings, runtime, dispatcher, owner, heartbeat)

@@ -1,0 +1,137 @@
+"""``shareindex worker``: a Celery worker of the distributed mode.
+
+Models, the index client and the catalog load once per worker process: in each prefork child
+after the fork (``worker_process_init``), or once in the main process for the threads pool.
+With Qdrant in local mode only one process may hold the index: the worker then runs a threads
+pool, consumes both queues, and serves the query API itself (``service.json`` points the CLI at
+it), since no other process can open the index.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from workers.settings import ConfigError, Settings
+
+log = logging.getLogger(__name__)
+
+LOCAL_MODE_POOL = (
+    "Qdrant local mode (SHAREINDEX_QDRANT_URL unset): one process only can hold the index, so "
+    "the worker runs a threads pool (--pool threads) and serves the queries itself; set "
+    "SHAREINDEX_QDRANT_URL to a Qdrant server to run prefork workers, or several workers"
+)
+
+
+def metrics_dir(settings: Settings) -> Path:
+    return settings.data_dir / "metrics" / f"worker-{os.getpid()}"
+
+
+def prepare_metrics(settings: Settings) -> Path:
+    """Prometheus multiprocess mode: each pool process writes its own files, the main process
+    serves their sum. Must run before prometheus_client is imported."""
+    import sys
+
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prepare_metrics must run before prometheus_client is imported")
+    path = metrics_dir(settings)
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    return path
+
+
+def choose_pool(settings: Settings, queues: list[str], pool: str | None) -> tuple[str, int]:
+    """The pool and its size, or a ConfigError for a combination that cannot work."""
+    pool = pool or settings.worker_pool
+    if settings.embedded:
+        if pool == "prefork":
+            raise ConfigError(LOCAL_MODE_POOL)
+        if set(queues) != {"cpu", "gpu"}:
+            raise ConfigError(
+                "Qdrant local mode: the one worker that can hold the index must consume both "
+                "queues (--queues cpu,gpu); set SHAREINDEX_QDRANT_URL to split them"
+            )
+        pool = "threads"
+    pool = pool or "prefork"
+    size = settings.worker_concurrency or (os.cpu_count() or 1 if pool == "prefork" else 2)
+    return pool, size
+
+
+def run_worker(settings: Settings, queues: list[str], pool: str | None, say: Any = print) -> int:
+    from celery import signals
+
+    from workers.celery_app import make_celery
+    from workers.runtime import open_runtime
+    from workers.tasks import ContextHolder, build_context, register_tasks
+
+    pool_name, size = choose_pool(settings, queues, pool)
+    app = make_celery(settings)
+    parse = "cpu" in queues
+
+    def build() -> Any:
+        return build_context(settings, app, open_runtime(settings, parse_pool=parse))
+
+    holder = ContextHolder(build)
+    register_tasks(app, holder)
+    api = None
+    if pool_name == "threads":
+        say("loading the embedding model and the index...")
+        context = holder()
+        if settings.embedded:
+            api = _start_query_api(settings, context.runtime)
+            say(f"query API on {api.url} (this worker holds the index)")
+    else:
+        signals.worker_process_init.connect(lambda **_: holder(), weak=False)
+        signals.worker_process_shutdown.connect(
+            lambda pid=None, **_: _process_gone(holder, pid), weak=False
+        )
+    _serve_metrics(settings, say)
+    name = f"{'-'.join(queues)}.{os.getpid()}@%h"
+    say(f"worker {name}: queues {','.join(queues)}, {pool_name} pool of {size}")
+    argv = ["worker", f"--queues={','.join(queues)}", f"--pool={pool_name}",
+            f"--concurrency={size}", f"--hostname={name}", "--loglevel=INFO", "--without-mingle"]  # fmt: skip
+    try:
+        app.worker_main(argv)
+    finally:
+        if api is not None:
+            api.stop()
+        holder.close()
+    return 0
+
+
+def _process_gone(holder: Any, pid: int | None) -> None:
+    from prometheus_client import multiprocess
+
+    holder.close()
+    multiprocess.mark_process_dead(pid or os.getpid())
+
+
+def _start_query_api(settings: Settings, runtime: Any) -> Any:
+    from workers.apiserver import QueryServer, check_port_free
+    from workers.status import status_report
+
+    check_port_free(settings.api_host, settings.api_port)
+    server = QueryServer(
+        settings, runtime.searcher, lambda: status_report(runtime.catalog, server.info())
+    )
+    server.start()
+    return server
+
+
+def _serve_metrics(settings: Settings, say: Any) -> None:
+    if not settings.worker_metrics_port:
+        return
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    try:
+        start_http_server(settings.worker_metrics_port, registry=registry)
+    except OSError as exc:
+        say(f"warning: metrics not served: port {settings.worker_metrics_port}: {exc.strerror}")
+        return
+    say(f"metrics on :{settings.worker_metrics_port}/metrics")
