@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := tesseract-ocr tesseract-ocr-jpn tesseract-ocr-jpn-vert poppler-utils libmagic1 acl
+DEB_PACKAGES := tesseract-ocr tesseract-ocr-jpn tesseract-ocr-jpn-vert poppler-utils libmagic1 acl fonts-noto-cjk
 SHARE ?= demo=$(CURDIR)/demo/share
 DATA_DIR ?= $(CURDIR)/.data
 PORT ?= 8765

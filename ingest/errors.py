@@ -76,3 +76,23 @@ class ParserCrashed(PermanentError):
 
 class FileChanged(TransientError):
     """The file changed or vanished while it was being read."""
+
+
+class CorruptImage(CorruptDocument):
+    """Image bytes that cannot be decoded (truncated, wrong format, unreadable header)."""
+
+
+class OcrUnavailable(TransientError):
+    """Tesseract or one of its language packs is missing: the file is fine, the machine is not."""
+
+
+class OcrFailed(PermanentError):
+    """Tesseract ran and failed on this image, or ran past its per-page time limit."""
+
+
+class VlmUnavailable(TransientError):
+    """The VLM server is down, timing out or answering 5xx after the retries: try again later."""
+
+
+class VlmRejected(PermanentError):
+    """The VLM server refused this request (4xx): sending the same image again will not help."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import resource
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -41,6 +42,7 @@ def _init_worker(job: ParseJob) -> None:
     from workers.offline import enforce_offline
 
     enforce_offline()
+    os.environ["OMP_THREAD_LIMIT"] = "1"  # OCR parallelism comes from workers, not threads
     limit = job.memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     nlp_fallback.install()

@@ -1,8 +1,13 @@
-"""Parse stage: bytes of one file -> structural elements, through unstructured.
+"""Parse stage: bytes of one file -> structural elements, through unstructured and OCR.
 
 Each format goes to its own unstructured partitioner (no guessing from content: a junk file named
 ``.docx`` must fail as a bad DOCX, not be parsed as something else). Generic JSON, which
 unstructured only reads in its own serialisation, is flattened here.
+
+Images are read by OCR. A PDF keeps the fast text extraction for pages with a text layer and OCRs
+only the pages without one (scans), page by page, through the content cache. With a page
+transcriber (the VLM layout mode) those pages go to the VLM for Markdown instead, and back to
+Tesseract while the VLM is unavailable, so that a document's text is never held back by the GPU.
 """
 
 from __future__ import annotations
@@ -10,16 +15,20 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ingest.cache import ContentCache
 from ingest.errors import (
     CorruptDocument,
     EmptyDocument,
     IngestError,
     ParserCrashed,
     UnsupportedType,
+    VlmRejected,
+    VlmUnavailable,
 )
 from ingest.guards import (
     ZIP_FORMATS,
@@ -28,8 +37,14 @@ from ingest.guards import (
     decode_text,
     read_file_in_share,
 )
+from ingest.images import IMAGE_FILETYPES
 from ingest.models import Element, ElementKind, ParsedDocument, SourceFile
+from ingest.stages import ocr
+from ingest.stages.caption import PageTranscriber, markdown_elements, transcribe_page
+from ingest.stages.ocr import OcrOptions
 from ingest.text import is_cjk, normalize_space
+
+log = logging.getLogger(__name__)
 
 FORMATS: dict[str, str] = {
     "txt": "txt", "text": "txt", "log": "txt",
@@ -40,6 +55,8 @@ FORMATS: dict[str, str] = {
     "csv": "csv", "tsv": "csv",
     "eml": "eml",
     "json": "json",
+    "png": "png", "jpg": "jpeg", "jpeg": "jpeg", "tif": "tiff", "tiff": "tiff",
+    "bmp": "bmp", "webp": "webp",
 }  # fmt: skip
 
 _KINDS: dict[str, ElementKind] = {
@@ -56,7 +73,21 @@ _DROP = frozenset({"Header", "Footer", "PageNumber", "PageBreak", "Image", "Pict
 class ParseOptions:
     max_file_bytes: int = 100 * 1024 * 1024
     max_uncompressed_bytes: int = 1024 * 1024 * 1024
+    #: document languages: unstructured's hints and Tesseract's languages
     languages: tuple[str, ...] = ("eng", "jpn")
+    #: share name -> languages, for shares that differ from ``languages``
+    languages_by_share: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    ocr: OcrOptions = field(default_factory=OcrOptions)
+    #: an image with no text is still a document when captions will describe it (VLM on)
+    keep_textless_images: bool = False
+    #: OCR and VLM results by image hash; crosses into the parse process (must pickle)
+    cache: ContentCache | None = field(default=None, compare=False, repr=False)
+    #: the VLM layout mode: scanned pages to the VLM as Markdown instead of Tesseract
+    page_transcriber: PageTranscriber | None = field(default=None, compare=False, repr=False)
+
+    def for_share(self, share: str) -> ParseOptions:
+        languages = dict(self.languages_by_share).get(share)
+        return replace(self, languages=languages) if languages else self
 
 
 def filetype_of(path: str) -> str:
@@ -74,12 +105,17 @@ def filetype_of(path: str) -> str:
 def parse(source: SourceFile, options: ParseOptions) -> ParsedDocument:
     """Read and parse one file; raises an IngestError subclass on bad input."""
     filetype = filetype_of(source.path)
+    options = options.for_share(source.share)
     content = read_file_in_share(source.root, source.path, options.max_file_bytes)
     data = content.data
     content_hash = hashlib.sha256(data).hexdigest()
     elements = tuple(parse_bytes(data, filetype, options))
+    if not elements and filetype in IMAGE_FILETYPES and options.keep_textless_images:
+        # the caption will say what the image shows; until then the name is all there is
+        name = source.path.rsplit("/", 1)[-1]
+        elements = (Element(kind="title", text=name),)
     if not elements:
-        raise EmptyDocument(_no_text_reason(data, filetype))
+        raise EmptyDocument(_no_text_reason(data, filetype, options))
     return ParsedDocument(
         content_hash=content_hash,
         size=len(data),
@@ -96,6 +132,8 @@ def parse_bytes(data: bytes, filetype: str, options: ParseOptions) -> list[Eleme
         check_pdf(data)
     if filetype == "json":
         return list(_json_elements(decode_text(data)))
+    if filetype in IMAGE_FILETYPES:
+        return _image_elements(data, filetype, options)
     try:
         raw = _PARTITIONERS[filetype](data, options)
     except IngestError:
@@ -106,14 +144,64 @@ def parse_bytes(data: bytes, filetype: str, options: ParseOptions) -> list[Eleme
         raise CorruptDocument(
             f"{filetype.upper()} parser failed: {type(exc).__name__}: {exc}"
         ) from exc
-    return [el for el in (_convert(e) for e in raw) if el is not None]
+    elements = [el for el in (_convert(e) for e in raw) if el is not None]
+    if filetype == "pdf" and options.ocr.enabled:
+        elements = _with_ocr_pages(data, elements, options)
+    return elements
 
 
-def _no_text_reason(data: bytes, filetype: str) -> str:
+def _no_text_reason(data: bytes, filetype: str, options: ParseOptions) -> str:
     if filetype == "pdf":
         pages = check_pdf(data)
-        return f"no text layer in {pages} PDF page(s) (a scan?); OCR is not enabled"
+        if not options.ocr.enabled:
+            return f"no text layer in {pages} PDF page(s) (a scan?); OCR is disabled"
+        return f"no text in {pages} PDF page(s), and OCR recognised none"
+    if filetype in IMAGE_FILETYPES:
+        if not options.ocr.enabled:
+            return f"{filetype.upper()} image: OCR is disabled and captioning is off"
+        return f"no text recognised in this {filetype.upper()} image"
     return f"no text found in this {filetype.upper()} file"
+
+
+def _image_elements(data: bytes, filetype: str, options: ParseOptions) -> list[Element]:
+    what = f"{filetype.upper()} image"
+    if not options.ocr.enabled:
+        ocr.image_pages(data, what)  # still refuse a corrupt image with its reason
+        return []
+    return ocr.ocr_image(data, options.languages, options.ocr, options.cache, what)
+
+
+def _with_ocr_pages(data: bytes, elements: list[Element], options: ParseOptions) -> list[Element]:
+    """The text-layer elements, with OCR elements in place of pages that have no text layer."""
+    pages = ocr.pdf_pages_to_ocr(data, options.ocr)
+    if not pages:
+        return elements
+    if len(pages) > options.ocr.max_pages:
+        log.warning("OCR of %d scanned pages limited to %d", len(pages), options.ocr.max_pages)
+        pages = pages[: options.ocr.max_pages]
+    read = set(pages)
+    kept = [el for el in elements if el.page_number not in read]
+    added = _read_pages(data, pages, options)
+    # stable sort: each page's elements stay in reading order
+    return sorted(kept + added, key=lambda el: el.page_number or 0)
+
+
+def _read_pages(data: bytes, pages: Sequence[int], options: ParseOptions) -> list[Element]:
+    transcriber = options.page_transcriber
+    if transcriber is None:
+        return ocr.ocr_pdf_pages(data, pages, options.languages, options.ocr, options.cache)
+    elements: list[Element] = []
+    rendered = ocr.render_pdf_pages(data, pages, options.ocr)
+    for number, (png, dpi) in zip(pages, rendered, strict=True):
+        try:
+            markdown = transcribe_page(transcriber, png, options.cache)
+            elements += markdown_elements(markdown, number)
+            continue
+        except (VlmUnavailable, VlmRejected) as exc:
+            log.warning("page %d read by Tesseract instead of the VLM: %s", number, exc)
+        text = ocr.read_png(png, options.languages, options.ocr, options.cache, dpi=dpi)
+        elements += ocr.text_elements(text, number)
+    return elements
 
 
 def _partition_text(data: bytes, options: ParseOptions) -> list[Any]:
