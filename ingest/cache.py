@@ -48,7 +48,7 @@ class MemoryCache:
 
     def put(self, key: str, value: str) -> None:
         with self._lock:
-            self._values[key] = value
+            self._values.setdefault(key, value)  # like the SQL store: the first answer stays
 
     def __len__(self) -> int:
         return len(self._values)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from index.cache import SqlContentCache
 from index.catalog import Catalog
 from index.search import Searcher
 from index.store import QdrantIndex, open_client
+from ingest.stages.caption import VlmClient, VlmOptions
 from ingest.stages.chunk import ChunkOptions
 from ingest.stages.embed import SentenceEmbedder, model_max_tokens, tokenizer_file
+from ingest.stages.ocr import OcrOptions
 from ingest.stages.parse import ParseOptions
 from ingest.stages.rerank import CrossEncoderReranker
 from ingest.stages.sparse import SparseEncoder, SparseTokenizerUnavailable
@@ -107,6 +110,36 @@ def open_runtime(
             max_file_bytes=int(settings.max_file_mb * _MB),
             max_uncompressed_bytes=int(settings.max_uncompressed_mb * _MB),
             languages=settings.languages,
+            languages_by_share=tuple(
+                (share, tuple(lang for lang in langs.split("+") if lang))
+                for share, langs in settings.ocr_languages_by_share.items()
+            ),
+            ocr=OcrOptions(
+                enabled=settings.ocr_enabled,
+                vertical=settings.ocr_vertical,
+                dpi=settings.ocr_dpi,
+                max_pages=settings.ocr_max_pages,
+            ),
+            keep_textless_images=settings.vlm_url is not None,
+            # opened by URL inside each parse process: OCR is cached where it runs
+            cache=SqlContentCache(settings.catalog),
+            page_transcriber=VlmClient(
+                VlmOptions(
+                    url=settings.vlm_url,
+                    model=settings.vlm_model,
+                    api_key=settings.vlm_api_key.get_secret_value()
+                    if settings.vlm_api_key
+                    else None,
+                    page_prompt=settings.vlm_page_prompt,
+                    page_max_tokens=settings.vlm_page_max_tokens,
+                    max_page_side=settings.vlm_max_page_side,
+                    timeout_s=settings.vlm_timeout_s,
+                    retries=settings.vlm_retries,
+                    cooldown_s=settings.vlm_cooldown_s,
+                )
+            )
+            if settings.vlm_layout_mode and settings.vlm_url
+            else None,
         ),
         chunk=ChunkOptions(max_tokens=max_tokens),
         tokenizer_file=tok,

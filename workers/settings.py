@@ -127,6 +127,34 @@ class Settings(BaseSettings):
     parse_workers: int = Field(1, ge=1, le=64)
     parse_memory_mb: int = Field(4096, ge=512)
     ocr_languages: str = "eng+jpn"
+    # OCR and VLM
+    ocr_enabled: bool = True
+    #: share name -> Tesseract languages ("jpn+jpn_vert"); other shares use ocr_languages
+    ocr_languages_by_share: dict[str, str] = Field(default_factory=dict)
+    #: vertical Japanese: "auto" re-reads unsure pages with jpn_vert; "always"; "never"
+    ocr_vertical: Literal["auto", "always", "never"] = "auto"
+    ocr_dpi: int = Field(300, ge=72, le=600)
+    #: scanned pages OCR'd per document; size parse_timeout_s for ~2 s per page
+    ocr_max_pages: int = Field(300, ge=1)
+    vlm_api_key: SecretStr | None = None
+    #: the caption prompt; "{language}" becomes the document's language; unset: built-in
+    vlm_prompt: str | None = None
+    #: the layout mode's transcription prompt; unset: built-in
+    vlm_page_prompt: str | None = None
+    vlm_max_tokens: int = Field(512, ge=16, le=32768)
+    vlm_page_max_tokens: int = Field(4096, ge=64, le=32768)
+    vlm_max_image_side: int = Field(1024, ge=64, le=8192)
+    vlm_max_image_pixels: int = Field(1024 * 1024, ge=4096)
+    vlm_max_page_side: int = Field(1600, ge=256, le=8192)
+    vlm_concurrency: int = Field(4, ge=1, le=256)
+    vlm_timeout_s: float = Field(60, gt=0)
+    vlm_retries: int = Field(3, ge=0, le=20)
+    #: after an outage, VLM calls fail at once for this long (text is indexed, captions wait)
+    vlm_cooldown_s: float = Field(30, ge=0)
+    #: scanned pages to the VLM for a Markdown transcription instead of Tesseract (GPU path)
+    vlm_layout_mode: bool = False
+    figure_min_side_px: int = Field(64, ge=1)
+    figure_min_area_ratio: float = Field(0.015, ge=0, le=1)
     ignore_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_IGNORE))
 
     # embedded service
