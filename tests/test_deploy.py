@@ -7,6 +7,7 @@ is a real setting, the KEDA triggers watch the real queue names, and no secret i
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,9 +102,16 @@ def _interpolate(value: str) -> str:
 
     def sub(m: re.Match[str]) -> str:
         op, arg = m.group(2), m.group(3)
-        return arg if op in (":-", "-") else "x"
+        if op in (":-", "-"):
+            return arg
+        return _stand_in(m.group(1))
 
     return COMPOSE_VAR.sub(sub, value).replace("$$", "$")
+
+
+def _stand_in(secret_name: str) -> str:
+    """A value for a secret that is not written down (basic auth is user:password)."""
+    return "user:secret" if secret_name.endswith("AUTH") else "secret"
 
 
 def _environment(service: dict[str, Any]) -> dict[str, str]:
@@ -399,6 +407,17 @@ def test_compose_shares_are_mounted_read_only_where_they_are_named(
         assert "SHAREINDEX_SHARES" not in _environment(services[name]), name
 
 
+def test_compose_config_file_is_mounted_where_it_is_named(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        config = _environment(service).get("SHAREINDEX_CONFIG")
+        if config is None:
+            continue
+        assert config.startswith("${SHAREINDEX_CONFIG"), name
+        targets = {_mount(volume)[0] for volume in service.get("volumes", [])}
+        assert "/etc/shareindex" in targets, f"{name}: SHAREINDEX_CONFIG without /etc/shareindex"
+    assert all("SHAREINDEX_CONFIG" in _environment(services[name]) for name in APP)
+
+
 def test_compose_commands_are_real_cli_commands(services: dict[str, Any], cli: Any) -> None:
     for name, role in ROLE.items():
         argv = _command(services[name])
@@ -462,6 +481,53 @@ def test_every_shareindex_variable_is_a_setting(
         k: where for k, where in used.items() if k.startswith("SHAREINDEX_") and k not in known
     }
     assert not unknown, f"not settings of workers.settings.Settings: {unknown}"
+
+
+def _load_settings_from(env: dict[str, str], tmp_path: Path, monkeypatch: Any, where: str) -> Any:
+    """The settings a container with this environment gets (share roots made to exist here)."""
+    import json
+
+    from workers.settings import ConfigError, load_settings
+
+    env = dict(env)
+    if "SHAREINDEX_SHARES" in env:
+        shares = json.loads(env["SHAREINDEX_SHARES"])
+        for name in shares:
+            (tmp_path / name).mkdir(exist_ok=True)
+        env["SHAREINDEX_SHARES"] = json.dumps({n: str(tmp_path / n) for n in shares})
+    env.pop("SHAREINDEX_CONFIG", None)  # the file is the operator's; its absence is checked
+    for key in [k for k in os.environ if k.startswith("SHAREINDEX_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        if key.startswith("SHAREINDEX_"):
+            monkeypatch.setenv(key, value)
+    try:
+        return load_settings(None)
+    except ConfigError as exc:
+        raise AssertionError(f"{where}: invalid settings: {exc}") from exc
+
+
+def test_compose_settings_are_valid(
+    services: dict[str, Any], tmp_path: Path, monkeypatch: Any
+) -> None:
+    for name in ROLE:
+        env = {k: _interpolate(v) for k, v in _environment(services[name]).items()}
+        settings = _load_settings_from(env, tmp_path, monkeypatch, f"docker-compose.yml {name}")
+        if name == "shareindex":
+            assert settings.embedded and settings.broker_url is None
+            continue
+        assert not settings.embedded, f"{name} must use the Qdrant server"
+        assert settings.broker_url == "redis://:secret@redis:6379/0", name
+        assert settings.catalog == "postgresql://shareindex:secret@postgres:5432/shareindex"
+        assert settings.qdrant_api_key is not None
+        assert settings.worker_metrics_port == 9808
+    gpu = _load_settings_from(
+        {k: _interpolate(v) for k, v in _environment(services["worker-gpu"]).items()},
+        tmp_path,
+        monkeypatch,
+        "worker-gpu",
+    )
+    assert gpu.embedding_device == "cuda"
 
 
 # -- Kubernetes -----------------------------------------------------------------------------------
@@ -531,6 +597,30 @@ def test_k8s_commands_are_real_cli_commands(
         n: _containers(w)[0]["image"] for n, w in _objects(k8s, "Deployment").items() if n in APP
     }
     assert images["worker-gpu"].endswith("-cuda") and not images["worker-cpu"].endswith("-cuda")
+
+
+def test_k8s_settings_are_valid(
+    k8s: list[tuple[str, dict[str, Any]]], tmp_path: Path, monkeypatch: Any
+) -> None:
+    config_maps = _objects(k8s, "ConfigMap")
+    for name in APP:
+        container = _containers(_objects(k8s, "Deployment")[name])[0]
+        env: dict[str, str] = {}
+        for source in container.get("envFrom", []):
+            env.update(config_maps[source["configMapRef"]["name"]]["data"])
+        for item in container.get("env", []):
+            if "valueFrom" in item:
+                env[item["name"]] = _stand_in(item["valueFrom"]["secretKeyRef"]["key"])
+            else:  # $(NAME): a variable defined above, as Kubernetes expands it
+                parts = re.split(r"\$\((\w+)\)", str(item["value"]))
+                parts[1::2] = [env[ref] for ref in parts[1::2]]
+                env[item["name"]] = "".join(parts)
+        settings = _load_settings_from(env, tmp_path, monkeypatch, f"deploy/k8s {name}")
+        assert not settings.embedded, name
+        assert settings.broker_url == "redis://:secret@redis:6379/0", name
+        assert settings.catalog == "postgresql://shareindex:secret@postgres:5432/shareindex"
+        if name == "worker-gpu":
+            assert settings.embedding_device == "cuda"
 
 
 def test_k8s_gpu_placement(k8s: list[tuple[str, dict[str, Any]]]) -> None:
