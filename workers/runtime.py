@@ -26,14 +26,22 @@ _MB = 1024 * 1024
 
 
 def make_embedder(settings: Settings) -> SentenceEmbedder:
-    return SentenceEmbedder(
-        settings.embedding_model,
-        device=settings.embedding_device,
-        batch_size=settings.embedding_batch_size,
-        threads=settings.embedding_threads,
-        query_prefix=settings.query_prefix,
-        passage_prefix=settings.passage_prefix,
-    )
+    """Built without loading the model (``warm_up`` loads it); a bad combination is a ConfigError."""
+    gpu = settings.embedding_device.startswith("cuda")
+    try:
+        return SentenceEmbedder(
+            settings.embedding_model,
+            device=settings.embedding_device,
+            batch_size=settings.embedding_gpu_batch_size if gpu else settings.embedding_batch_size,
+            threads=settings.embedding_threads,
+            query_prefix=settings.query_prefix,
+            passage_prefix=settings.passage_prefix,
+            backend=settings.embedding_backend,
+            export_dir=str(settings.data_dir / "models"),
+            fp16=settings.embedding_fp16,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def make_sparse(settings: Settings) -> SparseEncoder:

