@@ -51,6 +51,7 @@ bench: install
 	$(BIN)/python -m bench.bench_sync --docs $(BENCH_DOCS) --out bench-results/sync.json
 	$(BIN)/python -m bench.bench_freshness --out bench-results/freshness.json
 	$(BIN)/python -m bench.bench_retrieval --out bench-results/retrieval.json
+	$(BIN)/python -m bench.bench_ocr --out bench-results/ocr.json
 
 lint: install
 	$(BIN)/ruff check ingest index workers tests bench

@@ -257,18 +257,44 @@ def pdf_pages_to_ocr(data: bytes, options: OcrOptions) -> list[int]:
 def render_pdf_pages(
     data: bytes, pages: Sequence[int], options: OcrOptions
 ) -> Iterator[tuple[bytes, int]]:
-    """PNG and resolution of the given 1-based pages: ``options.dpi``, less for very big pages."""
+    """PNG and resolution of the given 1-based pages.
+
+    ``options.dpi`` at most, less for very big pages, and no more than the resolution of the scan
+    on the page: rendering a 200 dpi scan at 300 dpi adds no detail, only ~40% more OCR time.
+    """
     pdf = _open_pdf(data)
     try:
         for number in pages:
             page = pdf[number - 1]
             width, height = page.get_size()  # points, 1/72 inch
-            scale = min(options.dpi / 72, (options.max_page_pixels / (width * height)) ** 0.5)
+            dpi = min(options.dpi, _scan_dpi(page) or options.dpi)
+            scale = min(dpi / 72, (options.max_page_pixels / (width * height)) ** 0.5)
             bitmap = page.render(scale=scale, grayscale=True)
             yield to_png(bitmap.to_pil()), round(scale * 72)
             page.close()
     finally:
         pdf.close()
+
+
+#: below this a scan is upscaled anyway: Tesseract reads small glyphs badly
+_MIN_SCAN_DPI = 200
+
+
+def _scan_dpi(page: Any) -> float | None:
+    """The resolution of the largest picture on the page (the scan), None without pictures."""
+    import pypdfium2.raw as pdfium_c
+
+    best: tuple[float, float] | None = None  # (area in points, dpi)
+    for obj in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=2):
+        left, bottom, right, top = obj.get_bounds()
+        px_width, _ = obj.get_px_size()
+        shown = right - left
+        if shown <= 0 or px_width <= 0:
+            continue
+        area = shown * (top - bottom)
+        if best is None or area > best[0]:
+            best = (area, px_width / shown * 72)
+    return max(_MIN_SCAN_DPI, best[1]) if best else None
 
 
 def ocr_pdf_pages(

@@ -222,3 +222,17 @@ def test_an_image_without_text_is_skipped_unless_captions_follow(share: Path) ->
         _parse(share, "blank.png", blank)
     doc = _parse(share, "photo.png", blank, ParseOptions(keep_textless_images=True))
     assert [(e.kind, e.text) for e in doc.elements] == [("title", "photo.png")]
+
+
+def test_a_scan_is_rendered_at_its_own_resolution_within_limits() -> None:
+    options = OcrOptions(dpi=300)
+    a4_at_200 = scans.scanned_pdf([scans.page_scan(["x"])])  # 1654 px over 8.27 in
+    assert [dpi for _, dpi in ocr.render_pdf_pages(a4_at_200, [1], options)] == [200]
+    a4_at_100 = scans.scanned_pdf([scans.page_scan(["x"]).resize((827, 1170))])
+    assert [dpi for _, dpi in ocr.render_pdf_pages(a4_at_100, [1], options)] == [200]
+    a4_at_600 = scans.scanned_pdf([scans.page_scan(["x"]).resize((4962, 7017))])
+    assert [dpi for _, dpi in ocr.render_pdf_pages(a4_at_600, [1], options)] == [300]
+    poster = OcrOptions(dpi=300, max_page_pixels=1_000_000)
+    [(png, dpi)] = list(ocr.render_pdf_pages(a4_at_200, [1], poster))
+    width, height = Image.open(io.BytesIO(png)).size
+    assert dpi < 200 and width * height <= 1_002_000  # pdfium rounds each side up
