@@ -523,11 +523,9 @@ class Catalog:
         with self.session() as s:
             s.execute(delete(StagedRow).where(StagedRow.doc_id == doc_id))
 
-    def failed(self, share: str | None = None) -> list[DocumentRecord]:
+    def failed(self) -> list[DocumentRecord]:
         with self.session() as s:
             query = select(DocumentRow).where(DocumentRow.status == FAILED)
-            if share is not None:
-                query = query.where(DocumentRow.share == share)
             return [DocumentRecord.of(r) for r in s.scalars(query.order_by(DocumentRow.path))]
 
     def reset_failed(self, doc_ids: Iterable[str]) -> int:

@@ -84,3 +84,24 @@ def run_cli(
 
 #: limits the bad corpus is written against (tests/corpus.py)
 CORPUS_ENV = {"SHAREINDEX_MAX_FILE_MB": "1", "SHAREINDEX_MAX_UNCOMPRESSED_MB": "50"}
+
+
+REDIS_URL = os.environ.get("SHAREINDEX_TEST_REDIS", "redis://127.0.0.1:6379")
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis database of its own (emptied before and after), as the broker of one test."""
+    import redis
+
+    url = f"{REDIS_URL}/11"
+    client = redis.Redis.from_url(url, socket_connect_timeout=3)
+    try:
+        client.flushdb()
+    except redis.ConnectionError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis is required in CI: {exc}")
+        pytest.skip(f"Redis not reachable: {exc}")
+    yield url
+    client.flushdb()
+    client.close()

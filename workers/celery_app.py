@@ -11,7 +11,7 @@ before that.
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from workers.queues import CPU_QUEUE, QUEUES, ROUTES
 from workers.settings import ConfigError, Settings
@@ -31,7 +31,12 @@ def make_celery(settings: Settings) -> Celery:
         )
     app = Celery("shareindex", broker=settings.broker_url, set_as_current=False)
     app.conf.update(
-        task_queues=[Queue(name) for name in QUEUES],
+        # each queue its own exchange and key: a message reaches exactly the queue it is routed to
+        task_queues=[
+            Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES
+        ],
+        task_default_exchange=CPU_QUEUE,
+        task_default_routing_key=CPU_QUEUE,
         task_default_queue=CPU_QUEUE,
         task_routes=ROUTES,
         task_serializer="json",

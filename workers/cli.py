@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--failed", action="store_true", required=True,
                    help="replay the documents whose status is failed")  # fmt: skip
-    p.add_argument("--share", help="only this share")
+    p.add_argument("--share", action="append", default=[], metavar="NAME[=PATH]",
+                   help="only this share; may repeat (NAME=PATH also tells where it is)")  # fmt: skip
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_retry)
 
@@ -322,10 +323,12 @@ def cmd_retry(args: argparse.Namespace) -> int:
     from workers.apiserver import read_service_info
     from workers.runtime import open_catalog
 
+    names = {spec.partition("=")[0] for spec in args.share}
+    args.share = [spec for spec in args.share if "=" in spec]
     settings = _settings(args)
     catalog = open_catalog(settings)
     try:
-        failed = catalog.failed(args.share)
+        failed = [r for r in catalog.failed() if not names or r.share in names]
         catalog.reset_failed(r.id for r in failed)
         result: dict[str, Any] = {"retried": len(failed), "paths": [f"{r.share}:{r.path}" for r in failed]}
         if failed and settings.broker_url:

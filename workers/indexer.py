@@ -431,7 +431,9 @@ class Indexer:
         """Commit one document; False when its result is stale and was dropped."""
         if self._changed_since_read(item, doc):
             return False
-        record = item.record
+        # read again: another worker may have indexed this very content meanwhile (the same file
+        # dispatched twice); then its version is reused, and the write changes nothing
+        record = self.catalog.get(item.doc_id) if self.dispatch is not None else item.record
         parsed = doc.parsed
         same = (
             record is not None and record.version > 0 and record.content_hash == parsed.content_hash

@@ -29,6 +29,7 @@ def parse_queues(spec: str) -> list[str]:
     unknown = [name for name in names if name not in QUEUES]
     if unknown or not names:
         raise ValueError(
-            f"unknown queue {', '.join(unknown) or spec!r}: choose from {', '.join(QUEUES)}"
+            f"unknown queue {', '.join(unknown) if unknown else repr(spec)}: "
+            f"choose from {', '.join(QUEUES)}"
         )
     return names

@@ -127,6 +127,8 @@ def open_runtime(
                 vertical=settings.ocr_vertical,
                 dpi=settings.ocr_dpi,
                 max_pages=settings.ocr_max_pages,
+                # a long scan ends its attempt before the parse time limit, keeping its pages
+                time_budget_s=settings.parse_timeout_s * 0.75,
             ),
             keep_textless_images=settings.vlm_url is not None,
             # opened by URL inside each parse process: OCR is cached where it runs

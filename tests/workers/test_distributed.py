@@ -1,0 +1,359 @@
+"""The distributed mode end to end: real Redis, real ``shareindex watch`` and ``shareindex
+worker`` processes, Qdrant in local mode (so one threads-pool worker holds the index), the
+catalog in SQLite. Timings (leases, requeue checks, backoff) are shortened by settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from index.catalog import FAILED, INDEXED, Catalog
+from index.store import QdrantIndex, open_client
+from tests.conftest import run_cli
+from tests.helpers import all_points, free_port, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+class Proc:
+    """A ``shareindex`` command running in its own process, its output collected."""
+
+    def __init__(self, *args: str, env: dict[str, str]) -> None:
+        self.args = args
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, **env}, start_new_session=True,
+        )  # fmt: skip
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+
+    def wait_for_line(self, text: str, timeout: float = 120) -> None:
+        wait_until(lambda: any(text in line for line in self.lines) or self.proc.poll() is not None,
+                   timeout, f"output {text!r}")  # fmt: skip
+        assert self.proc.poll() is None, "\n".join(self.lines[-40:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the worker and everything it started
+            self.proc.wait(timeout=30)
+
+
+class Cluster:
+    """A share, a data dir and the environment every process of the test shares."""
+
+    def __init__(self, tmp: Path, broker: str, **settings: str) -> None:
+        self.share = tmp / "share"
+        self.share.mkdir()
+        self.data = tmp / "data"
+        self.api_port = free_port()
+        self.metrics_port = free_port()
+        self.env = {
+            "SHAREINDEX_BROKER_URL": broker,
+            "SHAREINDEX_DATA_DIR": str(self.data),
+            "SHAREINDEX_SHARES": json.dumps({"docs": str(self.share)}),
+            "SHAREINDEX_API_PORT": str(self.api_port),
+            "SHAREINDEX_WORKER_METRICS_PORT": str(self.metrics_port),
+            "SHAREINDEX_DEBOUNCE_S": "0.2",
+            "SHAREINDEX_LEASE_S": "3",
+            "SHAREINDEX_REQUEUE_AFTER_S": "3",
+            "SHAREINDEX_REQUEUE_INTERVAL_S": "1",
+            "SHAREINDEX_RETRY_BACKOFF_S": "1",
+            "SHAREINDEX_RETRY_BACKOFF_MAX_S": "2",
+            "SHAREINDEX_RECONCILE_INTERVAL_S": "3600",
+            **{f"SHAREINDEX_{k.upper()}": v for k, v in settings.items()},
+        }
+        self.procs: list[Proc] = []
+        self._catalog: Catalog | None = None
+
+    def start(self, *args: str, ready: str) -> Proc:
+        proc = Proc(*args, env=self.env)
+        self.procs.append(proc)
+        proc.wait_for_line(ready)
+        return proc
+
+    def worker(self, *extra: str) -> Proc:
+        return self.start("worker", *extra, ready=" ready.")
+
+    def watcher(self) -> Proc:
+        return self.start("watch", ready="watching")
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            wait_until(lambda: (self.data / "catalog.db").exists(), 60, "the catalog")
+            self._catalog = Catalog(f"sqlite:///{self.data / 'catalog.db'}")
+        return self._catalog
+
+    def doc(self, path: str) -> Any:
+        return self.catalog.find("docs", path)
+
+    def indexed(self, *paths: str) -> bool:
+        docs = [self.doc(p) for p in paths]
+        return all(d is not None and d.status == INDEXED for d in docs)
+
+    def points(self) -> list[Any]:
+        """Every point of the index; the worker holding it must be stopped."""
+        store = QdrantIndex(open_client(path=str(self.data / "qdrant")), "shareindex")
+        try:
+            return all_points(store)
+        finally:
+            store.close()
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            print(f"--- {' '.join(proc.args)}", *proc.lines[-60:], sep="\n")  # shown on failure
+        if self._catalog:
+            self._catalog.close()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, redis_url: str) -> Iterator[Cluster]:
+    c = Cluster(tmp_path, redis_url)
+    yield c
+    c.close()
+
+
+def _points_by_doc(points: list[Any]) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for p in points:
+        out.setdefault(p.payload["metadata"]["path"], []).append(p)
+    return out
+
+
+def _assert_exactly_once(cluster: Cluster, points: list[Any], path: str, history: int = 1) -> None:
+    """One version in the index, all its chunks, each once; ``history`` versions written."""
+    doc = cluster.doc(path)
+    mine = _points_by_doc(points)[path]
+    assert {p.payload["metadata"]["version"] for p in mine} == {doc.version}
+    assert sorted(p.payload["metadata"]["chunk_index"] for p in mine) == list(
+        range(doc.chunk_count)
+    )
+    assert len(cluster.catalog.versions(doc.id)) == history
+
+
+def _words(n: int, seed: str) -> str:
+    paras = [f"{seed} paragraph {i}: the pump housing at station {i % 17} shows wear on bearing "
+             f"{i % 11}; vibration was {i * 0.37:.2f} mm/s on inspection day {i % 28}." for i in range(n)]  # fmt: skip
+    return "\n\n".join(paras)
+
+
+def test_watcher_and_worker_index_a_share_through_redis(cluster: Cluster) -> None:
+    (cluster.share / "pump.md").write_text("# Pump manual\n\nThe impeller is bronze.\n")
+    (cluster.share / "old.txt").write_text("A note that will be deleted.\n")
+    worker = cluster.worker()
+    cluster.watcher()
+    wait_until(lambda: cluster.indexed("pump.md", "old.txt"), 60, "the initial plan")
+
+    (cluster.share / "valve.txt").write_text("The butterfly valve leaks at the flange gasket.\n")
+    (cluster.share / "old.txt").unlink()
+    (cluster.share / "pump.md").write_text("# Pump manual\n\nThe impeller is stainless steel.\n")
+    wait_until(lambda: cluster.indexed("valve.txt") and cluster.doc("old.txt").status == "deleted"
+               and cluster.doc("pump.md").version == 2, 60, "the changes")  # fmt: skip
+
+    # the worker holds the index, so the CLI searches through the API it serves
+    found = run_cli("search", "butterfly valve gasket", "--json", env=cluster.env)
+    assert found.returncode == 0, found.stderr
+    assert '"valve.txt"' in found.stdout
+    metrics = httpx.get(f"http://127.0.0.1:{cluster.metrics_port}/metrics", timeout=10).text
+    assert 'shareindex_tasks_total{outcome="indexed",task="embed"} 4.0' in metrics
+    assert 'shareindex_freshness_seconds_count{change="new",share="docs"}' in metrics
+    assert "shareindex_queue_wait_seconds_count" in metrics
+
+    worker.stop()
+    points = cluster.points()
+    assert set(_points_by_doc(points)) == {"pump.md", "valve.txt"}
+    _assert_exactly_once(cluster, points, "valve.txt")
+    _assert_exactly_once(cluster, points, "pump.md", history=2)
+    assert "stainless" in " ".join(p.payload["page_content"] for p in points)
+
+
+def test_worker_killed_mid_document_is_indexed_exactly_once_by_another(cluster: Cluster) -> None:
+    cluster.worker()
+    cluster.watcher()
+    (cluster.share / "big.txt").write_text(_words(700, "Long report"))
+    owner = wait_until(
+        lambda: (d := cluster.doc("big.txt")) and d.lease_owner, 60, "a worker on it"
+    )
+    first = cluster.procs[0]
+    first.kill()
+    killed_at = time.monotonic()
+    assert cluster.doc("big.txt").status == "pending"
+
+    cluster.worker()
+    wait_until(lambda: cluster.indexed("big.txt"), 180, "the document indexed by the second worker")
+    recovery_s = time.monotonic() - killed_at
+    assert recovery_s < 120, recovery_s
+    assert cluster.doc("big.txt").lease_owner != owner or cluster.doc("big.txt").lease_owner is None
+    cluster.procs[2].stop()
+    points = cluster.points()
+    _assert_exactly_once(cluster, points, "big.txt")
+    assert cluster.doc("big.txt").version == 1
+
+
+def test_flushed_queue_the_reconciler_brings_every_pending_document(
+    cluster: Cluster, redis_url: str
+) -> None:
+    from workers.celery_app import make_celery
+    from workers.settings import load_settings
+
+    worker = cluster.worker()
+    cluster.watcher()
+    app = make_celery(load_settings(broker_url=redis_url, data_dir=str(cluster.data)))
+    app.control.cancel_consumer("gpu", reply=True)  # parsed documents now wait in the gpu queue
+    names = [f"note{i}.txt" for i in range(5)]
+    for i, name in enumerate(names):
+        (cluster.share / name).write_text(f"Maintenance note {i}: replace the filter cartridge.\n")
+    broker = redis.Redis.from_url(redis_url)
+    wait_until(lambda: broker.llen("gpu") == len(names), 60, "5 documents parsed, waiting to embed")
+    assert all(cluster.doc(n).status == "pending" for n in names)
+    worker.stop()
+
+    broker.flushdb()  # Redis restarted without persistence: the messages are gone
+    cluster.worker()
+    wait_until(lambda: cluster.indexed(*names), 90, "the pending documents dispatched again")
+    cluster.procs[-1].stop()
+    points = cluster.points()
+    for name in names:
+        _assert_exactly_once(cluster, points, name)
+
+
+def test_index_store_unavailable_for_a_while_tasks_retry_and_nothing_is_lost(
+    cluster: Cluster,
+) -> None:
+    (cluster.share / "first.txt").write_text("The first document creates the collection.\n")
+    worker = cluster.worker()
+    cluster.watcher()
+    wait_until(lambda: cluster.indexed("first.txt"), 60, "the first document")
+
+    storage = cluster.data / "qdrant" / "collection" / "shareindex" / "storage.sqlite"
+    blocker = sqlite3.connect(storage, timeout=1)
+    blocker.execute("BEGIN EXCLUSIVE")  # the index's storage is locked: every write fails
+    names = ["a.txt", "b.txt", "c.txt"]
+    try:
+        for name in names:
+            (cluster.share / name).write_text(f"Document {name} about the compressor intake.\n")
+        wait_until(lambda: any((d := cluster.doc(n)) and (d.error or "").startswith("retrying")
+                               for n in names), 60, "a retry recorded")  # fmt: skip
+        time.sleep(4)
+        assert not any(cluster.indexed(n) for n in names)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    wait_until(lambda: cluster.indexed(*names), 90, "the documents after the outage")
+    metrics = httpx.get(f"http://127.0.0.1:{cluster.metrics_port}/metrics", timeout=10).text
+    assert 'shareindex_tasks_total{outcome="retry",task="embed"}' in metrics
+    worker.stop()
+    points = cluster.points()
+    for name in names:
+        _assert_exactly_once(cluster, points, name)
+        assert cluster.doc(name).error is None
+
+
+def test_poison_document_is_failed_once_and_the_worker_keeps_serving(cluster: Cluster) -> None:
+    (cluster.share / "broken.pdf").write_bytes(b"%PDF-1.7\n" + os.urandom(4000))
+    (cluster.share / "fake.docx").write_bytes(b"this is not a zip archive at all")
+    (cluster.share / "good.txt").write_text("The good document is about conveyor belts.\n")
+    cluster.worker()
+    cluster.watcher()
+    wait_until(lambda: cluster.indexed("good.txt") and all(
+        cluster.doc(n) and cluster.doc(n).status == FAILED for n in ("broken.pdf", "fake.docx")),
+        60, "the outcomes")  # fmt: skip
+    for name in ("broken.pdf", "fake.docx"):
+        assert cluster.doc(name).error
+    time.sleep(5)  # several requeue checks later: not retried
+    for name in ("broken.pdf", "fake.docx"):
+        doc = cluster.doc(name)
+        assert (doc.status, doc.attempts) == (FAILED, 1), doc
+    (cluster.share / "after.txt").write_text("Still serving: the hydraulic press manual.\n")
+    wait_until(lambda: cluster.indexed("after.txt"), 60, "a document after the poison")
+
+
+def test_retry_failed_replays_through_the_queue(cluster: Cluster) -> None:
+    (cluster.share / "slow.txt").write_text("Too large for a size limit of 10 bytes.\n")
+    cluster.env["SHAREINDEX_MAX_FILE_MB"] = "0.00001"
+    worker = cluster.worker()
+    cluster.watcher()
+    wait_until(lambda: (d := cluster.doc("slow.txt")) and d.status == FAILED, 60, "the failure")
+    worker.stop()
+    del cluster.env["SHAREINDEX_MAX_FILE_MB"]  # the fix
+    cluster.worker()
+    time.sleep(2)
+    assert cluster.doc("slow.txt").status == FAILED  # failed documents are not retried alone
+    result = run_cli("retry", "--failed", "--json", env=cluster.env)
+    assert result.returncode == 0, result.stderr
+    assert '"dispatched": 1' in result.stdout
+    wait_until(lambda: cluster.indexed("slow.txt"), 60, "the retried document")
+
+
+def test_flower_lists_the_worker_behind_authentication(cluster: Cluster) -> None:
+    port = free_port()
+    cluster.env.update({"SHAREINDEX_FLOWER_PORT": str(port),
+                        "SHAREINDEX_FLOWER_BASIC_AUTH": "operator:s3cret"})  # fmt: skip
+    cluster.worker()
+    flower = Proc("flower", env=cluster.env)
+    cluster.procs.append(flower)
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: _answers(f"{base}/healthcheck"), 60, "Flower up")
+    assert httpx.get(f"{base}/api/workers", timeout=10).status_code == 401
+
+    def listed() -> bool:
+        r = httpx.get(f"{base}/api/workers", params={"refresh": "true"},
+                      auth=("operator", "s3cret"), timeout=30)  # fmt: skip
+        return r.status_code == 200 and any(name.startswith("cpu-gpu.") for name in r.json())
+
+    wait_until(listed, 60, "the worker in Flower")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_combinations_that_cannot_work_get_a_clear_error(cluster: Cluster, redis_url: str) -> None:
+    env = cluster.env
+    for args, needle, run_env in [
+        (("worker", "--pool", "prefork"), "threads pool", env),
+        (("worker", "--queues", "gpu"), "both queues", env),
+        (("worker", "--queues", "cpu,tpu"), "unknown queue tpu", env),
+        (("api",), "needs a Qdrant server", env),
+        (("watch",), "SHAREINDEX_BROKER_URL", {k: v for k, v in env.items() if "BROKER" not in k}),
+    ]:
+        result = subprocess.run([sys.executable, "-m", "workers.cli", *args], capture_output=True,
+                                text=True, timeout=120, env={k: v for k, v in os.environ.items()
+                                if not k.startswith("SHAREINDEX_")} | run_env)  # fmt: skip
+        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        assert needle in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    cluster.worker()  # holds the index: a second one gets a clear error, not a stack trace
+    second = run_cli("worker", env=env, timeout=120)
+    assert second.returncode == 1 and "held by another ShareIndex process" in second.stderr

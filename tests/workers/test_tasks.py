@@ -1,0 +1,144 @@
+"""The distributed mode's bookkeeping against a real catalog and a real Redis: dispatch tokens,
+leases, the requeuer's rules, the poison limit, the retry classification, the staged format."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import redis
+
+from index.catalog import FAILED, Catalog
+from index.store import IndexUnavailable
+from ingest.errors import CorruptDocument, FileChanged
+from ingest.models import Chunk, ParsedDocument, PreparedDocument, SourceFile
+from workers.celery_app import make_celery
+from workers.distributed import (
+    Dispatcher,
+    Requeuer,
+    decode_prepared,
+    encode_prepared,
+    queued_messages,
+)
+from workers.indexer import Indexer
+from workers.settings import load_settings
+from workers.tasks import _Done, _take, is_transient
+
+
+def context_for(tmp_path: Path, redis_url: str, **overrides: Any) -> tuple[Any, Catalog]:
+    """A worker context with a real catalog and broker, without models or an index."""
+    share = tmp_path / "share"
+    share.mkdir(exist_ok=True)
+    settings = load_settings(broker_url=redis_url, data_dir=str(tmp_path / "data"),
+                             shares={"docs": str(share)}, **overrides)  # fmt: skip
+    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+    indexer = Indexer(catalog, None, None, None, ignore=[], max_file_bytes=10**6)  # type: ignore[arg-type]
+    dispatcher = Dispatcher(make_celery(settings), catalog, settings)
+    runtime = SimpleNamespace(catalog=catalog, indexer=indexer)
+    ctx = SimpleNamespace(settings=settings, runtime=runtime, dispatcher=dispatcher,
+                          owner="test:1", root=lambda share_name: str(share))  # fmt: skip
+    return ctx, catalog
+
+
+def test_a_redispatch_makes_the_older_message_stale(tmp_path: Path, redis_url: str) -> None:
+    ctx, catalog = context_for(tmp_path, redis_url)
+    (tmp_path / "share" / "x.txt").write_text("text\n")
+    catalog.upsert_seen("d1", "docs", "x.txt", 5, 1, [])
+    old = catalog.dispatch("d1", 60)
+    new = catalog.dispatch("d1", 60)
+    assert old and new and old != new
+    with pytest.raises(_Done):
+        _take(ctx, {"doc_id": "d1", "token": old, "changed_at": 0.0})
+    record, item = _take(ctx, {"doc_id": "d1", "token": new, "changed_at": 0.0})
+    assert record.lease_owner == "test:1" and item.entry.path == "x.txt"
+
+
+def test_worker_death_limit_fails_a_poison_document(tmp_path: Path, redis_url: str) -> None:
+    """A document whose worker dies under it every time ends failed after max_attempts takes."""
+    ctx, catalog = context_for(tmp_path, redis_url, max_attempts=2)
+    (tmp_path / "share" / "x.txt").write_text("a document its workers never finish\n")
+    catalog.upsert_seen("d1", "docs", "x.txt", 1, 1, [])
+    for _ in range(2):  # two takes that never finish: the worker died each time
+        token = catalog.dispatch("d1", 60)
+        assert token is not None
+        _take(ctx, {"doc_id": "d1", "token": token, "changed_at": 0.0})
+    token = catalog.dispatch("d1", 60)
+    with pytest.raises(_Done):
+        _take(ctx, {"doc_id": "d1", "token": token, "changed_at": 0.0})
+    doc = catalog.get("d1")
+    assert doc is not None and doc.status == FAILED and "died" in (doc.error or "")
+
+
+def test_a_finished_step_resets_the_death_count(tmp_path: Path, redis_url: str) -> None:
+    ctx, catalog = context_for(tmp_path, redis_url, max_attempts=1)
+    (tmp_path / "share" / "x.txt").write_text("text\n")
+    catalog.upsert_seen("d1", "docs", "x.txt", 1, 1, [])
+    for _ in range(3):  # each take ends (the next step is queued): never a poison
+        token = catalog.dispatch("d1", 60)
+        _take(ctx, {"doc_id": "d1", "token": token, "changed_at": 0.0})
+        assert catalog.release("d1", token, 60)
+    assert catalog.get("d1").status == "pending"  # type: ignore[union-attr]
+
+
+def test_heartbeat_extends_only_the_owners_leases(tmp_path: Path, redis_url: str) -> None:
+    _, catalog = context_for(tmp_path, redis_url)
+    for doc in ("a", "b"):
+        catalog.upsert_seen(doc, "docs", f"{doc}.txt", 1, 1, [])
+    ta, tb = catalog.dispatch("a", 60), catalog.dispatch("b", 60)
+    catalog.take("a", ta, "w1", lease_s=-1)  # already lapsed
+    catalog.take("b", tb, "w2", lease_s=-1)
+    assert catalog.heartbeat("w1", 30) == 1
+    assert [r.id for r in catalog.expired()] == ["b"]
+
+
+def test_requeuer_rules(tmp_path: Path, redis_url: str) -> None:
+    ctx, catalog = context_for(tmp_path, redis_url)
+    broker = redis.Redis.from_url(redis_url)
+    app = ctx.dispatcher.app
+    requeuer = Requeuer(catalog, ctx.dispatcher, lambda: queued_messages(app))
+    for doc in ("never", "waiting", "lost", "dead"):
+        catalog.upsert_seen(doc, "docs", f"{doc}.txt", 1, 1, [])
+    catalog.dispatch("waiting", 60)  # its message is (as far as anyone knows) in the queue
+    catalog.dispatch("lost", -1)  # waited its time in the queue
+    catalog.take("dead", catalog.dispatch("dead", 60), "gone:1", lease_s=-1)  # worker died
+    broker.rpush("cpu", b"a message of another document")  # the queue is busy
+
+    # busy queue: a lapsed wait is a backlog, not a loss; the dead worker's document goes again
+    assert requeuer.run_once() == 2
+    assert {r.id for r in catalog.expired()} == {"lost"}
+    assert catalog.get("never").dispatch_token and catalog.get("dead").lease_owner is None  # type: ignore[union-attr]
+
+    broker.delete("cpu")  # the queue is empty: the lost message is sent again
+    assert requeuer.run_once() == 1
+    assert catalog.expired() == []
+    assert broker.llen("cpu") == 1
+    assert catalog.get("waiting").status == "pending"  # type: ignore[union-attr]
+
+
+def test_transient_and_permanent_errors() -> None:
+    from qdrant_client.http.exceptions import UnexpectedResponse
+
+    def unexpected(code: int) -> Exception:
+        return UnexpectedResponse(code, "x", b"", None)  # type: ignore[arg-type]
+
+    for exc in (sqlite3.OperationalError("database is locked"), ConnectionError(), TimeoutError(),
+                IndexUnavailable("down"), FileChanged("moving"), unexpected(503),
+                redis.ConnectionError("refused")):  # fmt: skip
+        assert is_transient(exc), exc
+    for exc in (CorruptDocument("bad"), ValueError("bug"), KeyError("x"), unexpected(400)):
+        assert not is_transient(exc), exc
+
+
+def test_staged_documents_round_trip() -> None:
+    doc = PreparedDocument(
+        source=SourceFile("docs", "/srv", "a/b.pdf", 10, 123),
+        parsed=ParsedDocument("h" * 64, 10, 123, (), "pdf"),
+        chunks=(
+            Chunk(0, "見出し\n本文です。", "text", (1, 2), "見出し", ("title", "text"), 12),
+            Chunk(1, "| a | b |", "table", (2,), None, ("table",), 5),
+        ),  # fmt: skip
+    )
+    assert decode_prepared(encode_prepared(doc)) == doc
