@@ -86,6 +86,10 @@ class OcrUnavailable(TransientError):
     """Tesseract or one of its language packs is missing: the file is fine, the machine is not."""
 
 
+class OcrIncomplete(TransientError):
+    """A long scan ran out of its OCR time budget; the pages read are cached, a retry goes on."""
+
+
 class OcrFailed(PermanentError):
     """Tesseract ran and failed on this image, or ran past its per-page time limit."""
 

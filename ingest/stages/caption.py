@@ -308,10 +308,14 @@ def caption_image(
     return text
 
 
+def layout_key(transcriber: PageTranscriber, page_png: bytes) -> str:
+    return content_key("layout", page_png, transcriber.cache_tag("layout"), CAPTION_VERSION)
+
+
 def transcribe_page(
     transcriber: PageTranscriber, page_png: bytes, cache: ContentCache | None = None
 ) -> str:
-    key = content_key("layout", page_png, transcriber.cache_tag("layout"), CAPTION_VERSION)
+    key = layout_key(transcriber, page_png)
     if cache is not None and (hit := cache.get(key)) is not None:
         return hit
     text = transcriber.transcribe_page(page_png)

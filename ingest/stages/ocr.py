@@ -25,7 +25,7 @@ import logging
 import os
 import re
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
@@ -62,6 +62,9 @@ class OcrOptions:
     #: pages of one document past this are not OCR'd (bounds the time one scan can take)
     max_pages: int = 300
     page_timeout_s: float = 180.0
+    #: seconds of OCR per parse attempt (keep it under the parse time limit); with a cache, a
+    #: longer scan ends the attempt with OcrIncomplete and the next attempt goes on from there
+    time_budget_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,13 @@ def _plans(languages: Sequence[str], options: OcrOptions) -> tuple[str, str | No
     return "+".join(langs), None
 
 
+def ocr_key(png: bytes, languages: Sequence[str], options: OcrOptions, dpi: int | None) -> str:
+    """What decides the text: the pixels, Tesseract's version, the languages and the retry."""
+    first, retry = _plans(languages, options)
+    engine = f"{tesseract_version()}|{first}|{retry}|{options.retry_below_confidence}|{dpi}"
+    return content_key("ocr", png, engine, OCR_VERSION)
+
+
 def read_png(
     png: bytes,
     languages: Sequence[str],
@@ -187,8 +197,7 @@ def read_png(
 ) -> str:
     """The text of one PNG page or image; the cache is keyed by the PNG bytes and the settings."""
     first, retry = _plans(languages, options)
-    engine = f"{tesseract_version()}|{first}|{retry}|{options.retry_below_confidence}|{dpi}"
-    key = content_key("ocr", png, engine, OCR_VERSION)
+    key = ocr_key(png, languages, options, dpi)
     if cache is not None and (hit := cache.get(key)) is not None:
         return hit
     check_languages([*first.split("+"), *(retry.split("+") if retry else [])])
@@ -236,8 +245,15 @@ def ocr_image(
     return elements
 
 
-def pdf_pages_to_ocr(data: bytes, options: OcrOptions) -> list[int]:
-    """1-based numbers of the pages with (almost) no text layer: scans, or pages of pictures."""
+def pdf_pages_to_ocr(
+    data: bytes, options: OcrOptions, extracted: Mapping[int, int] | None = None
+) -> list[int]:
+    """1-based numbers of the pages with (almost) no text layer: scans, or pages of pictures.
+
+    ``extracted``: characters per page another extractor found; a page where either pdfium or
+    that extractor finds text keeps its text layer (their font handling differs).
+    """
+    extracted = extracted or {}
     pdf = _open_pdf(data)
     try:
         pages = []
@@ -247,7 +263,7 @@ def pdf_pages_to_ocr(data: bytes, options: OcrOptions) -> list[int]:
             chars = len(re.sub(r"\s+", "", textpage.get_text_range()))
             textpage.close()
             page.close()
-            if chars < options.min_text_chars:
+            if max(chars, extracted.get(index + 1, 0)) < options.min_text_chars:
                 pages.append(index + 1)
         return pages
     finally:
@@ -295,20 +311,6 @@ def _scan_dpi(page: Any) -> float | None:
         if best is None or area > best[0]:
             best = (area, px_width / shown * 72)
     return max(_MIN_SCAN_DPI, best[1]) if best else None
-
-
-def ocr_pdf_pages(
-    data: bytes,
-    pages: Sequence[int],
-    languages: Sequence[str],
-    options: OcrOptions,
-    cache: ContentCache | None = None,
-) -> list[Element]:
-    elements: list[Element] = []
-    for number, (png, dpi) in zip(pages, render_pdf_pages(data, pages, options), strict=True):
-        text = read_png(png, languages, options, cache, dpi=dpi)
-        elements += text_elements(text, number)
-    return elements
 
 
 def _open_pdf(data: bytes) -> Any:

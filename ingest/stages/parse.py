@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -25,6 +26,7 @@ from ingest.errors import (
     CorruptDocument,
     EmptyDocument,
     IngestError,
+    OcrIncomplete,
     ParserCrashed,
     UnsupportedType,
     VlmRejected,
@@ -40,7 +42,12 @@ from ingest.guards import (
 from ingest.images import IMAGE_FILETYPES
 from ingest.models import Element, ElementKind, ParsedDocument, SourceFile
 from ingest.stages import ocr
-from ingest.stages.caption import PageTranscriber, markdown_elements, transcribe_page
+from ingest.stages.caption import (
+    PageTranscriber,
+    layout_key,
+    markdown_elements,
+    transcribe_page,
+)
 from ingest.stages.ocr import OcrOptions
 from ingest.text import is_cjk, normalize_space
 
@@ -173,7 +180,11 @@ def _image_elements(data: bytes, filetype: str, options: ParseOptions) -> list[E
 
 def _with_ocr_pages(data: bytes, elements: list[Element], options: ParseOptions) -> list[Element]:
     """The text-layer elements, with OCR elements in place of pages that have no text layer."""
-    pages = ocr.pdf_pages_to_ocr(data, options.ocr)
+    extracted: dict[int, int] = {}
+    for el in elements:
+        if el.page_number is not None:
+            extracted[el.page_number] = extracted.get(el.page_number, 0) + len(el.text.strip())
+    pages = ocr.pdf_pages_to_ocr(data, options.ocr, extracted)
     if not pages:
         return elements
     if len(pages) > options.ocr.max_pages:
@@ -187,21 +198,55 @@ def _with_ocr_pages(data: bytes, elements: list[Element], options: ParseOptions)
 
 
 def _read_pages(data: bytes, pages: Sequence[int], options: ParseOptions) -> list[Element]:
-    transcriber = options.page_transcriber
-    if transcriber is None:
-        return ocr.ocr_pdf_pages(data, pages, options.languages, options.ocr, options.cache)
+    """OCR (or VLM) elements of the given pages, within the OCR time budget.
+
+    A long scan that would outlast the parse time limit stops at the budget with a transient
+    error: the pages read so far are in the cache, so each attempt reads pages the one before
+    did not (pages from the cache do not count against the budget) and none is read twice.
+    """
+    budget = options.ocr.time_budget_s if options.cache is not None else None
+    spent = 0.0
     elements: list[Element] = []
     rendered = ocr.render_pdf_pages(data, pages, options.ocr)
-    for number, (png, dpi) in zip(pages, rendered, strict=True):
-        try:
-            markdown = transcribe_page(transcriber, png, options.cache)
-            elements += markdown_elements(markdown, number)
+    for done, (number, (png, dpi)) in enumerate(zip(pages, rendered, strict=True), start=1):
+        cached = _cached_page(png, dpi, number, options)
+        if cached is not None:
+            elements += cached
             continue
+        started = time.monotonic()
+        elements += _read_page(png, dpi, number, options)
+        spent += time.monotonic() - started
+        if budget is not None and done < len(pages) and spent > budget:
+            raise OcrIncomplete(
+                f"OCR read {done} of {len(pages)} scanned pages within {budget:g} s; "
+                "the rest is read on the next attempt (pages read are cached)"
+            )
+    return elements
+
+
+def _cached_page(png: bytes, dpi: int, number: int, options: ParseOptions) -> list[Element] | None:
+    cache, transcriber = options.cache, options.page_transcriber
+    if cache is None:
+        return None
+    if transcriber is not None:
+        try:
+            markdown = cache.get(layout_key(transcriber, png))
+        except (VlmUnavailable, VlmRejected):  # the model name could not be asked for
+            return None
+        return markdown_elements(markdown, number) if markdown is not None else None
+    text = cache.get(ocr.ocr_key(png, options.languages, options.ocr, dpi))
+    return ocr.text_elements(text, number) if text is not None else None
+
+
+def _read_page(png: bytes, dpi: int, number: int, options: ParseOptions) -> list[Element]:
+    if options.page_transcriber is not None:
+        try:
+            markdown = transcribe_page(options.page_transcriber, png, options.cache)
+            return markdown_elements(markdown, number)
         except (VlmUnavailable, VlmRejected) as exc:
             log.warning("page %d read by Tesseract instead of the VLM: %s", number, exc)
-        text = ocr.read_png(png, options.languages, options.ocr, options.cache, dpi=dpi)
-        elements += ocr.text_elements(text, number)
-    return elements
+    text = ocr.read_png(png, options.languages, options.ocr, options.cache, dpi=dpi)
+    return ocr.text_elements(text, number)
 
 
 def _partition_text(data: bytes, options: ParseOptions) -> list[Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,13 @@ from PIL import Image
 
 from ingest import nlp_fallback
 from ingest.cache import MemoryCache
-from ingest.errors import CorruptDocument, EmptyDocument, OcrUnavailable
+from ingest.errors import (
+    CorruptDocument,
+    EmptyDocument,
+    OcrIncomplete,
+    OcrUnavailable,
+    TransientError,
+)
 from ingest.models import SourceFile
 from ingest.stages import ocr
 from ingest.stages.ocr import OcrOptions, read_png, tidy_text
@@ -236,3 +243,19 @@ def test_a_scan_is_rendered_at_its_own_resolution_within_limits() -> None:
     [(png, dpi)] = list(ocr.render_pdf_pages(a4_at_200, [1], poster))
     width, height = Image.open(io.BytesIO(png)).size
     assert dpi < 200 and width * height <= 1_002_000  # pdfium rounds each side up
+
+
+def test_a_long_scan_goes_on_where_the_last_attempt_stopped(share: Path) -> None:
+    pages = [scans.page_scan([f"Page {n} of the long scan mentions the {word} gauge."])
+             for n, word in ((1, "amber"), (2, "violet"), (3, "crimson"))]  # fmt: skip
+    (share / "long.pdf").write_bytes(scans.scanned_pdf(pages))
+    source = SourceFile("s", str(share), "long.pdf", 0, 0)
+    options = ParseOptions(ocr=OcrOptions(time_budget_s=0.0), cache=MemoryCache())
+    for done in (1, 2):  # every attempt reads one more page: cached pages cost no budget
+        with pytest.raises(OcrIncomplete, match=f"read {done} of 3 scanned pages") as info:
+            parse(source, options)
+        assert isinstance(info.value, TransientError)  # pending and retried, not failed
+    text = "\n".join(e.text for e in parse(source, options).elements)
+    assert all(word in text for word in ("amber", "violet", "crimson"))
+    # without a cache a retry could not go further: the budget does not apply
+    assert len(parse(source, replace(options, cache=None)).elements) == 3
