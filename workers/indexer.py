@@ -34,7 +34,7 @@ from ingest.stages.embed import SentenceEmbedder
 from ingest.stages.parse import filetype_of
 from ingest.stages.sparse import SparseEncoder
 from workers import metrics
-from workers.parsepool import ParsePool
+from workers.parsepool import Parser
 from workers.permissions import PermissionResolver
 from workers.scanner import FileEntry, is_ignored, scan, stat_path
 
@@ -139,7 +139,7 @@ class Indexer:
         catalog: Catalog,
         store: QdrantIndex,
         embedder: SentenceEmbedder,
-        pool: ParsePool | None,
+        pool: Parser | None,
         *,
         ignore: list[str],
         max_file_bytes: int,

@@ -36,15 +36,16 @@ _chunker: DocumentChunker | None = None
 _job: ParseJob | None = None
 
 
-def _init_worker(job: ParseJob) -> None:
+def _init_worker(job: ParseJob, memory_limit: bool = True) -> None:
     global _chunker, _job
     from ingest import nlp_fallback
     from workers.offline import enforce_offline
 
     enforce_offline()
     os.environ["OMP_THREAD_LIMIT"] = "1"  # OCR parallelism comes from workers, not threads
-    limit = job.memory_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    if memory_limit:
+        limit = job.memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     nlp_fallback.install()
     _chunker = DocumentChunker(HFTokenCounter(job.tokenizer_file), job.chunk)
     _job = job
@@ -69,22 +70,17 @@ def _warm() -> int:
     return 0
 
 
-class ParsePool:
-    def __init__(self, job: ParseJob, workers: int, timeout_s: float) -> None:
-        self.job = job
-        self.timeout_s = timeout_s
-        self._pool = pebble.ProcessPool(
-            max_workers=workers,
-            max_tasks=500,  # recycle: parsers leak
-            initializer=_init_worker,
-            initargs=(job,),
-            context=multiprocessing.get_context("spawn"),
-        )
-        for _ in range(workers):
-            self._pool.schedule(_warm)
+class Parser:
+    """Turns a parse future into the prepared document or the IngestError that says why not."""
+
+    job: ParseJob
+    timeout_s: float
 
     def submit(self, source: SourceFile) -> Future[PreparedDocument]:
-        return self._pool.schedule(_prepare, args=(source,), timeout=self.timeout_s)
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
 
     def outcome(self, future: Future[PreparedDocument]) -> PreparedDocument | IngestError:
         """The prepared document, or the IngestError that says why there is none."""
@@ -106,6 +102,46 @@ class ParsePool:
             log.exception("unexpected error while parsing %s", future)
             return ParserCrashed(f"unexpected parser error: {type(exc).__name__}: {exc}")
 
+
+class ParsePool(Parser):
+    def __init__(self, job: ParseJob, workers: int, timeout_s: float) -> None:
+        self.job = job
+        self.timeout_s = timeout_s
+        self._pool = pebble.ProcessPool(
+            max_workers=workers,
+            max_tasks=500,  # recycle: parsers leak
+            initializer=_init_worker,
+            initargs=(job,),
+            context=multiprocessing.get_context("spawn"),
+        )
+        for _ in range(workers):
+            self._pool.schedule(_warm)
+
+    def submit(self, source: SourceFile) -> Future[PreparedDocument]:
+        return self._pool.schedule(_prepare, args=(source,), timeout=self.timeout_s)
+
     def close(self) -> None:
         self._pool.stop()
         self._pool.join(timeout=10)
+
+
+class InlineParser(Parser):
+    """Parsing in the calling process, for Celery prefork children: they may not start
+    processes of their own, and they already are the container a parse pool would be (the
+    task time limits stop a hung parser, ``worker_max_memory_per_child`` replaces a leaking
+    one, and a child that dies is counted against the document's attempts)."""
+
+    def __init__(self, job: ParseJob, timeout_s: float) -> None:
+        self.job = job
+        self.timeout_s = timeout_s
+        _init_worker(job, memory_limit=False)  # an address-space limit would starve the model
+
+    def submit(self, source: SourceFile) -> Future[PreparedDocument]:
+        future: Future[PreparedDocument] = Future()
+        try:
+            future.set_result(_prepare(source))
+        except Exception as exc:
+            if type(exc).__name__ == "SoftTimeLimitExceeded":  # the task's limit: not the parser's
+                raise
+            future.set_exception(exc)
+        return future

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
 from index.cache import SqlContentCache
 from index.catalog import Catalog
@@ -17,7 +18,7 @@ from ingest.stages.parse import ParseOptions
 from ingest.stages.rerank import CrossEncoderReranker
 from ingest.stages.sparse import SparseEncoder, SparseTokenizerUnavailable
 from workers.indexer import Indexer, ProgressFactory
-from workers.parsepool import ParseJob, ParsePool
+from workers.parsepool import InlineParser, ParseJob, ParsePool, Parser
 from workers.permissions import PermissionResolver
 from workers.settings import ConfigError, Settings, prepare_data_dir
 
@@ -83,7 +84,7 @@ class Runtime:
     catalog: Catalog
     store: QdrantIndex
     embedder: SentenceEmbedder
-    pool: ParsePool | None
+    pool: Parser | None
     indexer: Indexer
     searcher: Searcher
 
@@ -95,10 +96,14 @@ class Runtime:
 
 
 def open_runtime(
-    settings: Settings, progress: ProgressFactory | None = None, *, parse_pool: bool = True
+    settings: Settings,
+    progress: ProgressFactory | None = None,
+    *,
+    parsing: Literal["pool", "inline", "none"] = "pool",
 ) -> Runtime:
-    """Everything an indexing process needs; the parse processes start warming at once (none
-    for a process that only embeds: ``parse_pool=False``)."""
+    """Everything an indexing process needs. Parsing: a pool of parse processes, which start
+    warming at once; ``inline`` in this process (a Celery prefork child); ``none`` (a process
+    that only embeds)."""
     embedder = make_embedder(settings)
     tok = tokenizer_file(embedder.model_path)
     if tok is None:
@@ -158,11 +163,13 @@ def open_runtime(
     sparse = make_sparse(settings)
     catalog = open_catalog(settings)
     store = None
-    pool = None
+    pool: Parser | None = None
     try:
         store = open_store(settings)
-        if parse_pool:
+        if parsing == "pool":
             pool = ParsePool(job, settings.parse_workers, settings.parse_timeout_s)
+        elif parsing == "inline":
+            pool = InlineParser(job, settings.parse_timeout_s)
         embedder.warm_up()
         store.ensure_collection(embedder.model_name, embedder.dimension, sparse.tokenizer)
         searcher = make_searcher(settings, store, embedder, sparse)

@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from workers.settings import ConfigError, Settings
 
@@ -70,10 +70,15 @@ def run_worker(settings: Settings, queues: list[str], pool: str | None, say: Any
 
     pool_name, size = choose_pool(settings, queues, pool)
     app = make_celery(settings)
-    parse = "cpu" in queues
+    # a prefork child parses in itself: it may not start processes, and it is contained already
+    parsing: Literal["pool", "inline", "none"] = "pool"
+    if "cpu" not in queues:
+        parsing = "none"
+    elif pool_name == "prefork":
+        parsing = "inline"
 
     def build() -> Any:
-        return build_context(settings, app, open_runtime(settings, parse_pool=parse))
+        return build_context(settings, app, open_runtime(settings, parsing=parsing))
 
     holder = ContextHolder(build)
     register_tasks(app, holder)

@@ -31,10 +31,10 @@ pytestmark = pytest.mark.integration
 class Proc:
     """A ``shareindex`` command running in its own process, its output collected."""
 
-    def __init__(self, *args: str, env: dict[str, str]) -> None:
+    def __init__(self, *args: str, env: dict[str, str], command: list[str] | None = None) -> None:
         self.args = args
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", *args],
+            [*(command or [sys.executable, "-m", "workers.cli"]), *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, **env}, start_new_session=True,
         )  # fmt: skip
@@ -357,3 +357,34 @@ def test_combinations_that_cannot_work_get_a_clear_error(cluster: Cluster, redis
     cluster.worker()  # holds the index: a second one gets a clear error, not a stack trace
     second = run_cli("worker", env=env, timeout=120)
     assert second.returncode == 1 and "held by another ShareIndex process" in second.stderr
+
+
+PREFORK_WORKER = """
+import sys
+from workers import worker
+from workers.settings import load_settings
+
+settings = load_settings()
+worker.prepare_metrics(settings)
+# local mode allows one process to hold the index: a prefork pool of exactly one child holds it
+worker.choose_pool = lambda settings, queues, pool: ("prefork", 1)
+sys.exit(worker.run_worker(settings, ["cpu", "gpu"], None))
+"""
+
+
+def test_prefork_child_loads_its_own_models_parses_inline_and_reports_metrics(
+    cluster: Cluster,
+) -> None:
+    """The pool used with a Qdrant server: each child builds its context after the fork, parses
+    in itself (a daemonic child may not start a parse pool), and its metrics reach the main
+    process's /metrics (Prometheus multiprocess mode). With local mode, a pool of one child."""
+    (cluster.share / "a.md").write_text("# Seals\n\nThe compressor seal kit is part 4471.\n")
+    (cluster.share / "b.txt").write_text("The chiller needs a new expansion valve.\n")
+    worker = Proc(env=cluster.env, command=[sys.executable, "-c", PREFORK_WORKER])
+    cluster.procs.append(worker)
+    worker.wait_for_line(" ready.")
+    cluster.watcher()
+    wait_until(lambda: cluster.indexed("a.md", "b.txt"), 120, "indexing by the prefork child")
+    metrics = httpx.get(f"http://127.0.0.1:{cluster.metrics_port}/metrics", timeout=10).text
+    assert 'shareindex_tasks_total{outcome="indexed",task="embed"} 2.0' in metrics
+    assert any("ForkPoolWorker" in line and "'parsed'" in line for line in worker.lines)
