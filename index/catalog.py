@@ -82,6 +82,8 @@ class DocumentRow(Base):
     dispatch_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
     #: the worker process working on it (None: waiting in a queue)
     lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    #: figures: "captioned", "pending" (the VLM was down: added later), "off" (no VLM), None
+    captions: Mapped[str | None] = mapped_column(String(16), nullable=True)
     #: takes by workers that never finished (the worker died): a poison document is failed
     unfinished: Mapped[int] = mapped_column(Integer, default=0)
     #: a pending document whose lease ran out is re-dispatched by the reconciler
@@ -153,6 +155,7 @@ class DocumentRecord:
     dispatch_token: str | None = None
     lease_owner: str | None = None
     unfinished: int = 0
+    captions: str | None = None
 
     @classmethod
     def of(cls, row: DocumentRow) -> DocumentRecord:
@@ -163,6 +166,7 @@ class DocumentRecord:
             acl_note=row.acl_note, attempts=row.attempts,
             updated_at=row.updated_at, indexed_at=row.indexed_at,
             dispatch_token=row.dispatch_token, lease_owner=row.lease_owner, unfinished=row.unfinished or 0,
+            captions=row.captions,
         )  # fmt: skip
 
 
@@ -425,6 +429,21 @@ class Catalog:
                 json.dumps(acl),
                 json.dumps(acl_deny or []),
                 acl_note,
+            )
+
+    def set_captions(self, doc_id: str, status: str | None) -> None:
+        with self.session() as s:
+            _row(s, doc_id).captions = status
+
+    def captions_pending(self) -> int:
+        with self.session() as s:
+            return int(
+                s.scalar(
+                    select(func.count())
+                    .select_from(DocumentRow)
+                    .where(DocumentRow.captions == "pending", DocumentRow.status != DELETED)
+                )
+                or 0
             )
 
     def with_acl_note(self, limit: int | None = None) -> list[DocumentRecord]:

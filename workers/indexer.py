@@ -26,7 +26,7 @@ from index.acl import Access
 from index.catalog import DELETED, INDEXED, PENDING, SKIPPED, Catalog, DocumentRecord
 from index.schema import build_metadata, document_id
 from index.store import QdrantIndex, make_point
-from ingest.errors import IngestError, TransientError, UnsupportedType
+from ingest.errors import FileChanged, IngestError, TransientError, UnsupportedType
 from ingest.guards import read_file_in_share
 from ingest.models import EmbeddedChunk, PreparedDocument, SourceFile
 from ingest.pipeline import embed
@@ -34,6 +34,7 @@ from ingest.stages.embed import SentenceEmbedder
 from ingest.stages.parse import filetype_of
 from ingest.stages.sparse import SparseEncoder
 from workers import metrics
+from workers.captions import FIGURE_FILETYPES, FigureCaptioner
 from workers.parsepool import Parser
 from workers.permissions import PermissionResolver
 from workers.scanner import FileEntry, is_ignored, scan, stat_path
@@ -148,6 +149,7 @@ class Indexer:
         permissions: PermissionResolver | None = None,
         dispatch: Dispatch | None = None,
         contain_write_errors: bool = True,
+        figures: FigureCaptioner | None = None,
     ) -> None:
         self.catalog = catalog
         self.store = store
@@ -161,6 +163,8 @@ class Indexer:
         self.dispatch = dispatch
         #: True: a failed write is recorded and left pending; False: it is raised (Celery retries)
         self.contain_write_errors = contain_write_errors
+        #: captions of figures, added after the text is committed; None: no VLM configured
+        self.figures = figures
         self.stop = threading.Event()
 
     # -- entry points -------------------------------------------------------------------------
@@ -255,6 +259,8 @@ class Indexer:
         """Same size and mtime: not even hashed. Only the mtime moved: hashed, not parsed."""
         if record.status == PENDING:
             return False
+        if record.captions == "pending" and self.figures is not None:
+            return False  # the VLM was down: parse again (cached), add the captions
         if (record.size, record.mtime_ns) == (entry.size, entry.mtime_ns):
             return True
         if (
@@ -406,6 +412,7 @@ class Indexer:
         results = embed([doc for _, doc in ready], self.embedder, self.sparse, reuse)
         report.embedded += self.embedder.embedded_total - before
         metrics.EMBEDDINGS.inc(self.embedder.embedded_total - before)
+        committed: list[tuple[WorkItem, PreparedDocument]] = []
         for (item, doc), chunks in zip(ready, results, strict=True):
             try:
                 written = self._write(item, doc, chunks)
@@ -426,14 +433,53 @@ class Indexer:
             metrics.REUSED.inc(reused)
             setattr(report, item.kind, getattr(report, item.kind) + 1)
             self._observe(item.share, item.kind, item.changed_at)
+            committed.append((item, doc))
+        for item, doc in committed:  # the text of the whole batch is searchable: now the figures
+            self._add_captions(item, doc, report)
+
+    def _add_captions(self, item: WorkItem, doc: PreparedDocument, report: SyncReport) -> None:
+        """Write the document again with its figures' captions appended (same version)."""
+        if not FIGURE_FILETYPES.intersection({doc.parsed.filetype}):
+            return
+        if self.figures is None:
+            self.catalog.set_captions(item.doc_id, "off")
+            return
+        self.catalog.set_captions(item.doc_id, "pending")  # a crash from here: redone later
+        status: str
+        try:
+            captions, status = self.figures.run(doc)
+            if captions:
+                full = PreparedDocument(doc.source, doc.parsed, doc.chunks + tuple(captions))
+                current = self.catalog.get(item.doc_id)
+                before = self.embedder.embedded_total
+
+                def reuse(_: PreparedDocument) -> Any:
+                    version = current.version if current else 0
+                    return self.store.stored_vectors(item.doc_id, version) if version else {}
+
+                [embedded] = embed([full], self.embedder, self.sparse, reuse)
+                report.embedded += self.embedder.embedded_total - before
+                if not self._write(item, full, embedded):
+                    return  # the file moved on: its newer version gets the captions
+        except FileChanged:
+            return
+        except IngestError as exc:
+            log.warning("figures of %s/%s: %s", item.share, item.entry.path, exc)
+            status = "pending" if isinstance(exc, TransientError) else "failed"
+        except Exception:
+            if not self.contain_write_errors:
+                raise
+            log.exception("captions of %s/%s not written", item.share, item.entry.path)
+            return
+        self.catalog.set_captions(item.doc_id, status)
 
     def _write(self, item: WorkItem, doc: PreparedDocument, chunks: list[EmbeddedChunk]) -> bool:
         """Commit one document; False when its result is stale and was dropped."""
         if self._changed_since_read(item, doc):
             return False
-        # read again: another worker may have indexed this very content meanwhile (the same file
-        # dispatched twice); then its version is reused, and the write changes nothing
-        record = self.catalog.get(item.doc_id) if self.dispatch is not None else item.record
+        # read again: this content may be indexed already (the same file dispatched twice, or
+        # written again with its captions); then its version is reused
+        record = self.catalog.get(item.doc_id)
         parsed = doc.parsed
         same = (
             record is not None and record.version > 0 and record.content_hash == parsed.content_hash

@@ -11,12 +11,14 @@ from index.catalog import Catalog
 from index.search import Searcher
 from index.store import QdrantIndex, open_client
 from ingest.stages.caption import VlmClient, VlmOptions
-from ingest.stages.chunk import ChunkOptions
+from ingest.stages.chunk import ChunkOptions, DocumentChunker, HFTokenCounter
 from ingest.stages.embed import SentenceEmbedder, model_max_tokens, tokenizer_file
+from ingest.stages.figures import FigureOptions
 from ingest.stages.ocr import OcrOptions
 from ingest.stages.parse import ParseOptions
 from ingest.stages.rerank import CrossEncoderReranker
 from ingest.stages.sparse import SparseEncoder, SparseTokenizerUnavailable
+from workers.captions import FigureCaptioner
 from workers.indexer import Indexer, ProgressFactory
 from workers.parsepool import InlineParser, ParseJob, ParsePool, Parser
 from workers.permissions import PermissionResolver
@@ -43,6 +45,41 @@ def make_embedder(settings: Settings) -> SentenceEmbedder:
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def make_vlm_client(settings: Settings) -> VlmClient | None:
+    """The VLM (vLLM's OpenAI-compatible API); None when no URL is configured (captions off)."""
+    if not settings.vlm_url:
+        return None
+    key = settings.vlm_api_key.get_secret_value() if settings.vlm_api_key else None
+    return VlmClient(
+        VlmOptions(
+            url=settings.vlm_url, model=settings.vlm_model, api_key=key,
+            prompt=settings.vlm_prompt, page_prompt=settings.vlm_page_prompt,
+            max_tokens=settings.vlm_max_tokens, page_max_tokens=settings.vlm_page_max_tokens,
+            max_image_side=settings.vlm_max_image_side, max_image_pixels=settings.vlm_max_image_pixels,
+            max_page_side=settings.vlm_max_page_side, concurrency=settings.vlm_concurrency,
+            timeout_s=settings.vlm_timeout_s, retries=settings.vlm_retries,
+            cooldown_s=settings.vlm_cooldown_s,
+        )
+    )  # fmt: skip
+
+
+def make_figure_captioner(settings: Settings, job: ParseJob) -> FigureCaptioner | None:
+    """Captions of figures and photos; None (recorded as "off") without a VLM."""
+    client = make_vlm_client(settings)
+    if client is None:
+        return None
+    return FigureCaptioner(
+        captioner=client,
+        cache=SqlContentCache(settings.catalog),
+        options=FigureOptions(
+            min_side_px=settings.figure_min_side_px,
+            min_area_ratio=settings.figure_min_area_ratio,
+        ),
+        max_file_bytes=job.parse.max_file_bytes,
+        chunker=DocumentChunker(HFTokenCounter(job.tokenizer_file), job.chunk),
+    )
 
 
 def make_sparse(settings: Settings) -> SparseEncoder:
@@ -138,23 +175,7 @@ def open_runtime(
             keep_textless_images=settings.vlm_url is not None,
             # opened by URL inside each parse process: OCR is cached where it runs
             cache=SqlContentCache(settings.catalog),
-            page_transcriber=VlmClient(
-                VlmOptions(
-                    url=settings.vlm_url,
-                    model=settings.vlm_model,
-                    api_key=settings.vlm_api_key.get_secret_value()
-                    if settings.vlm_api_key
-                    else None,
-                    page_prompt=settings.vlm_page_prompt,
-                    page_max_tokens=settings.vlm_page_max_tokens,
-                    max_page_side=settings.vlm_max_page_side,
-                    timeout_s=settings.vlm_timeout_s,
-                    retries=settings.vlm_retries,
-                    cooldown_s=settings.vlm_cooldown_s,
-                )
-            )
-            if settings.vlm_layout_mode and settings.vlm_url
-            else None,
+            page_transcriber=make_vlm_client(settings) if settings.vlm_layout_mode else None,
         ),
         chunk=ChunkOptions(max_tokens=max_tokens),
         tokenizer_file=tok,
@@ -187,5 +208,6 @@ def open_runtime(
         progress=progress,
         permissions=PermissionResolver(settings.rules()),
         sparse=sparse,
+        figures=make_figure_captioner(settings, job),
     )  # fmt: skip
     return Runtime(settings, catalog, store, embedder, pool, indexer, searcher)

@@ -41,6 +41,8 @@ def status_report(catalog: Catalog, service: dict[str, Any] | None = None) -> di
         "acl_unreadable": [
             {**_item(r), "reason": r.acl_note} for r in catalog.with_acl_note(_LIST_LIMIT)
         ],
+        # indexed with their text; their figures wait for the VLM (added at a later reconcile)
+        "captions_pending": catalog.captions_pending(),
         "service": service,
     }
 
@@ -68,6 +70,11 @@ def format_status(report: dict[str, Any]) -> str:
             f"readable by nobody, permissions unreadable ({len(report['acl_unreadable'])}):"
         )
         lines += [f"  {d['share']}:{d['path']}: {d['reason']}" for d in report["acl_unreadable"]]
+    if report.get("captions_pending"):
+        lines.append(
+            f"captions pending: {report['captions_pending']} document(s) indexed with their text, "
+            "figures waiting for the VLM"
+        )
     if report["skipped_by_reason"]:
         lines.append(f"skipped ({docs['skipped']}):")
         lines += [f"  {n} x {reason}" for reason, n in report["skipped_by_reason"].items()]

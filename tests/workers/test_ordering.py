@@ -12,7 +12,7 @@ import pytest
 
 from index.acl import Access
 from index.catalog import PENDING
-from workers.indexer import Indexer, _Work
+from workers.indexer import Indexer, WorkItem
 from workers.runtime import Runtime, open_runtime
 from workers.scanner import stat_path
 from workers.settings import load_settings
@@ -41,16 +41,16 @@ def _texts(runtime: Runtime, doc_id: str) -> list[tuple[int, str]]:
     )
 
 
-def _work(indexer: Indexer, root: str, path: str) -> _Work:
+def _work(indexer: Indexer, root: str, path: str) -> WorkItem:
     record = indexer.catalog.find("s", path)
     assert record is not None
     entry = stat_path(root, path)
     assert entry is not None
     access = Access(frozenset(record.acl), frozenset(record.acl_deny))
-    return _Work("s", root, entry, record.id, access, None, record, "changed", time.time())
+    return WorkItem("s", root, entry, record.id, access, None, record, "changed", time.time())
 
 
-def _prepare(runtime: Runtime, item: _Work) -> Any:
+def _prepare(runtime: Runtime, item: WorkItem) -> Any:
     return runtime.pool.outcome(runtime.pool.submit(item.source))
 
 

@@ -1,0 +1,116 @@
+"""Figures captioned by the VLM (a test double of vLLM's OpenAI API: tests/vlm_double.py) through
+the real indexer: the text first, captions added later when the VLM was down, found by search,
+and never asked for twice (content cache)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from index.acl import Principal
+from tests.helpers import all_points
+from tests.scans import chart_image, logo_image, png_bytes
+from tests.vlm_double import VlmDouble
+from workers.runtime import open_runtime
+from workers.settings import load_settings
+from workers.status import status_report
+
+pytestmark = pytest.mark.integration
+
+CAPTION = "A bar chart of monthly turbine output; a red marker points at a hairline crack."
+
+
+def _docx(intro: str) -> bytes:
+    import docx
+    from docx.shared import Inches
+
+    doc = docx.Document()
+    doc.add_heading("Plant overview", level=1)
+    doc.add_paragraph(intro)
+    doc.add_picture(io.BytesIO(png_bytes(logo_image())), width=Inches(0.3))
+    doc.add_heading("Output figures", level=1)
+    doc.add_paragraph("The chart below shows the monthly output of the plant.")
+    doc.add_picture(io.BytesIO(png_bytes(chart_image())), width=Inches(5))
+    buf = io.BytesIO()
+    doc.save(buf)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def vlm() -> Iterator[VlmDouble]:
+    with VlmDouble(reply=lambda body: CAPTION) as double:
+        yield double
+
+
+def _captions(runtime: Any) -> list[Any]:
+    points = all_points(runtime.store)
+    return [p for p in points if p.payload["metadata"]["kind"] == "image_caption"]
+
+
+def test_text_first_captions_later_found_by_search_and_cached(
+    tmp_path: Path, vlm: VlmDouble
+) -> None:
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "plant.docx").write_bytes(_docx("The plant runs three shifts."))
+    settings = load_settings(
+        data_dir=str(tmp_path / "data"), shares={"docs": str(share)},
+        vlm_url=f"{vlm.url}/v1", vlm_model="test-vlm", vlm_retries=0, vlm_cooldown_s=0,
+    )  # fmt: skip
+    runtime = open_runtime(settings)
+    try:
+        indexer, catalog = runtime.indexer, runtime.catalog
+        vlm.fail_next(10, 503)  # the VLM is down
+        report = indexer.sync_share("docs", str(share))
+        doc = catalog.find("docs", "plant.docx")
+        assert report.new == 1 and doc.status == "indexed" and doc.captions == "pending"
+        hits = runtime.searcher.search("three shifts", Principal(), k=3)
+        assert hits and hits[0].metadata["path"] == "plant.docx"  # the text did not wait
+        assert _captions(runtime) == []
+        assert status_report(catalog)["captions_pending"] == 1
+
+        vlm._script.failures.clear()  # the VLM is back: the next reconcile adds the captions
+        before = len(vlm.completions)
+        indexer.sync_share("docs", str(share))
+        doc = catalog.find("docs", "plant.docx")
+        assert doc.captions == "captioned" and doc.version == 1
+        assert len(vlm.completions) == before + 1  # the chart; the logo is decoration
+        [caption] = _captions(runtime)
+        meta = caption.payload["metadata"]
+        assert CAPTION in caption.payload["page_content"]
+        assert meta["section"] == "Output figures" and meta["version"] == 1
+        assert meta["chunk_index"] == doc.chunk_count - 1
+        hits = runtime.searcher.search("hairline crack marker", Principal(), k=3)
+        assert hits[0].metadata["kind"] == "image_caption"
+        assert hits[0].metadata["path"] == "plant.docx"
+
+        calls = len(vlm.completions)  # an edit of the text: the same chart is not asked again
+        (share / "plant.docx").write_bytes(_docx("The plant runs four shifts since May."))
+        report = indexer.sync_share("docs", str(share))
+        assert report.changed == 1 and len(vlm.completions) == calls
+        doc = catalog.find("docs", "plant.docx")
+        assert doc.version == 2 and doc.captions == "captioned"
+        assert [c.payload["metadata"]["version"] for c in _captions(runtime)] == [2]
+        assert indexer.sync_share("docs", str(share)).unchanged == 1  # captioned: left alone
+    finally:
+        runtime.close()
+
+
+def test_without_a_vlm_captions_are_recorded_as_off(tmp_path: Path) -> None:
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "plant.docx").write_bytes(_docx("The plant runs three shifts."))
+    (share / "notes.txt").write_text("no figures in a text file\n")
+    settings = load_settings(data_dir=str(tmp_path / "data"), shares={"docs": str(share)})
+    runtime = open_runtime(settings)
+    try:
+        runtime.indexer.sync_share("docs", str(share))
+        assert runtime.catalog.find("docs", "plant.docx").captions == "off"
+        assert runtime.catalog.find("docs", "notes.txt").captions is None
+        assert _captions(runtime) == []
+    finally:
+        runtime.close()
