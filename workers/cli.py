@@ -189,7 +189,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _need_shares(settings)
     _announce_nlp()
-    runtime = open_runtime(settings, progress=_progress)
+    runtime = open_runtime(settings, progress=_progress, warm=False)
     total = SyncReport()
     try:
         for name, root in settings.shares.items():
@@ -362,7 +362,7 @@ def _retry_now(settings: Any, records: list[Any]) -> dict[str, Any]:
     from workers.runtime import open_runtime
 
     _need_shares(settings)
-    runtime = open_runtime(settings, progress=_progress)
+    runtime = open_runtime(settings, progress=_progress, warm=False)
     total = SyncReport()
     try:
         by_share: dict[str, dict[str, float]] = {}

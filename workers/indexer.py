@@ -377,6 +377,7 @@ class Indexer:
                 while todo and len(inflight) < _WINDOW:
                     item = todo.popleft()
                     inflight.append((item, pool.submit(item.source)))
+                self.embedder.warm_up()  # loads once, while the parse processes start and work
                 item, future = inflight.popleft()
                 outcome = pool.outcome(future)
                 if isinstance(outcome, IngestError):

@@ -104,25 +104,35 @@ class Parser:
 
 
 class ParsePool(Parser):
-    def __init__(self, job: ParseJob, workers: int, timeout_s: float) -> None:
+    def __init__(self, job: ParseJob, workers: int, timeout_s: float, start: bool = True) -> None:
         self.job = job
         self.timeout_s = timeout_s
-        self._pool = pebble.ProcessPool(
-            max_workers=workers,
-            max_tasks=500,  # recycle: parsers leak
-            initializer=_init_worker,
-            initargs=(job,),
-            context=multiprocessing.get_context("spawn"),
-        )
-        for _ in range(workers):
-            self._pool.schedule(_warm)
+        self.workers = workers
+        self._pool: pebble.ProcessPool | None = None
+        if start:
+            self._start()
+
+    def _start(self) -> pebble.ProcessPool:
+        """The processes, and their imports warming ahead of the first document."""
+        if self._pool is None:
+            self._pool = pebble.ProcessPool(
+                max_workers=self.workers,
+                max_tasks=500,  # recycle: parsers leak
+                initializer=_init_worker,
+                initargs=(self.job,),
+                context=multiprocessing.get_context("spawn"),
+            )
+            for _ in range(self.workers):
+                self._pool.schedule(_warm)
+        return self._pool
 
     def submit(self, source: SourceFile) -> Future[PreparedDocument]:
-        return self._pool.schedule(_prepare, args=(source,), timeout=self.timeout_s)
+        return self._start().schedule(_prepare, args=(source,), timeout=self.timeout_s)
 
     def close(self) -> None:
-        self._pool.stop()
-        self._pool.join(timeout=10)
+        if self._pool is not None:
+            self._pool.stop()
+            self._pool.join(timeout=10)
 
 
 class InlineParser(Parser):

@@ -137,10 +137,14 @@ def open_runtime(
     progress: ProgressFactory | None = None,
     *,
     parsing: Literal["pool", "inline", "none"] = "pool",
+    warm: bool = True,
 ) -> Runtime:
-    """Everything an indexing process needs. Parsing: a pool of parse processes, which start
-    warming at once; ``inline`` in this process (a Celery prefork child); ``none`` (a process
-    that only embeds)."""
+    """Everything an indexing process needs. Parsing: a pool of parse processes; ``inline`` in
+    this process (a Celery prefork child); ``none`` (a process that only embeds).
+
+    ``warm``: load the model and start the parse processes now (a service: the first change is
+    fast). Otherwise both wait for the first document that needs them, so that a sync with
+    nothing to do never imports torch or starts a parser."""
     embedder = make_embedder(settings)
     tok = tokenizer_file(embedder.model_path)
     if tok is None:
@@ -188,10 +192,11 @@ def open_runtime(
     try:
         store = open_store(settings)
         if parsing == "pool":
-            pool = ParsePool(job, settings.parse_workers, settings.parse_timeout_s)
+            pool = ParsePool(job, settings.parse_workers, settings.parse_timeout_s, start=warm)
         elif parsing == "inline":
             pool = InlineParser(job, settings.parse_timeout_s)
-        embedder.warm_up()
+        if warm:
+            embedder.warm_up()
         store.ensure_collection(embedder.model_name, embedder.dimension, sparse.tokenizer)
         searcher = make_searcher(settings, store, embedder, sparse)
     except BaseException:
