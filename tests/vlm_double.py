@@ -119,16 +119,18 @@ class VlmDouble:
             if stall:
                 time.sleep(stall)
             if status is not None:
-                _send(handler, status, {"error": {"message": f"scripted HTTP {status}"}})
+                code, answer = status, {"error": {"message": f"scripted HTTP {status}"}}
             elif method == "GET" and handler.path.rstrip("/").endswith("/v1/models"):
-                _send(handler, 200, {"object": "list", "data": [{"id": self.model}]})
+                code, answer = 200, {"object": "list", "data": [{"id": self.model}]}
             elif method == "POST" and handler.path.endswith("/v1/chat/completions") and body:
-                _send(handler, 200, self._completion(body))
+                code, answer = 200, self._completion(body)
             else:
-                _send(handler, 404, {"error": {"message": f"no route {method} {handler.path}"}})
+                code, answer = 404, {"error": {"message": f"no route {method} {handler.path}"}}
         finally:
+            # done before answering: once the client has the answer it may send the next request
             with self._lock:
                 self.in_flight -= 1
+        _send(handler, code, answer)
 
     def _completion(self, body: dict[str, Any]) -> dict[str, Any]:
         text = self.reply(body)
