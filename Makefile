@@ -45,9 +45,13 @@ test: install
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
-# JSON results in bench-results/; BENCH_DOCS sets the corpus size.
+# JSON results in bench-results/; BENCH_DOCS sets the corpus size, BENCH_BACKEND the embedding
+# backend ShareIndex runs with against the LangChain peer (bench_backends measures them all).
 BENCH_DOCS ?= 300
+BENCH_BACKEND ?= onnx-int8
 bench: install
+	$(BIN)/python -m bench.bench_peer --docs $(BENCH_DOCS) --backend $(BENCH_BACKEND) --out bench-results/peer.json
+	$(BIN)/python -m bench.bench_backends --out bench-results/backends.json
 	$(BIN)/python -m bench.bench_sync --docs $(BENCH_DOCS) --out bench-results/sync.json
 	$(BIN)/python -m bench.bench_freshness --out bench-results/freshness.json
 	$(BIN)/python -m bench.bench_retrieval --out bench-results/retrieval.json

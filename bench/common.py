@@ -1,8 +1,14 @@
-"""Shared by the benchmarks: percentiles and writing the JSON result."""
+"""Shared by the benchmarks: percentiles, writing the JSON result, measuring a child process."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,3 +23,88 @@ def write_result(result: dict[str, Any], out: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+
+
+class TreePeakRSS:
+    """Peak resident memory of a process and its children together, sampled every 50 ms (what a
+    machine must hold for it: parse processes count)."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self.proc = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> int:
+        import psutil
+
+        total = 0
+        try:
+            procs = [self.proc, *self.proc.children(recursive=True)]
+        except psutil.Error:
+            return 0
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> TreePeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Measured:
+    """One command run as its own process: wall clock from spawn to exit, peak RSS, output."""
+
+    wall_s: float
+    peak_rss_mb: float
+    stdout: str
+    stderr: str
+    returncode: int
+
+
+def run_measured(
+    cmd: list[str], env: dict[str, str] | None = None, timeout: float = 3600
+) -> Measured:
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    with TreePeakRSS(proc.pid) as rss:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    wall = time.monotonic() - started
+    return Measured(round(wall, 2), round(rss.peak / 2**20, 1), stdout, stderr, proc.returncode)
+
+
+def chunk_texts(client: Any, collection: str) -> list[str]:
+    """Every chunk text in a collection (``page_content`` of each point)."""
+    texts: list[str] = []
+    offset = None
+    while True:
+        points, offset = client.scroll(collection, limit=1000, offset=offset, with_payload=True)
+        texts += [p.payload["page_content"] for p in points]
+        if offset is None:
+            return texts
+
+
+def machine() -> dict[str, Any]:
+    import platform
+
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
