@@ -243,3 +243,42 @@ def test_pooling_modes_follow_sentence_transformers() -> None:
     assert Pooling()(hidden, mask).tolist() == [[2.0, 4.0]]
     both = Pooling(cls_token=True, max_tokens=True, mean_tokens=True)(hidden, mask)
     assert both.tolist() == [[1.0, 2.0, 3.0, 6.0, 2.0, 4.0]]
+
+
+class _FakeCudaModel:
+    """Stands in for a SentenceTransformer on a GPU (none on the test machines)."""
+
+    max_seq_length = 256
+
+    def __init__(self, path: str, device: str, local_files_only: bool) -> None:
+        self.device, self.halved = device, False
+
+    def half(self) -> _FakeCudaModel:
+        self.halved = True
+        return self
+
+    def encode(self, texts: list[str], batch_size: int, **kwargs: object) -> np.ndarray:
+        self.batch_size = batch_size
+        return np.ones((len(texts), 384), dtype=np.float16 if self.halved else np.float32)
+
+
+def test_cuda_runs_in_half_precision_with_large_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sentence_transformers
+
+    from workers.runtime import make_embedder
+    from workers.settings import load_settings
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", _FakeCudaModel)
+    emb = make_embedder(load_settings(data_dir=tmp_path, embedding_device="cuda"))
+    vectors = emb.embed_documents(["a", "b"])
+    assert emb.model.halved and emb.model.batch_size == 256
+    assert vectors.dtype == np.float32  # what the index stores, whatever the GPU computed in
+    cpu = make_embedder(load_settings(data_dir=tmp_path, embedding_fp16=False))
+    assert cpu.batch_size == 16
+    full = make_embedder(
+        load_settings(data_dir=tmp_path, embedding_device="cuda", embedding_fp16=False)
+    )
+    full.embed_documents(["a"])
+    assert not full.model.halved
