@@ -96,13 +96,16 @@ def test_compare_and_set_drops_a_lower_version_that_commits_last(
     first, second = _work(indexer, root, "cas.txt"), _work(indexer, root, "cas.txt")
     doc_a, doc_b = _prepare(runtime, first), _prepare(runtime, second)
 
-    # writer A takes a version number and stalls; writer B takes the next one and commits
+    # writer A reads the catalog, takes a version number and stalls; B takes the next one and
+    # commits; then A commits with its lower number and what it read before B's commit
+    seen_by_a = indexer.catalog.get(doc_id)
     v_a = indexer.catalog.allocate_version(doc_id, "hash of what A read")
     report = indexer.sync_paths("s", root, {})
     indexer._embed_and_write([(second, doc_b)], report)
-    # then A commits with its lower number
     monkeypatch.setattr(indexer.catalog, "allocate_version", lambda d, h: v_a)
+    monkeypatch.setattr(indexer.catalog, "get", lambda d: seen_by_a)
     indexer._embed_and_write([(first, doc_a)], report)
+    monkeypatch.undo()
     assert report.superseded == 1
     versions = {v for v, _ in _texts(runtime, doc_id)}
     assert versions == {v_a + 1}  # only the winner's points
