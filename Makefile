@@ -56,6 +56,7 @@ bench: install
 	$(BIN)/python -m bench.bench_freshness --out bench-results/freshness.json
 	$(BIN)/python -m bench.bench_retrieval --out bench-results/retrieval.json
 	$(BIN)/python -m bench.bench_ocr --out bench-results/ocr.json
+	$(BIN)/python -m bench.bench_captions --out bench-results/captions.json
 	$(BIN)/python -m bench.bench_celery --out bench-results/celery.json
 
 lint: install
