@@ -132,6 +132,25 @@ def mixed_pdf(text_lines: list[str], scan: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def pdf_with_pasted_scan(text_lines: list[str], pasted: Image.Image) -> bytes:
+    """One page with a text layer and, below the text, a picture of more text (a pasted scan)."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.utils import ImageReader
+    from reportlab.pdfgen import canvas
+
+    buf = io.BytesIO()
+    pdf = canvas.Canvas(buf, pagesize=A4, invariant=1)
+    pdf.setFont("Helvetica", 12)
+    for i, line in enumerate(text_lines):
+        pdf.drawString(72, A4[1] - 72 - 18 * i, line)
+    width = A4[0] - 144
+    height = width * pasted.height / pasted.width
+    pdf.drawImage(ImageReader(pasted), 72, A4[1] - 200 - height, width=width, height=height)
+    pdf.showPage()
+    pdf.save()
+    return buf.getvalue()
+
+
 # -- figures ----------------------------------------------------------------------------------
 
 

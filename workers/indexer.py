@@ -163,7 +163,7 @@ class Indexer:
         self.dispatch = dispatch
         #: True: a failed write is recorded and left pending; False: it is raised (Celery retries)
         self.contain_write_errors = contain_write_errors
-        #: captions of figures, added after the text is committed; None: no VLM configured
+        #: captions and OCR of figures, added after the text is committed; None: both off
         self.figures = figures
         self.stop = threading.Event()
 

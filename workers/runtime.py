@@ -66,9 +66,11 @@ def make_vlm_client(settings: Settings) -> VlmClient | None:
 
 
 def make_figure_captioner(settings: Settings, job: ParseJob) -> FigureCaptioner | None:
-    """Captions of figures and photos; None (recorded as "off") without a VLM."""
+    """Captions (VLM) and OCR of figures and photos; None when both are off. Without a VLM,
+    captions are recorded as "off" and figures are only OCR'd."""
     client = make_vlm_client(settings)
-    if client is None:
+    read_figures = settings.ocr_enabled and settings.figure_ocr
+    if client is None and not read_figures:
         return None
     return FigureCaptioner(
         captioner=client,
@@ -79,6 +81,7 @@ def make_figure_captioner(settings: Settings, job: ParseJob) -> FigureCaptioner 
         ),
         max_file_bytes=job.parse.max_file_bytes,
         chunker=DocumentChunker(HFTokenCounter(job.tokenizer_file), job.chunk),
+        parse=job.parse if read_figures else None,
     )
 
 

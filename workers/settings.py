@@ -159,6 +159,8 @@ class Settings(BaseSettings):
     vlm_cooldown_s: float = Field(30, ge=0)
     #: scanned pages to the VLM for a Markdown transcription instead of Tesseract (GPU path)
     vlm_layout_mode: bool = False
+    #: OCR the text inside figures of PDF, DOCX and PPTX (a pasted scan, a labelled chart)
+    figure_ocr: bool = True
     figure_min_side_px: int = Field(64, ge=1)
     figure_min_area_ratio: float = Field(0.015, ge=0, le=1)
     ignore_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_IGNORE))

@@ -245,6 +245,18 @@ def ocr_image(
     return elements
 
 
+def image_text(
+    data: bytes,
+    languages: Sequence[str],
+    options: OcrOptions,
+    cache: ContentCache | None = None,
+    what: str = "image",
+) -> str:
+    """All the text of an image (a figure inside a document): its frames, blank-line separated."""
+    texts = (read_png(png, languages, options, cache) for png in image_pages(data, what))
+    return "\n\n".join(text for text in texts if text)
+
+
 def pdf_pages_to_ocr(
     data: bytes, options: OcrOptions, extracted: Mapping[int, int] | None = None
 ) -> list[int]:

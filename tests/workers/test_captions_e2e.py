@@ -70,7 +70,9 @@ def test_text_first_captions_later_found_by_search_and_cached(
         assert report.new == 1 and doc.status == "indexed" and doc.captions == "pending"
         hits = runtime.searcher.search("three shifts", Principal(), k=3)
         assert hits and hits[0].metadata["path"] == "plant.docx"  # the text did not wait
-        assert _captions(runtime) == []
+        [chart_text] = _captions(runtime)  # the chart's own text (OCR) does not wait either
+        assert "Monthly output" in chart_text.payload["page_content"]
+        assert CAPTION not in chart_text.payload["page_content"]
         assert status_report(catalog)["captions_pending"] == 1
 
         vlm._script.failures.clear()  # the VLM is back: the next reconcile adds the captions
@@ -82,6 +84,7 @@ def test_text_first_captions_later_found_by_search_and_cached(
         [caption] = _captions(runtime)
         meta = caption.payload["metadata"]
         assert CAPTION in caption.payload["page_content"]
+        assert "Monthly output" in caption.payload["page_content"]  # with the chart's OCR
         assert meta["section"] == "Output figures" and meta["version"] == 1
         assert meta["chunk_index"] == doc.chunk_count - 1
         hits = runtime.searcher.search("hairline crack marker", Principal(), k=3)
@@ -100,7 +103,9 @@ def test_text_first_captions_later_found_by_search_and_cached(
         runtime.close()
 
 
-def test_without_a_vlm_captions_are_recorded_as_off(tmp_path: Path) -> None:
+def test_without_a_vlm_captions_are_off_and_figures_are_still_read(tmp_path: Path) -> None:
+    """No VLM: captions are recorded as off, and the text inside the chart (OCR) still becomes
+    an ``image_caption`` chunk under its section; the logo gives nothing."""
     share = tmp_path / "share"
     share.mkdir()
     (share / "plant.docx").write_bytes(_docx("The plant runs three shifts."))
@@ -109,8 +114,30 @@ def test_without_a_vlm_captions_are_recorded_as_off(tmp_path: Path) -> None:
     runtime = open_runtime(settings)
     try:
         runtime.indexer.sync_share("docs", str(share))
-        assert runtime.catalog.find("docs", "plant.docx").captions == "off"
+        doc = runtime.catalog.find("docs", "plant.docx")
+        assert doc.captions == "off"
         assert runtime.catalog.find("docs", "notes.txt").captions is None
+        [chart] = _captions(runtime)
+        assert "Monthly output" in chart.payload["page_content"]
+        assert chart.payload["metadata"]["section"] == "Output figures"
+        assert chart.payload["metadata"]["chunk_index"] == doc.chunk_count - 1
+        hits = runtime.searcher.search("monthly output", Principal(), k=3)
+        assert hits[0].metadata["kind"] == "image_caption"
+    finally:
+        runtime.close()
+
+
+def test_figure_ocr_can_be_switched_off(tmp_path: Path) -> None:
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "plant.docx").write_bytes(_docx("The plant runs three shifts."))
+    settings = load_settings(
+        data_dir=str(tmp_path / "data"), shares={"docs": str(share)}, figure_ocr=False
+    )
+    runtime = open_runtime(settings)
+    try:
+        runtime.indexer.sync_share("docs", str(share))
+        assert runtime.catalog.find("docs", "plant.docx").captions == "off"
         assert _captions(runtime) == []
     finally:
         runtime.close()

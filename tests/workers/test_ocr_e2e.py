@@ -19,6 +19,8 @@ pytestmark = pytest.mark.integration
 SCAN_LINES = ("Site inspection, hangar four", "Zeppelin mechanics inspect the saffron rudder.")
 PNG_LINES = ("Warehouse ledger", "The falcon ledger lists indigo freight crates.")
 JA_LINES = ("設備点検の記録", "冷凍倉庫の温度記録計を校正しました。")
+MEMO_LINES = ["Shift handover memo", "The boiler room was inspected this morning."]
+PASTED_LINES = ("Nameplate photo", "Gearbox serial marmoset tangerine")
 
 
 @dataclass
@@ -56,6 +58,9 @@ def synced(tmp_path_factory: pytest.TempPathFactory) -> Synced:
     (root / "scans" / "hangar.pdf").write_bytes(scans.scanned_pdf([scans.page_scan(SCAN_LINES)]))
     (root / "ledger.png").write_bytes(scans.png_bytes(scans.text_image(PNG_LINES)))
     (root / "ja-scan.png").write_bytes(scans.png_bytes(scans.text_image(JA_LINES, font, size=48)))
+    (root / "memo.pdf").write_bytes(
+        scans.pdf_with_pasted_scan(MEMO_LINES, scans.text_image(PASTED_LINES))
+    )
     (root / "notes.txt").write_text("The canteen opens at eight and closes after the late shift.\n")
     state = Synced(root, base / "data", {})
     state.summary = state.sync()
@@ -64,7 +69,7 @@ def synced(tmp_path_factory: pytest.TempPathFactory) -> Synced:
 
 def test_scans_and_images_are_indexed_not_skipped(synced: Synced) -> None:
     docs = synced.summary["documents"]
-    assert docs["new"] == 4
+    assert docs["new"] == 5
     assert docs["failed"] == docs["skipped"] == 0
 
 
@@ -88,6 +93,17 @@ def test_words_only_in_the_pixels_find_their_document(
 def test_the_scanned_page_keeps_its_page_number(synced: Synced) -> None:
     hit = synced.search("zeppelin mechanics saffron rudder", k=1)[0]
     assert hit["metadata"]["page_numbers"] == [1]
+
+
+def test_a_picture_of_text_on_a_text_page_is_read(synced: Synced) -> None:
+    """A mixed page: its text layer is kept, and only the pasted picture (a region) is OCR'd."""
+    [hit] = synced.search("marmoset tangerine gearbox serial", k=1)
+    meta = hit["metadata"]
+    assert meta["path"] == "memo.pdf" and meta["kind"] == "image_caption"
+    assert meta["page_numbers"] == [1]
+    assert "marmoset tangerine" in hit["page_content"].lower()
+    [text] = synced.search("boiler room inspected", k=1)
+    assert text["metadata"]["path"] == "memo.pdf" and text["metadata"]["kind"] != "image_caption"
 
 
 def test_ocr_results_are_cached_by_page_image(synced: Synced) -> None:
