@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -215,7 +215,8 @@ class Catalog:
             for start in range(0, len(wanted), 500):
                 rows = s.scalars(
                     select(DocumentRow).where(
-                        DocumentRow.share == share, DocumentRow.path.in_(wanted[start : start + 500])
+                        DocumentRow.share == share,
+                        DocumentRow.path.in_(wanted[start : start + 500]),
                     )
                 )
                 found.update((row.path, DocumentRecord.of(row)) for row in rows)
@@ -457,7 +458,6 @@ class Catalog:
                 for r in s.scalars(query.order_by(DocumentRow.path).limit(limit))
             ]
 
-
     # -- distributed mode: dispatches, leases, staged parse results ------------------------
     # A pending document is either waiting in a queue (lease_owner None, lease_until = when to
     # stop trusting the queue) or being worked on (lease_owner set, lease_until extended by the
@@ -494,12 +494,18 @@ class Catalog:
             doc_id, token, lease_owner=None, lease_until=_after(wait_s), unfinished=0
         )
 
-    def heartbeat(self, owner: str, lease_s: float) -> int:
-        """Extend the leases of a live worker process; returns how many it holds."""
+    def heartbeat(self, owner: str, lease_s: float, doc_ids: Collection[str]) -> int:
+        """Extend a live worker process's leases on these documents; returns how many it holds."""
+        if not doc_ids:
+            return 0
         with self.session() as s:
             result = s.execute(
                 update(DocumentRow)
-                .where(DocumentRow.lease_owner == owner, DocumentRow.status == PENDING)
+                .where(
+                    DocumentRow.lease_owner == owner,
+                    DocumentRow.status == PENDING,
+                    DocumentRow.id.in_(list(doc_ids)),
+                )
                 .values(lease_until=_after(lease_s), updated_at=DocumentRow.updated_at)
             )
             return int(result.rowcount)  # type: ignore[attr-defined]

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from ingest.cache import ContentCache
 from ingest.images import IMAGE_FILETYPES
 from ingest.models import Chunk, PreparedDocument
-from ingest.pipeline import CaptionStatus, caption_figures, document_figures
-from ingest.pipeline import ImageReader
+from ingest.pipeline import CaptionStatus, ImageReader, caption_figures, document_figures
 from ingest.stages import ocr
 from ingest.stages.caption import ImageCaptioner
 from ingest.stages.chunk import DocumentChunker

@@ -330,7 +330,10 @@ def cmd_retry(args: argparse.Namespace) -> int:
     try:
         failed = [r for r in catalog.failed() if not names or r.share in names]
         catalog.reset_failed(r.id for r in failed)
-        result: dict[str, Any] = {"retried": len(failed), "paths": [f"{r.share}:{r.path}" for r in failed]}
+        result: dict[str, Any] = {
+            "retried": len(failed),
+            "paths": [f"{r.share}:{r.path}" for r in failed],
+        }
         if failed and settings.broker_url:
             from workers.celery_app import make_celery
             from workers.distributed import Dispatcher
@@ -348,7 +351,9 @@ def cmd_retry(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
     else:
-        print(f"{len(failed)} failed document(s) retried" + (f": {result['how']}" if failed else ""))
+        print(
+            f"{len(failed)} failed document(s) retried" + (f": {result['how']}" if failed else "")
+        )
         for failure in result.get("report", {}).get("failures", []):
             print(f"  still failing {failure['share']}:{failure['path']}: {failure['reason']}")
     still = result.get("report", {}).get("documents", {}).get("failed", 0)

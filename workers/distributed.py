@@ -146,12 +146,19 @@ class Requeuer:
 
 # -- the worker side --------------------------------------------------------------------------
 class Heartbeat:
-    """Renews the leases of the documents this worker process holds."""
+    """Renews the leases of the documents this worker process is working on, each for at most
+    ``limit_s`` (the hard task time limit). Past it the lease lapses and the requeuer gives the
+    document to another worker: the threads pool cannot stop a hung task, and a lease renewed for
+    ever would hold its document for ever. (A prefork child over the limit is killed, and its
+    heartbeat with it.)"""
 
-    def __init__(self, catalog: Catalog, owner: str, lease_s: float) -> None:
+    def __init__(self, catalog: Catalog, owner: str, lease_s: float, limit_s: float) -> None:
         self.catalog = catalog
         self.owner = owner
         self.lease_s = lease_s
+        self.limit_s = limit_s
+        self._held: dict[str, float] = {}
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
 
@@ -161,9 +168,31 @@ class Heartbeat:
     def stop(self) -> None:
         self._stop.set()
 
+    def hold(self, doc_id: str) -> None:
+        """A task took this document: renew its lease from now on."""
+        with self._lock:
+            self._held[doc_id] = time.monotonic()
+
+    def drop(self, doc_id: str) -> None:
+        with self._lock:
+            self._held.pop(doc_id, None)
+
+    def beat(self) -> int:
+        """Renew the leases of the documents held within the time limit; returns how many."""
+        now = time.monotonic()
+        with self._lock:
+            overdue = [d for d, since in self._held.items() if now - since > self.limit_s]
+            for doc_id in overdue:
+                del self._held[doc_id]
+            live = list(self._held)
+        for doc_id in overdue:
+            log.error("document %s: its task ran past the time limit (%g s); its lease lapses "
+                      "and another worker takes it", doc_id, self.limit_s)  # fmt: skip
+        return self.catalog.heartbeat(self.owner, self.lease_s, live)
+
     def _run(self) -> None:
         while not self._stop.wait(self.lease_s / 3):
             try:
-                self.catalog.heartbeat(self.owner, self.lease_s)
+                self.beat()
             except Exception:  # the catalog is down: the leases lapse, the work is redone
                 log.exception("lease heartbeat failed")

@@ -253,7 +253,9 @@ class Indexer:
             self._update_acl(live, access, note)
             return
         kind = "changed" if live and live.version > 0 else "new"
-        plan.work.append(WorkItem(share, root, entry, doc_id, access, note, record, kind, changed_at))
+        plan.work.append(
+            WorkItem(share, root, entry, doc_id, access, note, record, kind, changed_at)
+        )
 
     def _unchanged(self, root: str, entry: FileEntry, record: DocumentRecord) -> bool:
         """Same size and mtime: not even hashed. Only the mtime moved: hashed, not parsed."""
@@ -346,7 +348,9 @@ class Indexer:
         self.permissions.reset()
         access, note = self.permissions.resolve(record.share, root, record.path)
         kind = "changed" if record.version > 0 else "new"
-        return WorkItem(record.share, root, entry, record.id, access, note, record, kind, changed_at)
+        return WorkItem(
+            record.share, root, entry, record.id, access, note, record, kind, changed_at
+        )
 
     def parse(self, item: WorkItem) -> PreparedDocument | IngestError:
         """Parse and chunk in the parse pool (memory and time limits); an error is returned."""

@@ -201,6 +201,8 @@ class Settings(BaseSettings):
     retry_backoff_s: float = Field(2, gt=0, description="first wait after a transient error")
     retry_backoff_max_s: float = Field(300, gt=0)
     max_retries: int = Field(10, ge=0, description="transient retries of one message")
+    #: retries of a step that failed with an unexpected error (not bad input, not an outage)
+    max_error_retries: int = Field(2, ge=0)
     #: a document whose worker died this many times is failed (a poison document)
     max_attempts: int = Field(5, ge=1)
     flower_port: int = Field(5555, ge=1, le=65535)

@@ -129,29 +129,46 @@ def _run(
     except Retry:
         raise
     except Exception as exc:
-        if not is_transient(exc):
-            raise  # a bug: Celery records it; the document stays pending and is redone later
-        outcome = "retry"
-        raise _retry(task, ctx, message, exc) from exc
+        if is_transient(exc):
+            outcome = "retry"
+            raise _retry(task, ctx, message, exc) from exc
+        # not the document's fault as far as we know (a bug, a 4xx of the index, CUDA out of
+        # memory): recorded and tried again a few times, then failed with its reason
+        log.exception("unexpected error in the %s step", stage)
+        if task.request.retries >= ctx.settings.max_error_retries:
+            _fail(ctx, message, f"the {stage} step failed {task.request.retries + 1} times with "
+                  f"an unexpected error: {_reason(exc)}; fix, then 'shareindex retry --failed'")  # fmt: skip
+            outcome = "failed"
+        else:
+            outcome = "retry"
+            raise _retry(task, ctx, message, exc, "error") from exc
     finally:
+        if "doc_id" in message:
+            ctx.heartbeat.drop(message["doc_id"])
         metrics.STAGE_SECONDS.labels(stage).observe(time.monotonic() - started)
         metrics.TASKS.labels(stage, outcome).inc()
     return outcome
 
 
-def _retry(task: Task, ctx: WorkerContext, message: dict[str, Any], exc: Exception) -> Exception:
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _retry(
+    task: Task, ctx: WorkerContext, message: dict[str, Any], exc: Exception,
+    what: str = "retrying",
+) -> Exception:  # fmt: skip
     s = ctx.settings
     countdown = get_exponential_backoff_interval(
         factor=int(max(1, s.retry_backoff_s)), retries=task.request.retries,
         maximum=int(s.retry_backoff_max_s), full_jitter=True,
     )  # fmt: skip
-    reason = f"{type(exc).__name__}: {exc}"
-    log.warning(
-        "transient error, retry %d in %d s: %s", task.request.retries + 1, countdown, reason
-    )
+    reason = _reason(exc)
+    log.warning("%s, retry %d in %d s: %s", "transient error" if what == "retrying" else what,
+                task.request.retries + 1, countdown, reason)  # fmt: skip
     if "doc_id" in message:  # the reason shows in status; the lease covers the wait
         try:
-            ctx.runtime.catalog.mark_failed(message["doc_id"], "pending", f"retrying: {reason}")
+            ctx.runtime.catalog.mark_failed(message["doc_id"], "pending", f"{what}: {reason}")
             ctx.runtime.catalog.release(message["doc_id"], message["token"], countdown + s.lease_s)
         except Exception:  # the catalog is what failed: the lease lapses, the reconciler redoes it
             log.warning("could not record the retry of %s", message["doc_id"])
@@ -161,6 +178,8 @@ def _retry(task: Task, ctx: WorkerContext, message: dict[str, Any], exc: Excepti
 def _fail(ctx: WorkerContext, message: dict[str, Any], reason: str) -> None:
     if "doc_id" in message:
         ctx.runtime.catalog.mark_failed(message["doc_id"], FAILED, reason)
+        record = ctx.runtime.catalog.get(message["doc_id"])
+        metrics.DOCUMENTS.labels(record.share if record else "", "failed").inc()
 
 
 # -- the steps --------------------------------------------------------------------------------
@@ -182,11 +201,12 @@ def _take(ctx: WorkerContext, ref: Ref) -> tuple[DocumentRecord, WorkItem]:
     if record is None:
         raise _Done()
     if record.unfinished > ctx.settings.max_attempts:
-        catalog.mark_failed(record.id, FAILED, (
+        _fail(ctx, ref, (
             f"gave up after {record.unfinished - 1} attempts: the worker processing it died each "
             "time (killed, out of memory or over the time limit); fix, then "
             "'shareindex retry --failed'"))  # fmt: skip
         raise _Done("failed")
+    ctx.heartbeat.hold(record.id)
     item = ctx.runtime.indexer.work_item(record, ctx.root(record.share), ref["changed_at"])
     if item is None:  # no longer a file: the plan of that path records what it is now
         catalog.release(record.id, ref["token"], ctx.settings.requeue_after_s)
@@ -256,6 +276,6 @@ def build_context(settings: Settings, app: Celery, runtime: Runtime) -> WorkerCo
     runtime.indexer.dispatch = dispatcher.work_items
     runtime.indexer.contain_write_errors = False
     owner = _worker_id()
-    heartbeat = Heartbeat(runtime.catalog, owner, settings.lease_s)
+    heartbeat = Heartbeat(runtime.catalog, owner, settings.lease_s, settings.task_time_limit_s)
     heartbeat.start()
     return WorkerContext(settings, runtime, dispatcher, owner, heartbeat)

@@ -65,26 +65,20 @@ def run_worker(settings: Settings, queues: list[str], pool: str | None, say: Any
     from celery import signals
 
     from workers.celery_app import make_celery
-    from workers.runtime import open_runtime
     from workers.tasks import ContextHolder, build_context, register_tasks
 
     pool_name, size = choose_pool(settings, queues, pool)
     app = make_celery(settings)
-    # a prefork child parses in itself: it may not start processes, and it is contained already
-    parsing: Literal["pool", "inline", "none"] = "pool"
-    if "cpu" not in queues:
-        parsing = "none"
-    elif pool_name == "prefork":
-        parsing = "inline"
 
     def build() -> Any:
-        return build_context(settings, app, open_runtime(settings, parsing=parsing))
+        return build_context(settings, app, open_worker_runtime(settings, queues, pool_name))
 
     holder = ContextHolder(build)
     register_tasks(app, holder)
     api = None
     if pool_name == "threads":
-        say("loading the embedding model and the index...")
+        say("loading the embedding model and the index..." if "gpu" in queues else
+            "opening the index and the catalog...")  # fmt: skip
         context = holder()
         if settings.embedded:
             api = _start_query_api(settings, context.runtime)
@@ -106,6 +100,20 @@ def run_worker(settings: Settings, queues: list[str], pool: str | None, say: Any
             api.stop()
         holder.close()
     return 0
+
+
+def open_worker_runtime(settings: Settings, queues: list[str], pool_name: str) -> Any:
+    """The components one worker process needs for its queues."""
+    from workers.runtime import open_runtime
+
+    # a prefork child parses in itself: it may not start processes, and it is contained already
+    parsing: Literal["pool", "inline", "none"] = "pool"
+    if "cpu" not in queues:
+        parsing = "none"
+    elif pool_name == "prefork":
+        parsing = "inline"
+    # a worker without the gpu queue never embeds: its processes never load the model
+    return open_runtime(settings, parsing=parsing, warm="gpu" in queues)
 
 
 def _process_gone(holder: Any, pid: int | None) -> None:

@@ -4,6 +4,7 @@ leases, the requeuer's rules, the poison limit, the retry classification, the st
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,6 +19,7 @@ from ingest.models import Chunk, ParsedDocument, PreparedDocument, SourceFile
 from workers.celery_app import make_celery
 from workers.distributed import (
     Dispatcher,
+    Heartbeat,
     Requeuer,
     decode_prepared,
     encode_prepared,
@@ -25,7 +27,7 @@ from workers.distributed import (
 )
 from workers.indexer import Indexer
 from workers.settings import load_settings
-from workers.tasks import _Done, _take, is_transient
+from workers.tasks import _Done, _run, _take, is_transient
 
 
 def context_for(tmp_path: Path, redis_url: str, **overrides: Any) -> tuple[Any, Catalog]:
@@ -38,8 +40,10 @@ def context_for(tmp_path: Path, redis_url: str, **overrides: Any) -> tuple[Any, 
     indexer = Indexer(catalog, None, None, None, ignore=[], max_file_bytes=10**6)  # type: ignore[arg-type]
     dispatcher = Dispatcher(make_celery(settings), catalog, settings)
     runtime = SimpleNamespace(catalog=catalog, indexer=indexer)
+    heartbeat = Heartbeat(catalog, "test:1", settings.lease_s, settings.task_time_limit_s)
     ctx = SimpleNamespace(settings=settings, runtime=runtime, dispatcher=dispatcher,
-                          owner="test:1", root=lambda share_name: str(share))  # fmt: skip
+                          owner="test:1", root=lambda share_name: str(share),
+                          heartbeat=heartbeat)  # fmt: skip
     return ctx, catalog
 
 
@@ -90,8 +94,56 @@ def test_heartbeat_extends_only_the_owners_leases(tmp_path: Path, redis_url: str
     ta, tb = catalog.dispatch("a", 60), catalog.dispatch("b", 60)
     catalog.take("a", ta, "w1", lease_s=-1)  # already lapsed
     catalog.take("b", tb, "w2", lease_s=-1)
-    assert catalog.heartbeat("w1", 30) == 1
+    assert catalog.heartbeat("w1", 30, ["a", "b"]) == 1
     assert [r.id for r in catalog.expired()] == ["b"]
+
+
+def test_a_task_past_the_time_limit_loses_its_lease(tmp_path: Path, redis_url: str) -> None:
+    """The threads pool cannot stop a hung task: its heartbeat stops renewing the lease after
+    the hard time limit, so that the requeuer gives the document to another worker."""
+    _, catalog = context_for(tmp_path, redis_url)
+    for doc in ("hung", "busy"):
+        catalog.upsert_seen(doc, "docs", f"{doc}.txt", 1, 1, [])
+        catalog.take(doc, catalog.dispatch(doc, 60), "w1", lease_s=-1)
+    heartbeat = Heartbeat(catalog, "w1", lease_s=30, limit_s=0.5)
+    heartbeat.hold("hung")
+    time.sleep(0.6)
+    heartbeat.hold("busy")
+    assert heartbeat.beat() == 1  # only the task within its limit is renewed
+    assert [r.id for r in catalog.expired()] == ["hung"]
+    heartbeat.drop("busy")
+    assert heartbeat.beat() == 0
+
+
+def test_an_unexpected_error_is_retried_then_failed_with_its_reason(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Not bad input, not an outage (a bug, a 4xx of the index): the document is not left
+    pending under a lease for ever; it is tried max_error_retries more times, then failed."""
+    ctx, catalog = context_for(tmp_path, redis_url, max_error_retries=2, retry_backoff_s=1)
+    (tmp_path / "share" / "x.txt").write_text("text\n")
+    catalog.upsert_seen("d1", "docs", "x.txt", 5, 1, [])
+    app = ctx.dispatcher.app
+    app.conf.task_always_eager = True  # retries run at once, in this process
+    calls: list[int] = []
+
+    def body(_: Any) -> str:
+        _take(ctx, {"doc_id": "d1", "token": catalog.get("d1").dispatch_token, "changed_at": 0})  # type: ignore[union-attr]
+        calls.append(1)
+        raise RuntimeError("the embedder returned no vector")
+
+    @app.task(bind=True, name="test.broken")
+    def broken(task: Any, ref: dict[str, Any]) -> str:
+        return _run(task, lambda: ctx, "embed", ref, body)
+
+    catalog.dispatch("d1", 60)
+    token = catalog.get("d1").dispatch_token  # type: ignore[union-attr]
+    broken.apply(args=[{"doc_id": "d1", "token": token, "changed_at": 0.0}])
+    doc = catalog.get("d1")
+    assert doc is not None and len(calls) == 3
+    assert doc.status == FAILED and doc.lease_owner is None
+    assert "unexpected error: RuntimeError: the embedder returned no vector" in (doc.error or "")
+    assert ctx.heartbeat.beat() == 0  # nothing held any more
 
 
 def test_requeuer_rules(tmp_path: Path, redis_url: str) -> None:
@@ -142,3 +194,17 @@ def test_staged_documents_round_trip() -> None:
         ),  # fmt: skip
     )
     assert decode_prepared(encode_prepared(doc)) == doc
+
+
+@pytest.mark.parametrize(("queues", "loaded"), [(["cpu"], False), (["cpu", "gpu"], True)])
+def test_only_a_worker_of_the_gpu_queue_loads_the_model(
+    tmp_path: Path, queues: list[str], loaded: bool
+) -> None:
+    from workers.worker import open_worker_runtime
+
+    settings = load_settings(data_dir=str(tmp_path / "data"))
+    runtime = open_worker_runtime(settings, queues, "threads")
+    try:
+        assert (runtime.embedder._model is not None) is loaded
+    finally:
+        runtime.close()
