@@ -313,6 +313,13 @@ class Catalog:
             )
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
+    def only_version(self, doc_id: str, version: int) -> bool:
+        """True when ``version`` is the first and only number ever allocated to the document: no
+        other version can have points in the index (a new document has nothing to clean up)."""
+        with self.session() as s:
+            allocated = s.scalar(select(DocumentRow.next_version).where(DocumentRow.id == doc_id))
+            return version == 1 and allocated == 1
+
     def finish_version(self, doc_id: str, version: int, content_hash: str, size: int, chunk_count: int,
                        filetype: str) -> None:  # fmt: skip
         """The old versions' points are gone: the document is indexed at ``version``."""
@@ -436,16 +443,15 @@ class Catalog:
         with self.session() as s:
             _row(s, doc_id).captions = status
 
-    def captions_pending(self) -> int:
+    def caption_counts(self) -> dict[str, int]:
+        """Documents with figures by caption status: captioned, pending, off, failed."""
         with self.session() as s:
-            return int(
-                s.scalar(
-                    select(func.count())
-                    .select_from(DocumentRow)
-                    .where(DocumentRow.captions == "pending", DocumentRow.status != DELETED)
-                )
-                or 0
+            rows = s.execute(
+                select(DocumentRow.captions, func.count())
+                .where(DocumentRow.captions.is_not(None), DocumentRow.status != DELETED)
+                .group_by(DocumentRow.captions)
             )
+            return {str(status): int(n) for status, n in rows}
 
     def with_acl_note(self, limit: int | None = None) -> list[DocumentRecord]:
         """Documents whose permissions could not be read (readable by nobody)."""
@@ -518,6 +524,21 @@ class Catalog:
                 .where(
                     DocumentRow.status == PENDING,
                     (DocumentRow.lease_until.is_(None)) | (DocumentRow.lease_until < _now()),
+                )
+                .order_by(DocumentRow.updated_at)
+                .limit(limit)
+            )
+            return [DocumentRecord.of(r) for r in s.scalars(query)]
+
+    def captions_due(self, wait_s: float, limit: int = 1000) -> list[DocumentRecord]:
+        """Indexed documents whose captions have waited for the VLM longer than ``wait_s``."""
+        with self.session() as s:
+            query = (
+                select(DocumentRow)
+                .where(
+                    DocumentRow.status == INDEXED,
+                    DocumentRow.captions == "pending",
+                    DocumentRow.updated_at < _after(-wait_s),
                 )
                 .order_by(DocumentRow.updated_at)
                 .limit(limit)

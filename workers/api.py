@@ -8,21 +8,29 @@ a chunk's neighbours. ``/status`` gives admin callers the full report and others
 # No "from __future__ import annotations" here: FastAPI must evaluate the Annotated[..., Depends]
 # hints of the endpoints, which name dependencies local to create_app.
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from index.acl import Principal
 from index.search import Searcher
 from index.store import SearchMode
 from workers.auth import Authenticator, Caller, Forbidden, Unauthenticated
+from workers.metrics import BacklogCollector
 
 
 def create_app(
-    searcher: Searcher, status: Callable[[], dict[str, Any]], auth: Authenticator
+    searcher: Searcher,
+    status: Callable[[], dict[str, Any]],
+    auth: Authenticator,
+    pending_since: Callable[[], dict[str, datetime]] | None = None,
 ) -> FastAPI:
     app = FastAPI(title="ShareIndex query API", version="0.1.0")
+    backlog = CollectorRegistry(auto_describe=False)
+    if pending_since is not None:
+        backlog.register(BacklogCollector(pending_since))
 
     def caller(authorization: Annotated[str | None, Header()] = None) -> Caller:
         try:
@@ -44,7 +52,8 @@ def create_app(
 
     @app.get("/metrics")
     def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        body = generate_latest() + generate_latest(backlog)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/search")
     def search(

@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ class QueryServer:
         status: Callable[[], dict[str, Any]],
         *,
         local_token: bool = True,
+        pending_since: Callable[[], dict[str, datetime]] | None = None,
     ) -> None:
         self.settings = settings
         self.url = f"http://{settings.api_host}:{settings.api_port}"
@@ -70,7 +72,7 @@ class QueryServer:
             self.token, local_hash = new_token()
             entries.insert(0, TokenEntry(local_hash, Caller("local", on_behalf=True, admin=True)))
         self.auth = Authenticator(entries, expand_groups=settings.expand_groups)
-        self.app = create_app(searcher, status, self.auth)
+        self.app = create_app(searcher, status, self.auth, pending_since)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 

@@ -282,7 +282,7 @@ def cmd_api(args: argparse.Namespace) -> int:
         store.ensure_collection(embedder.model_name, embedder.dimension, sparse.tokenizer)
         searcher = make_searcher(settings, store, embedder, sparse)
         server = QueryServer(settings, searcher, lambda: status_report(catalog, server.info()),
-                             local_token=False)  # fmt: skip
+                             local_token=False, pending_since=catalog.pending_since)  # fmt: skip
         server.start()
         print(f"query API on {server.url}", flush=True)
         stop = threading.Event()

@@ -23,7 +23,7 @@ from typing import Any
 from celery import Celery
 from kombu.exceptions import ChannelError
 
-from index.catalog import Catalog, DocumentRecord
+from index.catalog import Catalog
 from ingest.models import Chunk, ParsedDocument, PreparedDocument, SourceFile
 from workers.indexer import WorkItem
 from workers.queues import EMBED_TASK, PARSE_TASK, PLAN_TASK, QUEUES
@@ -75,7 +75,8 @@ class Dispatcher:
 
     def plan(self, share: str, changes: dict[str, float] | None) -> None:
         """Compare a share (``changes`` None) or some of its paths with the catalog."""
-        self.app.send_task(PLAN_TASK, args=[{"share": share, "changes": changes}])
+        message = {"share": share, "changes": changes, "sent_at": time.time()}
+        self.app.send_task(PLAN_TASK, args=[message])
 
     def documents(self, docs: Iterable[tuple[str, float]]) -> int:
         """Parse these pending documents (doc id, wall time of the change); returns how many."""
@@ -115,32 +116,49 @@ def queued_messages(app: Celery) -> int:
 class Requeuer:
     """Dispatches again the pending documents whose lease ran out: a worker that died holding
     them, or a message the broker lost (Redis restarted without persistence, a flushed queue).
+    And plans again, when the queues are idle, the documents whose captions have waited for the
+    VLM longer than ``wait_s`` (indexed with their text while it was down).
 
     A document waiting in a queue is only lost if the queues are empty: while messages wait, a
     long queue is a normal backlog, and dispatching again would only add stale messages.
     """
 
-    def __init__(self, catalog: Catalog, dispatcher: Dispatcher, queued: Callable[[], int]) -> None:
+    def __init__(
+        self, catalog: Catalog, dispatcher: Dispatcher, queued: Callable[[], int],
+        wait_s: float = 120,
+    ) -> None:  # fmt: skip
         self.catalog = catalog
         self.dispatcher = dispatcher
         self.queued = queued
+        self.wait_s = wait_s
 
     def run_once(self) -> int:
-        expired = self.catalog.expired()
-        if not expired:
-            return 0
         idle: bool | None = None
-        again: list[DocumentRecord] = []
-        for record in expired:
-            if record.lease_owner is None and record.dispatch_token is not None:
-                if idle is None:
-                    idle = self.queued() == 0
-                if not idle:
-                    continue
-            again.append(record)
+
+        def queues_idle() -> bool:
+            nonlocal idle
+            if idle is None:
+                idle = self.queued() == 0
+            return idle
+
+        again = [
+            record
+            for record in self.catalog.expired()
+            # a worker died holding it, or it was never sent; a message waiting in a queue
+            # (dispatched, no owner) is lost only if the queues are empty
+            if record.lease_owner is not None or record.dispatch_token is None or queues_idle()
+        ]
         sent = self.dispatcher.documents((r.id, r.updated_at.timestamp()) for r in again)
         if sent:
             log.warning("dispatched %d pending document(s) again (lease expired)", sent)
+        captions = self.catalog.captions_due(self.wait_s)
+        if captions and queues_idle():
+            by_share: dict[str, dict[str, float]] = {}
+            for record in captions:
+                by_share.setdefault(record.share, {})[record.path] = time.time()
+            for share, paths in by_share.items():
+                self.dispatcher.plan(share, paths)
+            log.info("captions of %d document(s) tried again", len(captions))
         return sent
 
 

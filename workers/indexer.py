@@ -512,7 +512,8 @@ class Indexer:
         if not self.catalog.claim_version(item.doc_id, version, parsed.content_hash):
             self.store.delete_version(item.doc_id, version)  # a newer version won: ours goes
             return False
-        self.store.delete_versions_except(item.doc_id, version)
+        if not self.catalog.only_version(item.doc_id, version):  # a new document skips the scan
+            self.store.delete_versions_except(item.doc_id, version)
         self.catalog.finish_version(
             item.doc_id, version, parsed.content_hash, parsed.size, len(chunks), parsed.filetype
         )

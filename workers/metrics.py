@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
 from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
 
 FRESHNESS = Histogram(
     "shareindex_freshness_seconds",
@@ -28,3 +36,28 @@ QUEUE_WAIT = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800, 3600),
 )
 TASKS = Counter("shareindex_tasks_total", "Celery tasks by name and outcome", ["task", "outcome"])
+
+
+class BacklogCollector(Collector):
+    """``shareindex_behind_seconds{share}``: the age of each share's oldest pending document,
+    read from the catalog at each scrape (the freshness lag now, where the histogram above only
+    sees documents once they are done). A share that is caught up has no sample."""
+
+    def __init__(self, pending_since: Callable[[], dict[str, datetime]]) -> None:
+        self.pending_since = pending_since
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily(
+            "shareindex_behind_seconds",
+            "Age of the oldest pending document of each share (how far indexing is behind)",
+            labels=["share"],
+        )
+        try:
+            since = self.pending_since()
+        except Exception as exc:  # the catalog is down: no sample rather than a failed scrape
+            log.warning("backlog metric not read: %s", exc)
+            since = {}
+        now = datetime.now(UTC)
+        for share, at in sorted(since.items()):
+            gauge.add_metric([share], max(0.0, (now - at).total_seconds()))
+        yield gauge

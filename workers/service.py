@@ -50,8 +50,9 @@ class EmbeddedService:
         self.debouncer = Debouncer(settings.debounce_s, settings.write_settle_s)
         self.shares = {name: str(root) for name, root in settings.shares.items()}
         self.api = QueryServer(
-            settings, runtime.searcher, lambda: status_report(runtime.catalog, self.api.info())
-        )
+            settings, runtime.searcher, lambda: status_report(runtime.catalog, self.api.info()),
+            pending_since=runtime.catalog.pending_since,
+        )  # fmt: skip
         self.url = self.api.url
 
     # -- lifecycle ----------------------------------------------------------------------------

@@ -24,6 +24,7 @@ def _item(rec: DocumentRecord) -> dict[str, Any]:
 
 def status_report(catalog: Catalog, service: dict[str, Any] | None = None) -> dict[str, Any]:
     skipped = catalog.with_status(SKIPPED, _LIST_LIMIT)
+    captions = catalog.caption_counts()
     now = datetime.now(UTC)
     return {
         "documents": catalog.counts(),
@@ -41,8 +42,10 @@ def status_report(catalog: Catalog, service: dict[str, Any] | None = None) -> di
         "acl_unreadable": [
             {**_item(r), "reason": r.acl_note} for r in catalog.with_acl_note(_LIST_LIMIT)
         ],
-        # indexed with their text; their figures wait for the VLM (added at a later reconcile)
-        "captions_pending": catalog.captions_pending(),
+        # documents with figures by caption status; "pending": indexed with their text, the
+        # figures wait for the VLM (added at a later reconcile); "off": no VLM configured
+        "captions": captions,
+        "captions_pending": captions.get("pending", 0),
         "service": service,
     }
 
@@ -70,10 +73,17 @@ def format_status(report: dict[str, Any]) -> str:
             f"readable by nobody, permissions unreadable ({len(report['acl_unreadable'])}):"
         )
         lines += [f"  {d['share']}:{d['path']}: {d['reason']}" for d in report["acl_unreadable"]]
-    if report.get("captions_pending"):
+    captions = report.get("captions") or {}
+    if captions:
+        lines.append("figure captions: " + ", ".join(f"{n} {s}" for s, n in captions.items()))
+    if captions.get("pending"):
         lines.append(
-            f"captions pending: {report['captions_pending']} document(s) indexed with their text, "
-            "figures waiting for the VLM"
+            f"  {captions['pending']} document(s) indexed with their text, figures waiting for "
+            "the VLM"
+        )
+    if captions.get("off"):
+        lines.append(
+            f"  {captions['off']} document(s) not captioned: no VLM configured (SHAREINDEX_VLM_URL)"
         )
     if report["skipped_by_reason"]:
         lines.append(f"skipped ({docs['skipped']}):")

@@ -32,7 +32,8 @@ class WatchService:
         self.app = make_celery(settings)
         self.catalog = open_catalog(settings)
         self.dispatcher = Dispatcher(self.app, self.catalog, settings)
-        self.requeuer = Requeuer(self.catalog, self.dispatcher, lambda: queued_messages(self.app))
+        self.requeuer = Requeuer(self.catalog, self.dispatcher,
+                                 lambda: queued_messages(self.app), settings.requeue_after_s)  # fmt: skip
         self.shares = {name: str(root) for name, root in settings.shares.items()}
         self.events: queue.Queue[Change] = queue.Queue()
         self.debouncer = Debouncer(settings.debounce_s, settings.write_settle_s)

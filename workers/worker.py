@@ -140,8 +140,12 @@ def _serve_metrics(settings: Settings, say: Any) -> None:
         return
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
+    from workers.metrics import BacklogCollector
+    from workers.runtime import open_catalog
+
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
+    registry.register(BacklogCollector(open_catalog(settings).pending_since))
     try:
         start_http_server(settings.worker_metrics_port, registry=registry)
     except OSError as exc:

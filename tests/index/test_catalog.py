@@ -105,6 +105,28 @@ def test_version_numbers_for_different_content_never_repeat(catalog: Catalog) ->
     assert catalog.allocate_version("d1", "h1") == 4  # claimed numbers are never handed out again
 
 
+def test_only_the_first_number_of_a_new_document_needs_no_clean_up(catalog: Catalog) -> None:
+    """A new document's first version is the only one that can have points: its commit skips
+    the scan for other versions; any other number (an edit, a concurrent writer) does not."""
+    catalog.upsert_seen("d1", "docs", "x.md", 10, 1, [])
+    assert catalog.allocate_version("d1", "h1") == 1
+    assert catalog.only_version("d1", 1)
+    assert catalog.allocate_version("d1", "h2") == 2  # a second writer took a number
+    assert not catalog.only_version("d1", 1) and not catalog.only_version("d1", 2)
+
+
+def test_caption_counts_and_captions_due(catalog: Catalog) -> None:
+    for doc in ("a", "b", "c"):
+        catalog.upsert_seen(doc, "docs", f"{doc}.pdf", 10, 1, [])
+        catalog.mark_indexed(doc, 1, "h", 10, 2, "pdf")
+    catalog.set_captions("a", "pending")
+    catalog.set_captions("b", "pending")
+    catalog.set_captions("c", "off")
+    assert catalog.caption_counts() == {"pending": 2, "off": 1}
+    assert {r.id for r in catalog.captions_due(-60)} == {"a", "b"}
+    assert catalog.captions_due(3600) == []
+
+
 def test_freshness_samples_stay_bounded(catalog: Catalog) -> None:
     for i in range(12):
         catalog.record_freshness("docs", "new", float(i))

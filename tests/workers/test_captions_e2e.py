@@ -17,7 +17,7 @@ from tests.scans import chart_image, logo_image, png_bytes
 from tests.vlm_double import VlmDouble
 from workers.runtime import open_runtime
 from workers.settings import load_settings
-from workers.status import status_report
+from workers.status import format_status, status_report
 
 pytestmark = pytest.mark.integration
 
@@ -117,6 +117,9 @@ def test_without_a_vlm_captions_are_off_and_figures_are_still_read(tmp_path: Pat
         doc = runtime.catalog.find("docs", "plant.docx")
         assert doc.captions == "off"
         assert runtime.catalog.find("docs", "notes.txt").captions is None
+        report = status_report(runtime.catalog)
+        assert report["captions"] == {"off": 1}  # what operators see
+        assert "no VLM configured" in format_status(report)
         [chart] = _captions(runtime)
         assert "Monthly output" in chart.payload["page_content"]
         assert chart.payload["metadata"]["section"] == "Output figures"

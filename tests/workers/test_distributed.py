@@ -245,6 +245,15 @@ def test_flushed_queue_the_reconciler_brings_every_pending_document(
         _assert_exactly_once(cluster, points, name)
 
 
+def _behind_s(cluster: Cluster) -> float | None:
+    metrics = httpx.get(f"http://127.0.0.1:{cluster.metrics_port}/metrics", timeout=10).text
+    for line in metrics.splitlines():
+        if line.startswith('shareindex_behind_seconds{share="docs"}'):
+            return float(line.split()[-1])
+    assert "# TYPE shareindex_behind_seconds gauge" in metrics
+    return None
+
+
 def test_index_store_unavailable_for_a_while_tasks_retry_and_nothing_is_lost(
     cluster: Cluster,
 ) -> None:
@@ -264,12 +273,15 @@ def test_index_store_unavailable_for_a_while_tasks_retry_and_nothing_is_lost(
                                for n in names), 60, "a retry recorded")  # fmt: skip
         time.sleep(4)
         assert not any(cluster.indexed(n) for n in names)
+        behind = _behind_s(cluster)  # the freshness lag is visible while it grows
+        assert behind is not None and behind >= 4
     finally:
         blocker.rollback()
         blocker.close()
     wait_until(lambda: cluster.indexed(*names), 90, "the documents after the outage")
     metrics = httpx.get(f"http://127.0.0.1:{cluster.metrics_port}/metrics", timeout=10).text
     assert 'shareindex_tasks_total{outcome="retry",task="embed"}' in metrics
+    assert _behind_s(cluster) is None  # caught up: no lag sample
     worker.stop()
     points = cluster.points()
     for name in names:

@@ -3,6 +3,8 @@ leases, the requeuer's rules, the poison limit, the retry classification, the st
 
 from __future__ import annotations
 
+import base64
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -168,6 +170,30 @@ def test_requeuer_rules(tmp_path: Path, redis_url: str) -> None:
     assert catalog.expired() == []
     assert broker.llen("cpu") == 1
     assert catalog.get("waiting").status == "pending"  # type: ignore[union-attr]
+
+
+def test_requeuer_plans_captions_that_waited_for_the_vlm(tmp_path: Path, redis_url: str) -> None:
+    """Indexed with their text while the VLM was down: planned again once they have waited
+    ``wait_s`` and the queues are idle (the plan parses from the cache and adds the captions)."""
+    ctx, catalog = context_for(tmp_path, redis_url)
+    broker = redis.Redis.from_url(redis_url)
+    app = ctx.dispatcher.app
+    for doc in ("old", "recent", "done"):
+        catalog.upsert_seen(doc, "docs", f"{doc}.pdf", 1, 1, [])
+        catalog.mark_indexed(doc, 1, "h" * 64, 3, 1, "pdf")
+    catalog.set_captions("old", "pending")
+    catalog.set_captions("done", "captioned")
+    time.sleep(1.2)
+    catalog.set_captions("recent", "pending")
+    requeuer = Requeuer(catalog, ctx.dispatcher, lambda: queued_messages(app), wait_s=1)
+    broker.rpush("cpu", b"a message of another document")  # busy: not now
+    requeuer.run_once()
+    assert broker.llen("cpu") == 1
+    broker.delete("cpu")
+    requeuer.run_once()
+    [raw] = broker.lrange("cpu", 0, -1)
+    (message,), _, _ = json.loads(base64.b64decode(json.loads(raw)["body"]))
+    assert message["share"] == "docs" and list(message["changes"]) == ["old.pdf"]
 
 
 def test_transient_and_permanent_errors() -> None:
