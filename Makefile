@@ -52,6 +52,7 @@ BENCH_BACKEND ?= onnx-int8
 bench: install
 	$(BIN)/python -m bench.bench_peer --docs $(BENCH_DOCS) --backend $(BENCH_BACKEND) --out bench-results/peer.json
 	$(BIN)/python -m bench.bench_backends --out bench-results/backends.json
+	$(BIN)/python -m bench.bench_cuda --docs $(BENCH_DOCS) --out bench-results/cuda.json
 	$(BIN)/python -m bench.bench_sync --docs $(BENCH_DOCS) --out bench-results/sync.json
 	$(BIN)/python -m bench.bench_freshness --out bench-results/freshness.json
 	$(BIN)/python -m bench.bench_resync --out bench-results/resync.json

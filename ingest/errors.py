@@ -100,3 +100,8 @@ class VlmUnavailable(TransientError):
 
 class VlmRejected(PermanentError):
     """The VLM server refused this request (4xx): sending the same image again will not help."""
+
+
+class PagesNeedGpu(TransientError):
+    """The VLM layout mode: the document has pages to transcribe, and this worker does not
+    transcribe (a cpu-queue worker); a worker of the gpu queue parses it instead."""

@@ -26,7 +26,7 @@ from kombu.exceptions import ChannelError
 from index.catalog import Catalog
 from ingest.models import Chunk, ParsedDocument, PreparedDocument, SourceFile
 from workers.indexer import WorkItem
-from workers.queues import EMBED_TASK, PARSE_TASK, PLAN_TASK, QUEUES
+from workers.queues import EMBED_TASK, GPU_QUEUE, PARSE_TASK, PLAN_TASK, QUEUES
 from workers.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,11 @@ class Dispatcher:
     def work_items(self, items: list[WorkItem]) -> None:
         """The indexer's plan, handed to the queue (Indexer ``dispatch`` hook)."""
         self.documents((item.doc_id, item.changed_at) for item in items)
+
+    def parse_on_gpu(self, ref: Ref) -> None:
+        """A document with pages for the VLM (layout mode) is parsed by a gpu-queue worker."""
+        self.catalog.release(ref["doc_id"], ref["token"], self.wait_s)
+        self.app.send_task(PARSE_TASK, args=[{**ref, "sent_at": time.time()}], queue=GPU_QUEUE)
 
     def embed(self, ref: Ref) -> None:
         """The parsed document waits for the gpu queue, owned by nobody meanwhile."""

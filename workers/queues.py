@@ -5,7 +5,8 @@ from __future__ import annotations
 
 #: parsing, CPU OCR and planning (what a change means for the index)
 CPU_QUEUE = "cpu"
-#: embedding and VLM work
+#: embedding and VLM work: captions, and in the VLM layout mode the parsing of documents whose
+#: pages go to the VLM (a cpu worker hands them over: PagesNeedGpu)
 GPU_QUEUE = "gpu"
 QUEUES = (CPU_QUEUE, GPU_QUEUE)
 

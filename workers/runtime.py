@@ -141,13 +141,17 @@ def open_runtime(
     *,
     parsing: Literal["pool", "inline", "none"] = "pool",
     warm: bool = True,
+    transcribe: bool = True,
 ) -> Runtime:
     """Everything an indexing process needs. Parsing: a pool of parse processes; ``inline`` in
     this process (a Celery prefork child); ``none`` (a process that only embeds).
 
     ``warm``: load the model and start the parse processes now (a service: the first change is
     fast). Otherwise both wait for the first document that needs them, so that a sync with
-    nothing to do never imports torch or starts a parser."""
+    nothing to do never imports torch or starts a parser.
+
+    ``transcribe`` off: in the VLM layout mode, pages are not sent to the VLM from here (a
+    cpu-queue worker); a document that needs it is handed to the gpu queue (PagesNeedGpu)."""
     embedder = make_embedder(settings)
     tok = tokenizer_file(embedder.model_path)
     if tok is None:
@@ -183,6 +187,7 @@ def open_runtime(
             # opened by URL inside each parse process: OCR is cached where it runs
             cache=SqlContentCache(settings.catalog),
             page_transcriber=make_vlm_client(settings) if settings.vlm_layout_mode else None,
+            transcribe_here=transcribe,
         ),
         chunk=ChunkOptions(max_tokens=max_tokens),
         tokenizer_file=tok,

@@ -22,7 +22,7 @@ from celery.utils.time import get_exponential_backoff_interval
 
 from index.catalog import FAILED, DocumentRecord
 from index.store import IndexUnavailable
-from ingest.errors import IngestError, TransientError
+from ingest.errors import IngestError, PagesNeedGpu, TransientError
 from workers import metrics
 from workers.distributed import Dispatcher, Heartbeat, Ref, decode_prepared, encode_prepared
 from workers.distributed import worker_id as _worker_id
@@ -113,7 +113,8 @@ def _run(
     body: Callable[[WorkerContext], str],
 ) -> str:  # fmt: skip
     ctx = context()
-    queue = GPU_QUEUE if stage == "embed" else CPU_QUEUE
+    delivered = (task.request.delivery_info or {}).get("routing_key")
+    queue = delivered or (GPU_QUEUE if stage == "embed" else CPU_QUEUE)
     if "sent_at" in message and task.request.retries == 0:
         metrics.QUEUE_WAIT.labels(queue).observe(max(0.0, time.time() - message["sent_at"]))
     started = time.monotonic()
@@ -219,6 +220,9 @@ def _parse(ctx: WorkerContext, ref: Ref) -> str:
     _, item = _take(ctx, ref)
     indexer = ctx.runtime.indexer
     outcome = indexer.parse(item)
+    if isinstance(outcome, PagesNeedGpu):  # the VLM layout mode, on a cpu-queue worker
+        ctx.dispatcher.parse_on_gpu(ref)
+        return "to-gpu"
     if isinstance(outcome, IngestError):
         if isinstance(outcome, TransientError):
             raise outcome

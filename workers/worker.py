@@ -106,14 +106,14 @@ def open_worker_runtime(settings: Settings, queues: list[str], pool_name: str) -
     """The components one worker process needs for its queues."""
     from workers.runtime import open_runtime
 
+    gpu = "gpu" in queues
     # a prefork child parses in itself: it may not start processes, and it is contained already
-    parsing: Literal["pool", "inline", "none"] = "pool"
-    if "cpu" not in queues:
-        parsing = "none"
-    elif pool_name == "prefork":
-        parsing = "inline"
-    # a worker without the gpu queue never embeds: its processes never load the model
-    return open_runtime(settings, parsing=parsing, warm="gpu" in queues)
+    parsing: Literal["pool", "inline", "none"] = "inline" if pool_name == "prefork" else "pool"
+    if "cpu" not in queues and not settings.vlm_layout_mode:
+        parsing = "none"  # the layout mode parses documents with scanned pages on the gpu queue
+    # a worker without the gpu queue never embeds (its processes never load the model) and never
+    # sends pages to the VLM: a document that needs it goes to the gpu queue
+    return open_runtime(settings, parsing=parsing, warm=gpu, transcribe=gpu)
 
 
 def _process_gone(holder: Any, pid: int | None) -> None:

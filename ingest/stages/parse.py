@@ -6,8 +6,10 @@ unstructured only reads in its own serialisation, is flattened here.
 
 Images are read by OCR. A PDF keeps the fast text extraction for pages with a text layer and OCRs
 only the pages without one (scans), page by page, through the content cache. With a page
-transcriber (the VLM layout mode) those pages go to the VLM for Markdown instead, and back to
-Tesseract while the VLM is unavailable, so that a document's text is never held back by the GPU.
+transcriber (the VLM layout mode) those pages, and images, go to the VLM for Markdown instead, and
+back to Tesseract while the VLM is unavailable, so that a document's text is never held back by
+the GPU. Where pages are not to be transcribed here (``transcribe_here`` off: a cpu-queue worker),
+a page missing from the cache raises PagesNeedGpu and the document goes to the gpu queue.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ingest.errors import (
     EmptyDocument,
     IngestError,
     OcrIncomplete,
+    PagesNeedGpu,
     ParserCrashed,
     UnsupportedType,
     VlmRejected,
@@ -91,6 +94,9 @@ class ParseOptions:
     cache: ContentCache | None = field(default=None, compare=False, repr=False)
     #: the VLM layout mode: scanned pages to the VLM as Markdown instead of Tesseract
     page_transcriber: PageTranscriber | None = field(default=None, compare=False, repr=False)
+    #: False: pages not in the cache are not transcribed here; PagesNeedGpu hands the document
+    #: to a worker of the gpu queue (a cpu-queue worker of the distributed mode)
+    transcribe_here: bool = True
 
     def for_share(self, share: str) -> ParseOptions:
         languages = dict(self.languages_by_share).get(share)
@@ -172,6 +178,14 @@ def _no_text_reason(data: bytes, filetype: str, options: ParseOptions) -> str:
 
 def _image_elements(data: bytes, filetype: str, options: ParseOptions) -> list[Element]:
     what = f"{filetype.upper()} image"
+    if options.page_transcriber is not None:  # the layout mode: an image is a page
+        pages = list(ocr.image_pages(data, what))
+        elements: list[Element] = []
+        for number, png in enumerate(pages, start=1):
+            page = number if len(pages) > 1 else None
+            cached = _cached_page(png, None, page, options)
+            elements += cached if cached is not None else _read_page(png, None, page, options)
+        return elements
     if not options.ocr.enabled:
         ocr.image_pages(data, what)  # still refuse a corrupt image with its reason
         return []
@@ -224,7 +238,9 @@ def _read_pages(data: bytes, pages: Sequence[int], options: ParseOptions) -> lis
     return elements
 
 
-def _cached_page(png: bytes, dpi: int, number: int, options: ParseOptions) -> list[Element] | None:
+def _cached_page(
+    png: bytes, dpi: int | None, number: int | None, options: ParseOptions
+) -> list[Element] | None:
     cache, transcriber = options.cache, options.page_transcriber
     if cache is None:
         return None
@@ -238,13 +254,21 @@ def _cached_page(png: bytes, dpi: int, number: int, options: ParseOptions) -> li
     return ocr.text_elements(text, number) if text is not None else None
 
 
-def _read_page(png: bytes, dpi: int, number: int, options: ParseOptions) -> list[Element]:
+def _read_page(
+    png: bytes, dpi: int | None, number: int | None, options: ParseOptions
+) -> list[Element]:
     if options.page_transcriber is not None:
+        if not options.transcribe_here:
+            raise PagesNeedGpu(
+                "pages to transcribe by the VLM: parsed by a worker of the gpu queue"
+            )
         try:
             markdown = transcribe_page(options.page_transcriber, png, options.cache)
             return markdown_elements(markdown, number)
         except (VlmUnavailable, VlmRejected) as exc:
-            log.warning("page %d read by Tesseract instead of the VLM: %s", number, exc)
+            if not options.ocr.enabled:
+                raise
+            log.warning("page %s read by Tesseract instead of the VLM: %s", number or 1, exc)
     text = ocr.read_png(png, options.languages, options.ocr, options.cache, dpi=dpi)
     return ocr.text_elements(text, number)
 

@@ -9,6 +9,7 @@ import pickle
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,13 @@ from PIL import Image
 
 from ingest import nlp_fallback
 from ingest.cache import MemoryCache
-from ingest.errors import CorruptDocument, TransientError, VlmRejected, VlmUnavailable
+from ingest.errors import (
+    CorruptDocument,
+    PagesNeedGpu,
+    TransientError,
+    VlmRejected,
+    VlmUnavailable,
+)
 from ingest.models import Chunk, ParsedDocument, PreparedDocument, SourceFile
 from ingest.pipeline import caption_figures, document_figures, prepare
 from ingest.stages.caption import (
@@ -360,6 +367,31 @@ def test_layout_mode_sends_scanned_pages_to_the_vlm(share: Path, chunker: Docume
         assert any(e.kind == "table" for e in doc.parsed.elements)
         assert prepare(source, options, chunker) == doc  # the cache answers the second time
         assert len(vlm.completions) == 1
+
+
+def test_a_cpu_worker_hands_pages_for_the_vlm_to_the_gpu_queue(
+    share: Path, chunker: DocumentChunker
+) -> None:
+    """``transcribe_here`` off (a cpu-queue worker): a scanned page not in the cache is not sent
+    to the VLM from here (PagesNeedGpu); once a gpu worker has transcribed it, the cache answers
+    here too. An image file is a page like any other in the layout mode."""
+    (share / "scan.pdf").write_bytes(scans.scanned_pdf([scans.page_scan(scans.ENGLISH_LINES)]))
+    (share / "photo.png").write_bytes(scans.png_bytes(scans.page_scan(["A photographed form"])))
+    cache = MemoryCache()
+    with VlmDouble(reply=_layout_reply) as vlm:
+        on_cpu = ParseOptions(page_transcriber=_client(vlm.url), cache=cache, transcribe_here=False)
+        on_gpu = replace(on_cpu, transcribe_here=True)
+        for name in ("scan.pdf", "photo.png"):
+            source = SourceFile("s", str(share), name, 0, 0)
+            with pytest.raises(PagesNeedGpu):
+                prepare(source, on_cpu, chunker)
+            assert len(vlm.completions) == (0 if name == "scan.pdf" else 1)
+            doc = prepare(source, on_gpu, chunker)
+            first = doc.parsed.elements[0]
+            assert (first.kind, first.text) == ("title", "Inspection summary")
+            assert first.page_number == (1 if name == "scan.pdf" else None)
+            assert prepare(source, on_cpu, chunker) == doc  # from the cache, no VLM call
+        assert len(vlm.completions) == 2
 
 
 def test_layout_mode_falls_back_to_tesseract_while_the_vlm_is_down(share: Path) -> None:

@@ -16,7 +16,7 @@ import redis
 
 from index.catalog import FAILED, Catalog
 from index.store import IndexUnavailable
-from ingest.errors import CorruptDocument, FileChanged
+from ingest.errors import CorruptDocument, FileChanged, PagesNeedGpu
 from ingest.models import Chunk, ParsedDocument, PreparedDocument, SourceFile
 from workers.celery_app import make_celery
 from workers.distributed import (
@@ -28,8 +28,9 @@ from workers.distributed import (
     queued_messages,
 )
 from workers.indexer import Indexer
+from workers.queues import PARSE_TASK
 from workers.settings import load_settings
-from workers.tasks import _Done, _run, _take, is_transient
+from workers.tasks import _Done, _parse, _run, _take, is_transient
 
 
 def context_for(tmp_path: Path, redis_url: str, **overrides: Any) -> tuple[Any, Catalog]:
@@ -194,6 +195,29 @@ def test_requeuer_plans_captions_that_waited_for_the_vlm(tmp_path: Path, redis_u
     [raw] = broker.lrange("cpu", 0, -1)
     (message,), _, _ = json.loads(base64.b64decode(json.loads(raw)["body"]))
     assert message["share"] == "docs" and list(message["changes"]) == ["old.pdf"]
+
+
+def test_a_document_for_the_vlm_goes_from_the_cpu_to_the_gpu_queue(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """The VLM layout mode: a cpu worker that finds pages to transcribe sends the document's
+    parse to the gpu queue, with the same dispatch token, and lets go of it."""
+    ctx, catalog = context_for(tmp_path, redis_url)
+    broker = redis.Redis.from_url(redis_url)
+    (tmp_path / "share" / "scan.pdf").write_bytes(b"%PDF- a scan")
+    catalog.upsert_seen("d1", "docs", "scan.pdf", 12, 1, [])
+    token = catalog.dispatch("d1", 60)
+    ctx.runtime.indexer.parse = lambda item: PagesNeedGpu("pages for the VLM")
+    ref = {"doc_id": "d1", "token": token, "changed_at": 0.0}
+    assert _parse(ctx, ref) == "to-gpu"
+    [raw] = broker.lrange("gpu", 0, -1)
+    envelope = json.loads(raw)
+    (message,), _, _ = json.loads(base64.b64decode(envelope["body"]))
+    assert envelope["headers"]["task"] == PARSE_TASK
+    assert message["doc_id"] == "d1" and message["token"] == token
+    assert broker.llen("cpu") == 0
+    assert catalog.get("d1").lease_owner is None  # type: ignore[union-attr]
+    assert _take(ctx, ref)[0].id == "d1"  # the gpu worker takes it with the same token
 
 
 def test_transient_and_permanent_errors() -> None:
