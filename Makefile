@@ -46,9 +46,10 @@ test: install
 	$(BIN)/python -m pytest -q
 
 # JSON results in bench-results/; BENCH_DOCS sets the corpus size, BENCH_BACKEND the embedding
-# backend ShareIndex runs with against the LangChain peer (bench_backends measures them all).
+# backend ShareIndex runs with against the LangChain peer (auto: the default configuration;
+# bench_backends measures them all).
 BENCH_DOCS ?= 300
-BENCH_BACKEND ?= onnx-int8
+BENCH_BACKEND ?= auto
 bench: install
 	$(BIN)/python -m bench.bench_peer --docs $(BENCH_DOCS) --backend $(BENCH_BACKEND) --out bench-results/peer.json
 	$(BIN)/python -m bench.bench_backends --out bench-results/backends.json

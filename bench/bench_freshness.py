@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import quantile, write_result
+from bench.common import export_model_once, quantile, write_result
 from bench.corpus import _paragraph
 
 
@@ -173,6 +173,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=20, help="files for the latency measurement")
     parser.add_argument("--out", default="bench-results/freshness.json")
     args = parser.parse_args()
+    export_model_once()  # the default backend's one-time export, outside the timings
 
     from workers.runtime import open_runtime
     from workers.settings import load_settings

@@ -124,13 +124,15 @@ def run_shareindex(share: Path, data: Path, backend: str) -> dict[str, Any]:
     return _side(m, chunks.get("embedded", 0), extra, ok=(0, 3))
 
 
-def prepare_model(settings: Any) -> float:
-    """The one-time export of an ONNX backend into the data dir, timed apart from the cold run."""
+def prepare_model(settings: Any) -> tuple[float, str]:
+    """The one-time export of an ONNX backend into the data dir, timed apart from the cold run;
+    and the backend the setting runs ("auto" resolved)."""
     from workers.runtime import make_embedder
 
     started = time.monotonic()
-    make_embedder(settings).warm_up()
-    return round(time.monotonic() - started, 2)
+    embedder = make_embedder(settings)
+    embedder.warm_up()
+    return round(time.monotonic() - started, 2), embedder.backend
 
 
 def embedding_bound(settings: Any) -> dict[str, Any]:
@@ -163,7 +165,7 @@ def compare(n_docs: int, long_every: int, backend: str, tmp: Path) -> dict[str, 
         data_dir=tmp / "shareindex", shares={"bench": share}, embedding_backend=backend
     )
     model_path = resolve_model_path(settings.embedding_model)
-    export_s = prepare_model(settings)
+    export_s, resolved = prepare_model(settings)
 
     peer_work = tmp / "peer"
     peer_work.mkdir()
@@ -181,7 +183,7 @@ def compare(n_docs: int, long_every: int, backend: str, tmp: Path) -> dict[str, 
             "long_every": long_every,
         },  # fmt: skip
         "embedding_model": settings.embedding_model,
-        "shareindex_backend": backend,
+        "shareindex_backend": backend if backend == resolved else f"{backend}: {resolved}",
         "shareindex_model_export_seconds_once": export_s,
         "peer": peer,
         "shareindex": ours,
@@ -241,7 +243,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--docs", type=int, default=300)
     parser.add_argument("--long-every", type=int, default=10, help="every Nth document is long")
-    parser.add_argument("--backend", default="onnx-int8", help="ShareIndex embedding_backend")
+    parser.add_argument("--backend", default="auto", help="ShareIndex embedding_backend")
     parser.add_argument("--out", default="bench-results/peer.json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="shareindex-peer-") as tmp:

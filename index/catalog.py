@@ -476,12 +476,20 @@ class Catalog:
         )
         return token if done else None
 
-    def take(self, doc_id: str, token: str, owner: str, lease_s: float) -> DocumentRecord | None:
+    def take(
+        self, doc_id: str, token: str, owner: str, lease_s: float, *, free_only: bool = False
+    ) -> DocumentRecord | None:
         """Start work on a dispatched document. None: the message is stale (dispatched again
-        since, or the document is no longer pending) and is dropped."""
+        since, or the document is no longer pending) and is dropped. ``free_only``: not while
+        another live worker holds it (taking a document whose message is still queued)."""
+        stmt = _lease_update(doc_id, token)
+        if free_only:
+            stmt = stmt.where(
+                DocumentRow.lease_owner.is_(None) | (DocumentRow.lease_until < _now())
+            )
         with self.session() as s:
             result = s.execute(
-                _lease_update(doc_id, token).values(
+                stmt.values(
                     lease_owner=owner,
                     lease_until=_after(lease_s),
                     unfinished=func.coalesce(DocumentRow.unfinished, 0) + 1,
@@ -564,6 +572,24 @@ class Catalog:
         with self.session() as s:
             row = s.get(StagedRow, doc_id)
             return row.data if row is not None and row.token == token else None
+
+    def staged_waiting(self, limit: int, exclude: str = "") -> list[tuple[str, str]]:
+        """(doc id, token) of parsed documents waiting for the embed step that no worker holds,
+        oldest first: an embed task takes some along, for batches across documents."""
+        with self.session() as s:
+            rows = s.execute(
+                select(StagedRow.doc_id, StagedRow.token)
+                .join(DocumentRow, DocumentRow.id == StagedRow.doc_id)
+                .where(
+                    DocumentRow.status == PENDING,
+                    DocumentRow.dispatch_token == StagedRow.token,
+                    DocumentRow.lease_owner.is_(None),
+                    StagedRow.doc_id != exclude,
+                )
+                .order_by(StagedRow.created_at)
+                .limit(limit)
+            )
+            return [(doc_id, token) for doc_id, token in rows]
 
     def unstage(self, doc_id: str) -> None:
         with self.session() as s:

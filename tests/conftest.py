@@ -19,6 +19,20 @@ enforce_offline()
 PG_ADMIN_URL = os.environ.get("SHAREINDEX_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The default embedding backend (onnx-int8 on the CPU) exports the model on first use into
+    <data_dir>/models; every test has a data dir of its own, so the tests (and the commands they
+    start) share one export through SHAREINDEX_MODEL_DIR instead of exporting it each time."""
+    saved = os.environ.get("SHAREINDEX_MODEL_DIR")
+    os.environ["SHAREINDEX_MODEL_DIR"] = str(tmp_path_factory.mktemp("models"))
+    yield
+    if saved is None:
+        os.environ.pop("SHAREINDEX_MODEL_DIR", None)
+    else:
+        os.environ["SHAREINDEX_MODEL_DIR"] = saved
+
+
 @pytest.fixture(scope="session")
 def model_path() -> str:
     from ingest.stages.embed import resolve_model_path

@@ -40,28 +40,35 @@ def worker_id() -> str:
 
 
 # -- staged parse results (catalog rows, referenced by the embed message) ---------------------
-def encode_prepared(doc: PreparedDocument) -> bytes:
-    """The chunks and the file facts a commit needs; the elements stay behind."""
+def encode_prepared(doc: PreparedDocument, changed_at: float | None = None) -> bytes:
+    """The chunks and the file facts a commit needs, and when the change happened (freshness);
+    the elements stay behind."""
     parsed = {k: v for k, v in asdict(doc.parsed).items() if k != "elements"}
     body = {
         "source": asdict(doc.source),
         "parsed": parsed,
         "chunks": [asdict(c) for c in doc.chunks],
+        "changed_at": changed_at,
     }
     return zlib.compress(json.dumps(body, ensure_ascii=False).encode("utf-8"), 3)
 
 
 def decode_prepared(data: bytes) -> PreparedDocument:
+    return decode_staged(data)[0]
+
+
+def decode_staged(data: bytes) -> tuple[PreparedDocument, float | None]:
     body = json.loads(zlib.decompress(data))
     chunks = tuple(
         Chunk(**{**c, "page_numbers": tuple(c["page_numbers"]), "kinds": tuple(c["kinds"])})
         for c in body["chunks"]
     )
-    return PreparedDocument(
+    doc = PreparedDocument(
         source=SourceFile(**body["source"]),
         parsed=ParsedDocument(**body["parsed"], elements=()),
         chunks=chunks,
     )
+    return doc, body.get("changed_at")
 
 
 # -- sending --------------------------------------------------------------------------------

@@ -361,9 +361,11 @@ class Indexer:
         status = PENDING if isinstance(error, TransientError) else error.status
         self._record_error(item.doc_id, item.share, item.entry.path, status, str(error), report)
 
-    def commit(self, item: WorkItem, doc: PreparedDocument, report: SyncReport) -> None:
-        """Embed (reusing stored vectors) and write one document."""
-        self._embed_and_write([(item, doc)], report)
+    def commit_many(
+        self, ready: list[tuple[WorkItem, PreparedDocument]], report: SyncReport
+    ) -> None:
+        """Embed several documents in batches across them, and write each."""
+        self._embed_and_write(ready, report)
 
     # -- processing ---------------------------------------------------------------------------
     def _process(self, work: list[WorkItem], report: SyncReport, share: str) -> None:

@@ -31,6 +31,9 @@ _MB = 1024 * 1024
 def make_embedder(settings: Settings) -> SentenceEmbedder:
     """Built without loading the model (``warm_up`` loads it); a bad combination is a ConfigError."""
     gpu = settings.embedding_device.startswith("cuda")
+    backend, auto = settings.embedding_backend, settings.embedding_backend == "auto"
+    if auto:
+        backend = "onnx-int8" if settings.embedding_device == "cpu" else "torch"
     try:
         return SentenceEmbedder(
             settings.embedding_model,
@@ -39,9 +42,10 @@ def make_embedder(settings: Settings) -> SentenceEmbedder:
             threads=settings.embedding_threads,
             query_prefix=settings.query_prefix,
             passage_prefix=settings.passage_prefix,
-            backend=settings.embedding_backend,
-            export_dir=str(settings.data_dir / "models"),
+            backend=backend,
+            export_dir=str(settings.models_path),
             fp16=settings.embedding_fp16,
+            fallback=auto,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc

@@ -20,11 +20,19 @@ from celery import Celery, Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 
-from index.catalog import FAILED, DocumentRecord
+from index.catalog import FAILED, INDEXED, DocumentRecord
 from index.store import IndexUnavailable
 from ingest.errors import IngestError, PagesNeedGpu, TransientError
+from ingest.models import PreparedDocument
 from workers import metrics
-from workers.distributed import Dispatcher, Heartbeat, Ref, decode_prepared, encode_prepared
+from workers.distributed import (
+    Dispatcher,
+    Heartbeat,
+    Ref,
+    decode_prepared,
+    decode_staged,
+    encode_prepared,
+)
 from workers.distributed import worker_id as _worker_id
 from workers.indexer import SyncReport, WorkItem
 from workers.queues import CPU_QUEUE, EMBED_TASK, GPU_QUEUE, PARSE_TASK, PLAN_TASK
@@ -228,12 +236,17 @@ def _parse(ctx: WorkerContext, ref: Ref) -> str:
             raise outcome
         indexer.record_error(item, outcome, SyncReport())
         return "failed"
-    ctx.runtime.catalog.stage(item.doc_id, ref["token"], encode_prepared(outcome))
+    ctx.runtime.catalog.stage(
+        item.doc_id, ref["token"], encode_prepared(outcome, ref["changed_at"])
+    )
     ctx.dispatcher.embed(ref)
     return "parsed"
 
 
 def _embed(ctx: WorkerContext, ref: Ref) -> str:
+    """Embed and commit the document, with other parsed documents that wait for this queue and
+    that no worker holds taken along (batches across documents: a GPU wants large ones). Their
+    own messages find them indexed and are dropped."""
     record, item = _take(ctx, ref)
     catalog = ctx.runtime.catalog
     data = catalog.staged(record.id, ref["token"])
@@ -241,13 +254,52 @@ def _embed(ctx: WorkerContext, ref: Ref) -> str:
         catalog.release(record.id, ref["token"], 0)
         ctx.dispatcher.documents([(record.id, ref["changed_at"])])
         return "reparse"
-    report = SyncReport()
-    ctx.runtime.indexer.commit(item, decode_prepared(data), report)
-    catalog.unstage(record.id)
-    if report.superseded:  # the file changed since it was read: its own event redoes it
-        catalog.release(record.id, ref["token"], ctx.settings.requeue_after_s)
-        return "superseded"
-    return "indexed"
+    jobs = [(ref, item, decode_prepared(data))]
+    try:
+        _take_along(ctx, jobs)
+        ctx.runtime.indexer.commit_many([(job, doc) for _, job, doc in jobs], SyncReport())
+        outcome = "indexed"
+        for job_ref, job, _ in jobs:
+            catalog.unstage(job.doc_id)
+            done = catalog.get(job.doc_id)
+            if done is None or done.status != INDEXED:  # superseded: the file changed since it
+                catalog.release(job.doc_id, job_ref["token"], ctx.settings.requeue_after_s)
+                outcome = "superseded" if job is item else outcome  # was read; its event redoes it
+        return outcome
+    finally:
+        for _, job, _ in jobs[1:]:
+            ctx.heartbeat.drop(job.doc_id)
+
+
+def _take_along(ctx: WorkerContext, jobs: list[tuple[Ref, WorkItem, PreparedDocument]]) -> None:
+    s = ctx.settings
+    batch = (
+        s.embedding_gpu_batch_size
+        if s.embedding_device.startswith("cuda")
+        else s.embedding_batch_size
+    )
+    chunks, want = len(jobs[0][2].chunks), 4 * batch
+    catalog = ctx.runtime.catalog
+    waiting = catalog.staged_waiting(s.embed_batch_documents - 1, exclude=jobs[0][1].doc_id)
+    for doc_id, token in waiting:
+        if chunks >= want:
+            return
+        record = catalog.take(doc_id, token, ctx.owner, s.lease_s, free_only=True)
+        if record is None:  # taken by another worker meanwhile
+            continue
+        ctx.heartbeat.hold(doc_id)
+        data = catalog.staged(doc_id, token)
+        root = s.shares.get(record.share)
+        doc, changed_at = decode_staged(data) if data else (None, None)
+        item = ctx.runtime.indexer.work_item(
+            record, str(root), changed_at or record.updated_at.timestamp()
+        ) if doc and root else None  # fmt: skip
+        if doc is None or item is None:  # its own message deals with it
+            ctx.heartbeat.drop(doc_id)
+            catalog.release(doc_id, token, s.requeue_after_s)
+            continue
+        jobs.append(({"doc_id": doc_id, "token": token}, item, doc))
+        chunks += len(doc.chunks)
 
 
 # -- per-process context ----------------------------------------------------------------------

@@ -13,11 +13,14 @@ come from the model folder's configuration, so a process with nothing to embed n
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 BACKENDS = ("torch", "onnx", "onnx-int8", "openvino")
@@ -127,6 +130,7 @@ class SentenceEmbedder:
         backend: str = "torch",
         export_dir: str | None = None,
         fp16: bool = True,
+        fallback: bool = False,
     ) -> None:
         _check_backend(backend, device, export_dir)
         self.model_name = canonical_model_name(model)
@@ -136,6 +140,9 @@ class SentenceEmbedder:
         self.export_dir = export_dir
         #: half precision on CUDA: about twice the throughput, the same ranking
         self.fp16 = fp16
+        #: an exported backend that cannot be used for this model (it cannot be exported, or its
+        #: vectors disagree with PyTorch's, or its runtime is missing) falls back to torch
+        self.fallback = fallback
         self.device = device
         self.batch_size = batch_size
         self.threads = threads
@@ -153,8 +160,15 @@ class SentenceEmbedder:
         if self._model is not None:
             return
         if self.backend != "torch":
-            self._model = self._load_exported()
-            return
+            try:
+                self._model = self._load_exported()
+                return
+            except ModelUnavailable as exc:
+                if not self.fallback:
+                    raise
+                log.warning("embedding backend %s cannot run %s (%s): using torch",
+                            self.backend, self.model_name, exc)  # fmt: skip
+                self.backend = "torch"
         import torch
         from sentence_transformers import SentenceTransformer
 

@@ -198,12 +198,23 @@ def test_onnx_backends_run_on_the_cpu_only() -> None:
         SentenceEmbedder(backend="tensorrt")
 
 
-def test_settings_choose_the_backend_and_the_data_dir(tmp_path: Path) -> None:
+def test_settings_choose_the_backend_and_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from workers.runtime import make_embedder
     from workers.settings import ConfigError, load_settings
 
+    monkeypatch.delenv("SHAREINDEX_MODEL_DIR", raising=False)
     emb = make_embedder(load_settings(data_dir=tmp_path, embedding_backend="onnx-int8"))
     assert (emb.backend, emb.export_dir) == ("onnx-int8", str(tmp_path / "models"))
+    assert not emb.fallback  # named: an export that cannot run is an error, not a fallback
+    elsewhere = make_embedder(load_settings(data_dir=tmp_path, model_dir=tmp_path / "m"))
+    assert (elsewhere.backend, elsewhere.export_dir) == ("onnx-int8", str(tmp_path / "m"))
+    # the default: int8 on the CPU (falling back to torch where it cannot run), torch on a GPU
+    auto = make_embedder(load_settings(data_dir=tmp_path))
+    assert (auto.backend, auto.fallback) == ("onnx-int8", True)
+    cuda = make_embedder(load_settings(data_dir=tmp_path, embedding_device="cuda"))
+    assert cuda.backend == "torch"
     with pytest.raises(ConfigError, match="CPU"):
         make_embedder(
             load_settings(data_dir=tmp_path, embedding_backend="onnx", embedding_device="cuda")
@@ -282,3 +293,19 @@ def test_cuda_runs_in_half_precision_with_large_batches(
     )
     full.embed_documents(["a"])
     assert not full.model.halved
+
+
+def test_the_default_falls_back_to_torch_where_the_export_cannot_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(self: SentenceEmbedder) -> None:
+        raise ModelUnavailable("the ONNX export disagrees with PyTorch (cosine 0.90 < 0.98)")
+
+    monkeypatch.setattr(SentenceEmbedder, "_load_exported", refuse)
+    named = SentenceEmbedder(backend="onnx-int8", export_dir=str(tmp_path))
+    with pytest.raises(ModelUnavailable, match="disagrees"):
+        named.warm_up()
+    auto = SentenceEmbedder(backend="onnx-int8", export_dir=str(tmp_path), fallback=True)
+    auto.warm_up()
+    assert auto.backend == "torch"
+    assert auto.embed_documents(["a pump seal"]).shape == (1, 384)

@@ -30,7 +30,7 @@ from workers.distributed import (
 from workers.indexer import Indexer
 from workers.queues import PARSE_TASK
 from workers.settings import load_settings
-from workers.tasks import _Done, _parse, _run, _take, is_transient
+from workers.tasks import _Done, _embed, _parse, _run, _take, is_transient
 
 
 def context_for(tmp_path: Path, redis_url: str, **overrides: Any) -> tuple[Any, Catalog]:
@@ -218,6 +218,42 @@ def test_a_document_for_the_vlm_goes_from_the_cpu_to_the_gpu_queue(
     assert broker.llen("cpu") == 0
     assert catalog.get("d1").lease_owner is None  # type: ignore[union-attr]
     assert _take(ctx, ref)[0].id == "d1"  # the gpu worker takes it with the same token
+
+
+def test_an_embed_task_takes_waiting_documents_along(tmp_path: Path, redis_url: str) -> None:
+    """Parsed documents that wait for the gpu queue and that no worker holds are embedded in the
+    same batches as the task's own; one held by another worker, or with a stale token, is not.
+    Their own messages then find them indexed and are dropped."""
+    ctx, catalog = context_for(tmp_path, redis_url)
+    tokens = {}
+    for doc in ("own", "w1", "w2", "held", "stale"):
+        (tmp_path / "share" / f"{doc}.txt").write_text(f"{doc} text\n")
+        catalog.upsert_seen(doc, "docs", f"{doc}.txt", 9, 1, [])
+        tokens[doc] = catalog.dispatch(doc, 60)
+        parsed = PreparedDocument(
+            SourceFile("docs", str(tmp_path / "share"), f"{doc}.txt", 9, 1),
+            ParsedDocument("h" * 64, 9, 1, (), "text"), (Chunk(0, f"{doc} text", "text"),),
+        )  # fmt: skip
+        catalog.stage(doc, tokens[doc], encode_prepared(parsed, changed_at=123.0))
+    catalog.take("held", tokens["held"], "other:9", 60)  # another worker embeds it now
+    catalog.stage("stale", "an-older-token", encode_prepared(parsed))
+    committed: list[list[str]] = []
+
+    def commit_many(ready: list[Any], report: Any) -> None:
+        committed.append([item.doc_id for item, _ in ready])
+        for item, doc in ready:
+            assert item.changed_at == 123.0
+            catalog.mark_indexed(item.doc_id, 1, doc.parsed.content_hash, 9, 1, "text")
+
+    ctx.runtime.indexer.commit_many = commit_many
+    own = {"doc_id": "own", "token": tokens["own"], "changed_at": 123.0}
+    assert _embed(ctx, own) == "indexed"
+    assert committed == [["own", "w1", "w2"]]
+    assert catalog.get("held").status == "pending"  # type: ignore[union-attr]
+    assert catalog.staged_waiting(10) == []  # what was taken along is unstaged
+    with pytest.raises(_Done):  # w1's own message: indexed already, dropped
+        _take(ctx, {"doc_id": "w1", "token": tokens["w1"], "changed_at": 0.0})
+    assert set(ctx.heartbeat._held) == {"own"}  # those taken along are let go (_run drops own)
 
 
 def test_transient_and_permanent_errors() -> None:
