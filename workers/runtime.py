@@ -30,7 +30,6 @@ _MB = 1024 * 1024
 
 def make_embedder(settings: Settings) -> SentenceEmbedder:
     """Built without loading the model (``warm_up`` loads it); a bad combination is a ConfigError."""
-    gpu = settings.embedding_device.startswith("cuda")
     backend, auto = settings.embedding_backend, settings.embedding_backend == "auto"
     if auto:
         backend = "onnx-int8" if settings.embedding_device == "cpu" else "torch"
@@ -38,7 +37,7 @@ def make_embedder(settings: Settings) -> SentenceEmbedder:
         return SentenceEmbedder(
             settings.embedding_model,
             device=settings.embedding_device,
-            batch_size=settings.embedding_gpu_batch_size if gpu else settings.embedding_batch_size,
+            batch_size=settings.embedding_batch,
             threads=settings.embedding_threads,
             query_prefix=settings.query_prefix,
             passage_prefix=settings.passage_prefix,

@@ -285,6 +285,12 @@ class Settings(BaseSettings):
 
     # -- derived -----------------------------------------------------------------------------
     @property
+    def embedding_batch(self) -> int:
+        """The batch size on the configured device (a GPU wants far larger batches)."""
+        gpu = self.embedding_device.startswith("cuda")
+        return self.embedding_gpu_batch_size if gpu else self.embedding_batch_size
+
+    @property
     def models_path(self) -> Path:
         return self.model_dir or self.data_dir / "models"
 

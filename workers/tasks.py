@@ -262,9 +262,10 @@ def _embed(ctx: WorkerContext, ref: Ref) -> str:
         for job_ref, job, _ in jobs:
             catalog.unstage(job.doc_id)
             done = catalog.get(job.doc_id)
-            if done is None or done.status != INDEXED:  # superseded: the file changed since it
+            if done is None or done.status != INDEXED:
+                # superseded: the file changed since it was read; its own event redoes it
                 catalog.release(job.doc_id, job_ref["token"], ctx.settings.requeue_after_s)
-                outcome = "superseded" if job is item else outcome  # was read; its event redoes it
+                outcome = "superseded" if job is item else outcome
         return outcome
     finally:
         for _, job, _ in jobs[1:]:
@@ -273,12 +274,7 @@ def _embed(ctx: WorkerContext, ref: Ref) -> str:
 
 def _take_along(ctx: WorkerContext, jobs: list[tuple[Ref, WorkItem, PreparedDocument]]) -> None:
     s = ctx.settings
-    batch = (
-        s.embedding_gpu_batch_size
-        if s.embedding_device.startswith("cuda")
-        else s.embedding_batch_size
-    )
-    chunks, want = len(jobs[0][2].chunks), 4 * batch
+    chunks, want = len(jobs[0][2].chunks), 4 * s.embedding_batch
     catalog = ctx.runtime.catalog
     waiting = catalog.staged_waiting(s.embed_batch_documents - 1, exclude=jobs[0][1].doc_id)
     for doc_id, token in waiting:
