@@ -191,6 +191,7 @@ def open_runtime(
             cache=SqlContentCache(settings.catalog),
             page_transcriber=make_vlm_client(settings) if settings.vlm_layout_mode else None,
             transcribe_here=transcribe,
+            layout_all_pages=settings.vlm_layout_pages == "all",
         ),
         chunk=ChunkOptions(max_tokens=max_tokens),
         tokenizer_file=tok,

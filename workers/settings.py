@@ -163,6 +163,9 @@ class Settings(BaseSettings):
     vlm_cooldown_s: float = Field(30, ge=0)
     #: scanned pages to the VLM for a Markdown transcription instead of Tesseract (GPU path)
     vlm_layout_mode: bool = False
+    #: the layout mode's pages: "scanned" (no text layer) or "all" (every PDF page: complex
+    #: layouts whose text layer reads badly; a page keeps its text layer while the VLM is down)
+    vlm_layout_pages: Literal["scanned", "all"] = "scanned"
     #: OCR the text inside figures of PDF, DOCX and PPTX (a pasted scan, a labelled chart)
     figure_ocr: bool = True
     figure_min_side_px: int = Field(64, ge=1)

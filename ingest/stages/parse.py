@@ -19,7 +19,7 @@ import io
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -94,6 +94,9 @@ class ParseOptions:
     cache: ContentCache | None = field(default=None, compare=False, repr=False)
     #: the VLM layout mode: scanned pages to the VLM as Markdown instead of Tesseract
     page_transcriber: PageTranscriber | None = field(default=None, compare=False, repr=False)
+    #: the layout mode reads every PDF page, text layer or not (two-column papers, tables and
+    #: specification layouts whose text layer reads in the wrong order); else scanned pages only
+    layout_all_pages: bool = False
     #: False: pages not in the cache are not transcribed here; PagesNeedGpu hands the document
     #: to a worker of the gpu queue (a cpu-queue worker of the distributed mode)
     transcribe_here: bool = True
@@ -199,19 +202,29 @@ def _with_ocr_pages(data: bytes, elements: list[Element], options: ParseOptions)
         if el.page_number is not None:
             extracted[el.page_number] = extracted.get(el.page_number, 0) + len(el.text.strip())
     pages = ocr.pdf_pages_to_ocr(data, options.ocr, extracted)
+    scanned = set(pages)
+    if options.page_transcriber is not None and options.layout_all_pages:
+        pages = list(range(1, check_pdf(data) + 1))  # text layers too: the VLM reads the layout
     if not pages:
         return elements
     if len(pages) > options.ocr.max_pages:
-        log.warning("OCR of %d scanned pages limited to %d", len(pages), options.ocr.max_pages)
+        log.warning("OCR of %d pages limited to %d", len(pages), options.ocr.max_pages)
         pages = pages[: options.ocr.max_pages]
     read = set(pages)
     kept = [el for el in elements if el.page_number not in read]
-    added = _read_pages(data, pages, options)
+    # a page with a text layer keeps it while the VLM is unavailable (never Tesseract)
+    text_layers = {n: [el for el in elements if el.page_number == n] for n in read - scanned}
+    added = _read_pages(data, pages, options, text_layers)
     # stable sort: each page's elements stay in reading order
     return sorted(kept + added, key=lambda el: el.page_number or 0)
 
 
-def _read_pages(data: bytes, pages: Sequence[int], options: ParseOptions) -> list[Element]:
+def _read_pages(
+    data: bytes,
+    pages: Sequence[int],
+    options: ParseOptions,
+    text_layers: Mapping[int, list[Element]] | None = None,
+) -> list[Element]:
     """OCR (or VLM) elements of the given pages, within the OCR time budget.
 
     A long scan that would outlast the parse time limit stops at the budget with a transient
@@ -228,7 +241,7 @@ def _read_pages(data: bytes, pages: Sequence[int], options: ParseOptions) -> lis
             elements += cached
             continue
         started = time.monotonic()
-        elements += _read_page(png, dpi, number, options)
+        elements += _read_page(png, dpi, number, options, (text_layers or {}).get(number))
         spent += time.monotonic() - started
         if budget is not None and done < len(pages) and spent > budget:
             raise OcrIncomplete(
@@ -255,7 +268,11 @@ def _cached_page(
 
 
 def _read_page(
-    png: bytes, dpi: int | None, number: int | None, options: ParseOptions
+    png: bytes,
+    dpi: int | None,
+    number: int | None,
+    options: ParseOptions,
+    text_layer: list[Element] | None = None,
 ) -> list[Element]:
     if options.page_transcriber is not None:
         if not options.transcribe_here:
@@ -266,6 +283,9 @@ def _read_page(
             markdown = transcribe_page(options.page_transcriber, png, options.cache)
             return markdown_elements(markdown, number)
         except (VlmUnavailable, VlmRejected) as exc:
+            if text_layer is not None:
+                log.warning("page %s keeps its text layer, not read by the VLM: %s", number, exc)
+                return text_layer
             if not options.ocr.enabled:
                 raise
             log.warning("page %s read by Tesseract instead of the VLM: %s", number or 1, exc)

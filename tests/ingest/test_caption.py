@@ -25,7 +25,7 @@ from ingest.errors import (
     VlmRejected,
     VlmUnavailable,
 )
-from ingest.models import Chunk, ParsedDocument, PreparedDocument, SourceFile
+from ingest.models import Chunk, Element, ParsedDocument, PreparedDocument, SourceFile
 from ingest.pipeline import caption_figures, document_figures, prepare
 from ingest.stages.caption import (
     DEFAULT_PAGE_PROMPT,
@@ -392,6 +392,37 @@ def test_a_cpu_worker_hands_pages_for_the_vlm_to_the_gpu_queue(
             assert first.page_number == (1 if name == "scan.pdf" else None)
             assert prepare(source, on_cpu, chunker) == doc  # from the cache, no VLM call
         assert len(vlm.completions) == 2
+
+
+def test_layout_mode_can_read_pages_with_a_text_layer_too(
+    share: Path, chunker: DocumentChunker
+) -> None:
+    """``layout_all_pages``: a text page goes to the VLM as well (a two-column paper's text layer
+    reads in the wrong order); while the VLM is down it keeps its text layer, and only the scan
+    is read by Tesseract."""
+    text_lines = ["Abstract: the otter gasket study", "Left column and right column interleave."]
+    (share / "paper.pdf").write_bytes(
+        scans.mixed_pdf(text_lines, scans.page_scan(scans.ENGLISH_LINES))
+    )
+    source = SourceFile("s", str(share), "paper.pdf", 0, 0)
+    with VlmDouble(reply=_layout_reply) as vlm:
+        options = ParseOptions(page_transcriber=_client(vlm.url), layout_all_pages=True)
+        doc = prepare(source, options, chunker)
+        assert len(vlm.completions) == 2  # both pages
+        titles = [(e.page_number, e.text) for e in doc.parsed.elements if e.kind == "title"]
+        assert titles == [(1, "Inspection summary"), (2, "Inspection summary")]
+        assert not any("otter gasket" in e.text for e in doc.parsed.elements)
+    down = ParseOptions(page_transcriber=_client(f"http://127.0.0.1:{free_port()}", retries=0),
+                        layout_all_pages=True)  # fmt: skip
+    doc = prepare(source, down, chunker)
+    plain = prepare(source, ParseOptions(), chunker)  # no layout mode: text layer, then OCR
+
+    def page(d: PreparedDocument, number: int) -> list[Element]:
+        return [e for e in d.parsed.elements if e.page_number == number]
+
+    assert page(doc, 1) == page(plain, 1)  # the text layer itself, not a reading of its pixels
+    assert "otter gasket" in " ".join(e.text for e in page(doc, 1))
+    assert "tungsten pendulum" in " ".join(e.text for e in page(doc, 2))  # the scan, by Tesseract
 
 
 def test_layout_mode_falls_back_to_tesseract_while_the_vlm_is_down(share: Path) -> None:
