@@ -154,6 +154,16 @@ class QdrantIndex:
             )
         )
 
+    def delete_chunks(self, doc_id: str, version: int, indexes: Sequence[int]) -> None:
+        """Points of one version by chunk number (by id: no scan)."""
+        if not indexes:
+            return
+        ids: list[models.ExtendedPointId] = [point_id(doc_id, version, i) for i in indexes]
+        with self._lock:
+            self.client.delete(
+                self.collection, points_selector=models.PointIdsList(points=ids), wait=True
+            )
+
     def delete_document(self, doc_id: str) -> None:
         self._delete(models.Filter(must=[_match("metadata.doc_id", doc_id)]))
 

@@ -32,6 +32,9 @@ class Element:
     page_number: int | None = None
     #: for tables: the rows, first row the header, each a list of cell texts
     rows: tuple[tuple[str, ...], ...] | None = None
+    #: the VLM layout mode could not read this page (the VLM was down): Tesseract's reading, or
+    #: the page's text layer, stands in until the document is read again
+    provisional: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ class ParsedDocument:
     mtime_ns: int
     elements: tuple[Element, ...]
     filetype: str
+    #: pages that the VLM layout mode should read were read otherwise: parse again later
+    vlm_pending: bool = False
 
 
 @dataclass(frozen=True)

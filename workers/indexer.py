@@ -478,6 +478,8 @@ class Indexer:
                 raise
             log.exception("captions of %s/%s not written", item.share, item.entry.path)
             return
+        if doc.parsed.vlm_pending and status != "failed":
+            status = "pending"  # pages the VLM could not read yet: read again when it is back
         self.catalog.set_captions(item.doc_id, status)
 
     def _write(self, item: WorkItem, doc: PreparedDocument, chunks: list[EmbeddedChunk]) -> bool:
@@ -516,6 +518,8 @@ class Indexer:
             return False
         if not self.catalog.only_version(item.doc_id, version):  # a new document skips the scan
             self.store.delete_versions_except(item.doc_id, version)
+        if same and record and record.chunk_count > len(chunks):  # the same version, read again
+            self.store.delete_chunks(item.doc_id, version, range(len(chunks), record.chunk_count))
         self.catalog.finish_version(
             item.doc_id, version, parsed.content_hash, parsed.size, len(chunks), parsed.filetype
         )

@@ -138,6 +138,7 @@ def parse(source: SourceFile, options: ParseOptions) -> ParsedDocument:
         mtime_ns=content.mtime_ns,
         elements=elements,
         filetype=filetype,
+        vlm_pending=any(el.provisional for el in elements),
     )
 
 
@@ -282,13 +283,24 @@ def _read_page(
         try:
             markdown = transcribe_page(options.page_transcriber, png, options.cache)
             return markdown_elements(markdown, number)
-        except (VlmUnavailable, VlmRejected) as exc:
+        except VlmRejected as exc:  # this page only, for good: read it otherwise
+            log.warning("page %s not transcribed by the VLM: %s", number or 1, exc)
             if text_layer is not None:
-                log.warning("page %s keeps its text layer, not read by the VLM: %s", number, exc)
                 return text_layer
             if not options.ocr.enabled:
                 raise
-            log.warning("page %s read by Tesseract instead of the VLM: %s", number or 1, exc)
+        except VlmUnavailable as exc:  # for now: read it otherwise, and again when it is back
+            if text_layer is None and not options.ocr.enabled:
+                raise
+            log.warning("page %s read without the VLM for now: %s", number or 1, exc)
+            stand_in = text_layer or _ocr_page(png, dpi, number, options)
+            return [replace(el, provisional=True) for el in stand_in]
+    return _ocr_page(png, dpi, number, options)
+
+
+def _ocr_page(
+    png: bytes, dpi: int | None, number: int | None, options: ParseOptions
+) -> list[Element]:
     text = ocr.read_png(png, options.languages, options.ocr, options.cache, dpi=dpi)
     return ocr.text_elements(text, number)
 

@@ -144,3 +144,44 @@ def test_figure_ocr_can_be_switched_off(tmp_path: Path) -> None:
         assert _captions(runtime) == []
     finally:
         runtime.close()
+
+
+LAYOUT = "# Pump inspection\n\n| Part | State |\n|---|---|\n| Impeller | worn |\n"
+
+
+def test_layout_mode_reads_pages_again_once_the_vlm_is_back(tmp_path: Path) -> None:
+    """The VLM layout mode while the VLM is down: the scan is indexed at once from Tesseract and
+    marked pending; once the VLM is back the next reconcile replaces it by the transcription
+    (same version, no leftover chunk of the provisional reading)."""
+    from tests import scans
+
+    share = tmp_path / "share"
+    share.mkdir()
+    lines = [f"Line {i}: the narwhal bearings outlast the tungsten pendulum." for i in range(30)]
+    (share / "scan.pdf").write_bytes(scans.scanned_pdf([scans.page_scan(lines)]))
+    with VlmDouble(reply=lambda body: LAYOUT) as vlm:
+        settings = load_settings(
+            data_dir=str(tmp_path / "data"), shares={"docs": str(share)}, vlm_layout_mode=True,
+            vlm_url=f"{vlm.url}/v1", vlm_model="test-vlm", vlm_retries=0, vlm_cooldown_s=0,
+        )  # fmt: skip
+        runtime = open_runtime(settings)
+        try:
+            vlm.fail_next(10, 503)
+            runtime.indexer.sync_share("docs", str(share))
+            doc = runtime.catalog.find("docs", "scan.pdf")
+            assert doc.status == "indexed" and doc.captions == "pending"
+            hits = runtime.searcher.search("narwhal bearings", Principal(), k=1)
+            assert hits and hits[0].metadata["path"] == "scan.pdf"  # Tesseract, at once
+            provisional = doc.chunk_count
+            assert provisional > 1
+
+            vlm._script.failures.clear()
+            runtime.indexer.sync_share("docs", str(share))
+            doc = runtime.catalog.find("docs", "scan.pdf")
+            assert doc.captions == "captioned" and doc.version == 1
+            points = all_points(runtime.store)
+            assert len(points) == doc.chunk_count < provisional
+            assert any("Impeller | worn" in p.payload["page_content"] for p in points)
+            assert not any("narwhal" in p.payload["page_content"] for p in points)
+        finally:
+            runtime.close()
