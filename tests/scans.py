@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -114,10 +116,9 @@ def scanned_pdf(pages: list[Image.Image]) -> bytes:
     return buf.getvalue()
 
 
-def mixed_pdf(text_lines: list[str], scan: Image.Image) -> bytes:
-    """Page 1 has a text layer; page 2 is a scan."""
+def _pdf_with_text_page(text_lines: list[str], more: Callable[[Any, float, float], None]) -> bytes:
+    """Page 1 holds the lines as a text layer; ``more(canvas, width, height)`` draws the rest."""
     from reportlab.lib.pagesizes import A4
-    from reportlab.lib.utils import ImageReader
     from reportlab.pdfgen import canvas
 
     buf = io.BytesIO()
@@ -125,30 +126,33 @@ def mixed_pdf(text_lines: list[str], scan: Image.Image) -> bytes:
     pdf.setFont("Helvetica", 12)
     for i, line in enumerate(text_lines):
         pdf.drawString(72, A4[1] - 72 - 18 * i, line)
-    pdf.showPage()
-    pdf.drawImage(ImageReader(scan), 0, 0, width=A4[0], height=A4[1])
+    more(pdf, *A4)
     pdf.showPage()
     pdf.save()
     return buf.getvalue()
+
+
+def mixed_pdf(text_lines: list[str], scan: Image.Image) -> bytes:
+    """Page 1 has a text layer; page 2 is a scan."""
+    from reportlab.lib.utils import ImageReader
+
+    def scan_page(pdf: Any, width: float, height: float) -> None:
+        pdf.showPage()
+        pdf.drawImage(ImageReader(scan), 0, 0, width=width, height=height)
+
+    return _pdf_with_text_page(text_lines, scan_page)
 
 
 def pdf_with_pasted_scan(text_lines: list[str], pasted: Image.Image) -> bytes:
     """One page with a text layer and, below the text, a picture of more text (a pasted scan)."""
-    from reportlab.lib.pagesizes import A4
     from reportlab.lib.utils import ImageReader
-    from reportlab.pdfgen import canvas
 
-    buf = io.BytesIO()
-    pdf = canvas.Canvas(buf, pagesize=A4, invariant=1)
-    pdf.setFont("Helvetica", 12)
-    for i, line in enumerate(text_lines):
-        pdf.drawString(72, A4[1] - 72 - 18 * i, line)
-    width = A4[0] - 144
-    height = width * pasted.height / pasted.width
-    pdf.drawImage(ImageReader(pasted), 72, A4[1] - 200 - height, width=width, height=height)
-    pdf.showPage()
-    pdf.save()
-    return buf.getvalue()
+    def paste(pdf: Any, width: float, height: float) -> None:
+        w = width - 144
+        h = w * pasted.height / pasted.width
+        pdf.drawImage(ImageReader(pasted), 72, height - 200 - h, width=w, height=h)
+
+    return _pdf_with_text_page(text_lines, paste)
 
 
 # -- figures ----------------------------------------------------------------------------------
