@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Literal
 
+import numpy as np
+
 from ingest.cache import ContentCache
 from ingest.errors import FileChanged, OcrUnavailable, PermanentError, VlmUnavailable
 from ingest.guards import read_file_in_share
@@ -55,13 +57,45 @@ class StoredVectors:
 ReuseLookup = Callable[[PreparedDocument], Mapping[str, StoredVectors]]
 
 
-def embed(
-    docs: Sequence[PreparedDocument],
-    embedder: SentenceEmbedder,
-    sparse: SparseEncoder,
-    reuse: ReuseLookup | None = None,
-) -> list[list[EmbeddedChunk]]:
-    """Embed the chunks of several documents in one pass; reuse stored vectors of equal text."""
+@dataclass
+class EmbeddingPlan:
+    """What a set of documents needs from the model: each distinct new text once; the texts a
+    previous version already has vectors for are reused. ``assemble`` puts the model's vectors
+    back in document order (the model runs in between, possibly on another thread)."""
+
+    docs: Sequence[PreparedDocument]
+    hashes: list[list[str]]
+    known: list[Mapping[str, StoredVectors]]
+    #: text hash -> text, for the texts the model must embed
+    todo: dict[str, str]
+
+    @property
+    def texts(self) -> list[str]:
+        return list(self.todo.values())
+
+    def assemble(self, vectors: np.ndarray, sparse: SparseEncoder) -> list[list[EmbeddedChunk]]:
+        by_hash = dict(zip(self.todo, vectors, strict=True))
+        out: list[list[EmbeddedChunk]] = []
+        for doc, doc_hashes, doc_known in zip(self.docs, self.hashes, self.known, strict=True):
+            embedded = []
+            for chunk, h in zip(doc.chunks, doc_hashes, strict=True):
+                if h in doc_known:
+                    stored = doc_known[h]
+                    embedded.append(
+                        EmbeddedChunk(chunk, stored.dense, stored.sparse, h, reused=True)
+                    )
+                else:
+                    dense = tuple(np.asarray(by_hash[h], dtype=np.float32).tolist())
+                    embedded.append(
+                        EmbeddedChunk(chunk, dense, sparse.encode_document(chunk.text), h)
+                    )
+            out.append(embedded)
+        return out
+
+
+def plan_embedding(
+    docs: Sequence[PreparedDocument], reuse: ReuseLookup | None = None
+) -> EmbeddingPlan:
     hashes = [[text_hash(c.text) for c in doc.chunks] for doc in docs]
     known = [reuse(doc) if reuse else {} for doc in docs]
     todo: dict[str, str] = {}
@@ -69,19 +103,18 @@ def embed(
         for chunk, h in zip(doc.chunks, doc_hashes, strict=True):
             if h not in doc_known:
                 todo.setdefault(h, chunk.text)
-    vectors = dict(zip(todo, embedder.embed_documents(list(todo.values())), strict=True))
-    out: list[list[EmbeddedChunk]] = []
-    for doc, doc_hashes, doc_known in zip(docs, hashes, known, strict=True):
-        embedded = []
-        for chunk, h in zip(doc.chunks, doc_hashes, strict=True):
-            if h in doc_known:
-                stored = doc_known[h]
-                embedded.append(EmbeddedChunk(chunk, stored.dense, stored.sparse, h, reused=True))
-            else:
-                dense = tuple(float(x) for x in vectors[h])
-                embedded.append(EmbeddedChunk(chunk, dense, sparse.encode_document(chunk.text), h))
-        out.append(embedded)
-    return out
+    return EmbeddingPlan(docs, hashes, known, todo)
+
+
+def embed(
+    docs: Sequence[PreparedDocument],
+    embedder: SentenceEmbedder,
+    sparse: SparseEncoder,
+    reuse: ReuseLookup | None = None,
+) -> list[list[EmbeddedChunk]]:
+    """Embed the chunks of several documents in one pass; reuse stored vectors of equal text."""
+    plan = plan_embedding(docs, reuse)
+    return plan.assemble(embedder.embed_documents(plan.texts), sparse)
 
 
 # -- captions ---------------------------------------------------------------------------------------

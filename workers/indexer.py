@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,7 +29,7 @@ from index.store import QdrantIndex, make_point
 from ingest.errors import FileChanged, IngestError, TransientError, UnsupportedType
 from ingest.guards import read_file_in_share
 from ingest.models import EmbeddedChunk, PreparedDocument, SourceFile
-from ingest.pipeline import embed
+from ingest.pipeline import EmbeddingPlan, plan_embedding
 from ingest.stages.embed import SentenceEmbedder
 from ingest.stages.parse import filetype_of
 from ingest.stages.sparse import SparseEncoder
@@ -45,6 +45,15 @@ log = logging.getLogger(__name__)
 _WINDOW = 64
 #: embed once this many chunks are ready (cross-document batches)
 _FLUSH_CHUNKS = 256
+
+
+@dataclass
+class _Batch:
+    """Documents whose vectors the model is computing (on the embedding thread)."""
+
+    ready: list[tuple[WorkItem, PreparedDocument]]
+    plan: EmbeddingPlan
+    vectors: Future[Any]
 
 
 class Progress(Protocol):
@@ -369,6 +378,9 @@ class Indexer:
 
     # -- processing ---------------------------------------------------------------------------
     def _process(self, work: list[WorkItem], report: SyncReport, share: str) -> None:
+        """Three things at once: the parse processes read the next documents, the embedding
+        thread runs the model on one batch, and this thread writes the batch before it (the
+        model releases the GIL; writes and captions never wait for it, nor it for them)."""
         if not work:
             return
         pool = self.pool
@@ -378,6 +390,18 @@ class Indexer:
         inflight: deque[tuple[WorkItem, Future[PreparedDocument]]] = deque()
         ready: list[tuple[WorkItem, PreparedDocument]] = []
         ready_chunks = 0
+        embedding: _Batch | None = None
+        model = ThreadPoolExecutor(1, thread_name_prefix="embed")
+
+        def flush() -> None:
+            nonlocal embedding, ready, ready_chunks
+            batch = self._start_batch(ready, model)
+            ready, ready_chunks = [], 0
+            if embedding is not None:
+                self._finish_batch(embedding, report)
+                bar.update(len(embedding.ready))
+            embedding = batch
+
         try:
             while (todo or inflight) and not self.stop.is_set():
                 while todo and len(inflight) < _WINDOW:
@@ -393,20 +417,20 @@ class Indexer:
                 ready.append((item, outcome))
                 ready_chunks += len(outcome.chunks)
                 if ready_chunks >= _FLUSH_CHUNKS or not (todo or inflight):
-                    self._embed_and_write(ready, report)
-                    bar.update(len(ready))
-                    ready, ready_chunks = [], 0
+                    flush()
             if ready:  # stopping: finish what is parsed, leave the rest pending in the catalog
-                self._embed_and_write(ready, report)
-                bar.update(len(ready))
+                flush()
+            if embedding is not None:
+                self._finish_batch(embedding, report)
+                bar.update(len(embedding.ready))
         finally:
             for _, future in inflight:
                 future.cancel()
+            model.shutdown(wait=True)  # an error here: the batch in the model is left pending
             bar.close()
 
-    def _embed_and_write(
-        self, ready: list[tuple[WorkItem, PreparedDocument]], report: SyncReport
-    ) -> None:
+    def _reuse_lookup(self, ready: list[tuple[WorkItem, PreparedDocument]]) -> Any:
+        """Vectors a previous version of each document already has, by text hash."""
         by_doc = {id(doc): item for item, doc in ready}
 
         def reuse(doc: PreparedDocument) -> Any:
@@ -415,10 +439,38 @@ class Indexer:
                 return {}
             return self.store.stored_vectors(record.id, record.version)
 
-        before = self.embedder.embedded_total
-        results = embed([doc for _, doc in ready], self.embedder, self.sparse, reuse)
-        report.embedded += self.embedder.embedded_total - before
-        metrics.EMBEDDINGS.inc(self.embedder.embedded_total - before)
+        return reuse
+
+    def _start_batch(
+        self, ready: list[tuple[WorkItem, PreparedDocument]], model: ThreadPoolExecutor
+    ) -> _Batch:
+        """Plan here (the index is read on this thread only), run the model on its thread."""
+        plan = plan_embedding([doc for _, doc in ready], self._reuse_lookup(ready))
+        return _Batch(ready, plan, model.submit(self.embedder.embed_documents, plan.texts))
+
+    def _finish_batch(self, batch: _Batch, report: SyncReport) -> None:
+        results = batch.plan.assemble(batch.vectors.result(), self.sparse)
+        self._count_embedded(batch.plan, report)
+        self._write_batch(batch.ready, results, report)
+
+    def _count_embedded(self, plan: EmbeddingPlan, report: SyncReport) -> None:
+        report.embedded += len(plan.todo)
+        metrics.EMBEDDINGS.inc(len(plan.todo))
+
+    def _embed_and_write(
+        self, ready: list[tuple[WorkItem, PreparedDocument]], report: SyncReport
+    ) -> None:
+        plan = plan_embedding([doc for _, doc in ready], self._reuse_lookup(ready))
+        results = plan.assemble(self.embedder.embed_documents(plan.texts), self.sparse)
+        self._count_embedded(plan, report)
+        self._write_batch(ready, results, report)
+
+    def _write_batch(
+        self,
+        ready: list[tuple[WorkItem, PreparedDocument]],
+        results: list[list[EmbeddedChunk]],
+        report: SyncReport,
+    ) -> None:
         committed: list[tuple[WorkItem, PreparedDocument]] = []
         for (item, doc), chunks in zip(ready, results, strict=True):
             try:
@@ -458,14 +510,14 @@ class Indexer:
             if captions:
                 full = PreparedDocument(doc.source, doc.parsed, doc.chunks + tuple(captions))
                 current = self.catalog.get(item.doc_id)
-                before = self.embedder.embedded_total
 
                 def reuse(_: PreparedDocument) -> Any:
                     version = current.version if current else 0
                     return self.store.stored_vectors(item.doc_id, version) if version else {}
 
-                [embedded] = embed([full], self.embedder, self.sparse, reuse)
-                report.embedded += self.embedder.embedded_total - before
+                plan = plan_embedding([full], reuse)
+                [embedded] = plan.assemble(self.embedder.embed_documents(plan.texts), self.sparse)
+                self._count_embedded(plan, report)
                 if not self._write(item, full, embedded):
                     return  # the file moved on: its newer version gets the captions
         except FileChanged:

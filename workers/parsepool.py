@@ -115,10 +115,12 @@ class ParsePool(Parser):
         self.workers = workers
         self._pool: pebble.ProcessPool | None = None
         if start:
-            self._start()
+            self._start(warm=True)
 
-    def _start(self) -> pebble.ProcessPool:
-        """The processes, and their imports warming ahead of the first document."""
+    def _start(self, warm: bool = False) -> pebble.ProcessPool:
+        """The processes; ``warm``: their imports ahead of the first document (a service waiting
+        for changes). Started for documents already waiting, each imports the parser it needs
+        when it needs it: the first documents come back seconds sooner."""
         if self._pool is None:
             self._pool = pebble.ProcessPool(
                 max_workers=self.workers,
@@ -127,7 +129,7 @@ class ParsePool(Parser):
                 initargs=(self.job,),
                 context=multiprocessing.get_context("spawn"),
             )
-            for _ in range(self.workers):
+            for _ in range(self.workers if warm else 0):
                 self._pool.schedule(_warm)
         return self._pool
 

@@ -162,6 +162,8 @@ class SentenceEmbedder:
         if self.backend != "torch":
             try:
                 self._model = self._load_exported()
+                # every core gets batches of each slice (the encoder runs them side by side)
+                self.slice_size = max(self.slice_size, self.batch_size * 2 * self._model.parallel)
                 return
             except ModelUnavailable as exc:
                 if not self.fallback:
@@ -234,7 +236,8 @@ class SentenceEmbedder:
         for start in range(0, len(order), self.slice_size):
             idx = order[start : start + self.slice_size]
             out[idx] = self._encode([self.passage_prefix + texts[i] for i in idx])
-        self.embedded_total += len(texts)
+        with self._lock:  # the indexer embeds on a thread of its own, the captions on another
+            self.embedded_total += len(texts)
         return out
 
     def embed_query(self, text: str) -> np.ndarray:

@@ -23,6 +23,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -424,6 +425,14 @@ def read_pooling(model_path: str) -> Pooling:
     return Pooling(**{_POOLING_KEYS[k]: True for k in enabled})
 
 
+def available_cores() -> int:
+    """The cores this process may run on (a container's CPU set, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class OnnxEncoder:
     """Tokenize, run the exported transformer, pool and normalize, as sentence-transformers does."""
 
@@ -440,30 +449,48 @@ class OnnxEncoder:
         pad_token = _pad_token(model_path)
         pad_id = self.tokenizer.token_to_id(pad_token)
         self.tokenizer.enable_padding(pad_id=pad_id or 0, pad_token=pad_token)
-        opener = _openvino_session if runtime == "openvino" else _ort_session
-        self.session = opener(onnx_file, threads)
+        self.onnx_file = onnx_file
+        if runtime == "openvino":
+            self.parallel = 1  # OpenVINO schedules its own threads
+            self.session = _openvino_session(onnx_file, threads)
+        else:
+            # Data parallel: a batch per core, each run on one thread. A run split over the
+            # cores (intra-op threads) is as fast on an idle machine, but each of its steps waits
+            # for the slowest thread: next to the parse processes it lost a quarter of its
+            # throughput, data parallel under a tenth (bench/bench_backends.py).
+            self.parallel = threads or available_cores()
+            self.session = _ort_session(onnx_file, 1)
+        self._runs = ThreadPoolExecutor(self.parallel, "onnx") if self.parallel > 1 else None
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         """Unit vectors, in the order of ``texts``; batches of similar length pad little."""
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        # the tokenizer serves one thread at a time: every batch is tokenized here, first
+        feeds = [self._feeds([texts[i] for i in idx]) for idx in batches]
+        runs = (
+            self._runs.map(self._run, feeds)
+            if self._runs and len(feeds) > 1
+            else map(self._run, feeds)
+        )
         out: np.ndarray | None = None
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            vectors = self._batch([texts[i] for i in idx])
+        for idx, vectors in zip(batches, runs, strict=True):
             if out is None:
                 out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
             out[idx] = vectors
         return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
-    def _batch(self, texts: list[str]) -> np.ndarray:
+    def _feeds(self, texts: list[str]) -> dict[str, np.ndarray]:
         texts = [t.strip().lower() if self.do_lower_case else t.strip() for t in texts]
         encodings = self.tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        feeds = {"input_ids": ids, "attention_mask": mask,
-                 "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64)}  # fmt: skip
+        return {"input_ids": ids, "attention_mask": mask,
+                "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64)}  # fmt: skip
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         hidden = self.session.run({n: feeds[n] for n in self.session.input_names})
-        return _normalize(self.pooling(hidden, mask))
+        return _normalize(self.pooling(hidden, feeds["attention_mask"]))
 
 
 def _sbert_config(model_path: str) -> dict[str, Any]:

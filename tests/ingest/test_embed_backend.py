@@ -69,6 +69,34 @@ def test_fp32_onnx_vectors_equal_torch(embedder: SentenceEmbedder, export_dir: s
     assert _cosines(embedder.embed_documents(texts), onnx.embed_documents(texts)).min() > 0.9999
 
 
+def test_data_parallel_runs_give_each_text_the_vectors_of_a_single_thread(
+    export_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches run side by side on several threads; every text still gets its own vector, the
+    same as when the batches run one after the other."""
+    from ingest.stages.embed import resolve_model_path
+
+    int8 = SentenceEmbedder(backend="onnx-int8", export_dir=export_dir)
+    int8.warm_up()
+    model_path, onnx_file = resolve_model_path(int8.model_name), int8.model.onnx_file
+    texts = [t[: 40 + 97 * i % 900] for i, t in enumerate(chunk_sample()[:30])]  # mixed lengths
+    one = embed_export.OnnxEncoder(model_path, onnx_file, threads=1)
+    three = embed_export.OnnxEncoder(model_path, onnx_file, threads=3)
+    assert (one.parallel, three.parallel) == (1, 3)
+    threads: set[str] = set()
+    run = three._run
+
+    def spy(feeds: dict[str, np.ndarray]) -> np.ndarray:
+        threads.add(threading.current_thread().name)
+        return run(feeds)
+
+    monkeypatch.setattr(three, "_run", spy)
+    expected, got = one.encode(texts, 4), three.encode(texts, 4)
+    assert len(threads) > 1  # the batches did run side by side
+    assert np.abs(expected - got).max() < 1e-5
+    assert _cosines(expected, got).min() > 0.9999
+
+
 def test_export_is_written_once_then_loaded(
     int8: SentenceEmbedder, export_dir: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

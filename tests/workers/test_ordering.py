@@ -185,3 +185,76 @@ def test_a_writer_that_died_after_taking_a_version_leaves_no_gap(
     assert {
         p.payload["metadata"]["version"] for p in runtime.store.document_points("died-doc")
     } == {1}
+
+
+def test_the_model_runs_beside_parsing_and_writing_and_each_chunk_keeps_its_vector(
+    runtime: Runtime, root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync embeds one batch on the model's thread while this thread collects the next
+    documents from the parse processes and writes the batch before; batches in flight never mix
+    up their vectors."""
+    import threading
+
+    import numpy as np
+
+    from index.store import DENSE
+    from workers import indexer as indexer_module
+
+    folder = Path(root) / "batches"
+    folder.mkdir()
+    topics = ["boiler", "conveyor", "forklift", "invoice", "kiln", "lathe", "mixer", "pallet",
+              "pump", "sensor", "valve", "welding"]  # fmt: skip
+    for n, topic in enumerate(topics):
+        (folder / f"{n:02d}-{topic}.txt").write_text(
+            f"The {topic} inspection checklist, section {n}.\n\n"
+            f"Who signs off the {topic} repair when the shift ends early.\n"
+        )
+    monkeypatch.setattr(indexer_module, "_FLUSH_CHUNKS", 4)  # several batches in flight
+    embedder, pool = runtime.embedder, runtime.pool
+    assert pool is not None
+    model_threads: set[str] = set()
+    write_threads: set[str] = set()
+    running = threading.Event()
+    parsed_meanwhile = threading.Event()
+    overlapped: list[bool] = []
+    embed, outcome, write = embedder.embed_documents, pool.outcome, runtime.indexer._write
+
+    def embed_spy(texts: list[str]) -> Any:
+        model_threads.add(threading.current_thread().name)
+        running.set()
+        try:
+            if not overlapped:  # the first batch waits until a parse result is taken meanwhile
+                overlapped.append(parsed_meanwhile.wait(timeout=30))
+            return embed(texts)
+        finally:
+            running.clear()
+
+    def outcome_spy(future: Any) -> Any:
+        if running.is_set():
+            parsed_meanwhile.set()
+        return outcome(future)
+
+    def write_spy(*args: Any) -> Any:
+        write_threads.add(threading.current_thread().name)
+        return write(*args)
+
+    monkeypatch.setattr(embedder, "embed_documents", embed_spy)
+    monkeypatch.setattr(pool, "outcome", outcome_spy)
+    monkeypatch.setattr(runtime.indexer, "_write", write_spy)
+    report = runtime.indexer.sync_share("s", root)
+
+    assert report.failed == 0 and report.new >= len(topics)
+    assert overlapped == [True]  # parsing went on while the model ran
+    assert threading.current_thread().name not in model_threads
+    assert write_threads == {threading.current_thread().name}
+    points, _ = runtime.store.client.scroll(
+        runtime.store.collection, limit=1000, with_payload=True, with_vectors=True
+    )
+    ours = [p for p in points if p.payload["metadata"]["path"].startswith("batches/")]
+    assert len(ours) == len(topics)  # one chunk per file
+    texts = [p.payload["page_content"] for p in ours]
+    stored = np.array([p.vector[DENSE] for p in ours])
+    alone = np.stack([embed([t])[0] for t in texts])
+    similarity = stored @ alone.T
+    assert (np.argmax(similarity, axis=1) == np.arange(len(texts))).all()  # its own text's vector
+    assert similarity.diagonal().min() > 0.98
