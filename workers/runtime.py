@@ -174,6 +174,7 @@ def open_runtime(
             max_file_bytes=int(settings.max_file_mb * _MB),
             max_uncompressed_bytes=int(settings.max_uncompressed_mb * _MB),
             languages=settings.languages,
+            pdf_text=settings.pdf_text,
             languages_by_share=tuple(
                 (share, tuple(lang for lang in langs.split("+") if lang))
                 for share, langs in settings.ocr_languages_by_share.items()

@@ -137,6 +137,9 @@ class Settings(BaseSettings):
     parse_workers: int = Field(1, ge=1, le=64)
     parse_memory_mb: int = Field(4096, ge=512)
     ocr_languages: str = "eng+jpn"
+    #: the text layer of PDFs: "pdfium" (fast; paragraphs from line positions) or "pdfminer"
+    #: (unstructured's fast strategy, about 25 times slower)
+    pdf_text: Literal["pdfium", "pdfminer"] = "pdfium"
     # OCR and VLM
     ocr_enabled: bool = True
     #: share name -> Tesseract languages ("jpn+jpn_vert"); other shares use ocr_languages

@@ -90,6 +90,8 @@ class ParseOptions:
     ocr: OcrOptions = field(default_factory=OcrOptions)
     #: an image with no text is still a document when captions will describe it (VLM on)
     keep_textless_images: bool = False
+    #: the text layer of PDFs: "pdfium" (``pdftext``) or "pdfminer" (unstructured's fast strategy)
+    pdf_text: str = "pdfium"
     #: OCR and VLM results by image hash; crosses into the parse process (must pickle)
     cache: ContentCache | None = field(default=None, compare=False, repr=False)
     #: the VLM layout mode: scanned pages to the VLM as Markdown instead of Tesseract
@@ -324,6 +326,10 @@ def _partition_html(data: bytes, options: ParseOptions) -> list[Any]:
 
 
 def _partition_pdf(data: bytes, options: ParseOptions) -> list[Any]:
+    if options.pdf_text == "pdfium":
+        from ingest.stages.pdftext import partition_pdf_text
+
+        return partition_pdf_text(data, list(options.languages))
     from unstructured.partition.pdf import partition_pdf
 
     return partition_pdf(file=io.BytesIO(data), strategy="fast", languages=list(options.languages))
