@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from index.sql import create_tables
 from ingest.cache import key_kind
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class SqlContentCache:
             self.url = target.url.render_as_string(hide_password=False)
             self._engine: Engine | None = target
             self._owned = False
-            _Base.metadata.create_all(target)
+            create_tables(_Base.metadata, target)
         else:
             self.url = target
             self._engine = None
@@ -83,7 +84,7 @@ class SqlContentCache:
         with self._lock:
             if self._engine is None:
                 engine = _engine(self.url)
-                _Base.metadata.create_all(engine)
+                create_tables(_Base.metadata, engine)
                 self._engine, self._owned = engine, True
             return self._engine
 

@@ -35,6 +35,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from index.sql import create_tables
+
 PENDING, INDEXED, FAILED, SKIPPED, DELETED = "pending", "indexed", "failed", "skipped", "deleted"
 STATUSES = (PENDING, INDEXED, FAILED, SKIPPED, DELETED)
 
@@ -175,7 +177,7 @@ class Catalog:
         self.url = url
         try:
             self.engine = _engine(url)
-            Base.metadata.create_all(self.engine)
+            create_tables(Base.metadata, self.engine)
         except OperationalError as exc:
             raise CatalogError(f"cannot open the catalog at {_safe_url(url)}: {exc.orig}") from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)

@@ -154,3 +154,38 @@ def test_status_lists_documents_whose_permissions_could_not_be_read(catalog: Cat
         ("x.md", "cannot read the POSIX ACL: Input/output error; readable by nobody")
     ]
     assert "docs:x.md: cannot read the POSIX ACL" in format_status(report)
+
+
+def test_processes_opening_a_new_catalog_together_do_not_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes starting on a new data dir race to create the tables; the one whose CREATE
+    comes second gets "table ... already exists" from SQLite, and must look again, not fail."""
+    from sqlalchemy import MetaData
+    from sqlalchemy.exc import OperationalError
+
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    create_all = MetaData.create_all
+    raced: list[bool] = []
+
+    def loses_the_race(self: MetaData, bind: object, *args: object, **kwargs: object) -> None:
+        if not raced:  # the other process creates the tables between our check and our CREATE
+            raced.append(True)
+            Catalog(url).close()
+            raise OperationalError(
+                "CREATE TABLE documents", {}, Exception("table documents already exists")
+            )
+        create_all(self, bind, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(MetaData, "create_all", loses_the_race)
+    catalog = Catalog(url)
+    catalog.upsert_seen("d1", "docs", "a.txt", 1, 1, [])
+    assert raced and catalog.find("docs", "a.txt") is not None
+    catalog.close()
+
+    def broken(self: MetaData, bind: object, *args: object, **kwargs: object) -> None:
+        raise OperationalError("CREATE TABLE documents", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(MetaData, "create_all", broken)
+    with pytest.raises(CatalogError, match="disk I/O error"):
+        Catalog(f"sqlite:///{tmp_path / 'other.db'}")
