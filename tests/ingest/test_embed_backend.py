@@ -96,6 +96,15 @@ def test_data_parallel_runs_give_each_text_the_vectors_of_a_single_thread(
     assert np.abs(expected - got).max() < 1e-5
     assert _cosines(expected, got).min() > 0.9999
 
+    # a few texts (one small document) are split into smaller batches so every core works;
+    # int8 quantizes per batch, so the vectors move a little, never to another text's
+    threads.clear()
+    few = texts[:5]
+    alone, split = one.encode(few, 16), three.encode(few, 16)
+    assert len(threads) > 1
+    assert _cosines(alone, split).min() > 0.98
+    assert (np.argmax(split @ alone.T, axis=1) == np.arange(len(few))).all()
+
 
 def test_export_is_written_once_then_loaded(
     int8: SentenceEmbedder, export_dir: str, monkeypatch: pytest.MonkeyPatch
