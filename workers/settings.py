@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -361,9 +362,9 @@ def prepare_data_dir(settings: Settings) -> Path:
     path = settings.data_dir
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        # a probe of its own: processes starting together (a watcher and a worker) each check
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
     except OSError as exc:
         raise ConfigError(f"data dir {path} is not usable: {exc.strerror or exc}") from exc
     return path
