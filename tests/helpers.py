@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +26,24 @@ def wait_until(check: Callable[[], Any], timeout: float = 30, what: str = "condi
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def run_together(task: Callable[[], Any], threads: int) -> list[BaseException]:
+    """Run ``task`` on several threads at once; what they raised (empty: none failed)."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            task()
+        except BaseException as exc:
+            errors.append(exc)
+
+    started = [threading.Thread(target=run) for _ in range(threads)]
+    for t in started:
+        t.start()
+    for t in started:
+        t.join()
+    return errors
 
 
 def all_points(store: QdrantIndex) -> list[Any]:

@@ -111,7 +111,9 @@ class Settings(BaseSettings):
     embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
     embedding_device: str = "cpu"
     embedding_batch_size: int = Field(16, ge=1, le=4096)
-    embedding_threads: int = Field(0, ge=0, description="torch threads; 0 = all cores")
+    embedding_threads: int = Field(
+        0, ge=0, description="torch threads, or ONNX runs side by side; 0 = all cores"
+    )
     #: "torch" (any device), or on the CPU "onnx" / "onnx-int8" (ONNX Runtime; int8 = dynamic
     #: quantization) / "openvino" (extra [openvino]): exported once into model_dir. "auto":
     #: onnx-int8 on the CPU (about twice torch's speed, the same retrieval quality on the

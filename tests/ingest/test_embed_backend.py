@@ -22,6 +22,7 @@ from ingest.stages.embed_export import (
     export_folder,
     read_pooling,
 )
+from tests.helpers import run_together
 
 REPO = Path(__file__).resolve().parents[2]
 EVAL_DOCS = REPO / "tests/data/eval/docs"
@@ -170,20 +171,11 @@ def test_concurrent_first_uses_publish_one_complete_export(
 ) -> None:
     monkeypatch.setattr(embed_export, "_export", _fake_export)
     results: list[Path] = []
-    errors: list[BaseException] = []
 
     def first_use() -> None:
-        try:
-            results.append(ensure_exported(model_path, tmp_path, "m", quantized=False))
-        except BaseException as exc:
-            errors.append(exc)
+        results.append(ensure_exported(model_path, tmp_path, "m", quantized=False))
 
-    threads = [threading.Thread(target=first_use) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    assert not run_together(first_use, 4)
     assert {str(p) for p in results} == {str(tmp_path / "m-onnx" / "model.onnx")}
     assert (tmp_path / "m-onnx" / "model.onnx").stat().st_size == 1000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m-onnx"]  # no temporary left

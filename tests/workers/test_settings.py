@@ -77,22 +77,13 @@ def test_unusable_data_dir(tmp_path: Path) -> None:
 def test_processes_starting_together_all_find_the_data_dir_usable(tmp_path: Path) -> None:
     """A watcher and a worker start together on a new data dir (docker compose does that): each
     checks it can write there, and neither may see the other's check as a failure."""
-    import threading
+    from tests.helpers import run_together
 
     settings = load_settings(data_dir=tmp_path / "data")
-    errors: list[Exception] = []
 
     def start() -> None:
         for _ in range(200):
-            try:
-                prepare_data_dir(settings)
-            except Exception as exc:
-                errors.append(exc)
+            prepare_data_dir(settings)
 
-    threads = [threading.Thread(target=start) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert run_together(start, 6) == []
     assert not any(p.name.startswith(".write-test") for p in (tmp_path / "data").iterdir())
