@@ -10,6 +10,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from ingest.paths import display
+
 DEFAULT_COLLECTION = "shareindex"
 DENSE = "dense"
 SPARSE = "sparse"
@@ -32,7 +34,7 @@ _NAMESPACE = uuid.UUID("5f1c3b0e-8a55-4f3e-9a43-0d7c4b1e2a61")
 
 
 def document_id(share: str, path: str) -> str:
-    """Stable id of a document: derived from where it was first seen."""
+    """Stable id of a document: derived from where it was first seen (``path`` in text form)."""
     return str(uuid.uuid5(_NAMESPACE, f"{share}\x00{path}"))
 
 
@@ -46,10 +48,15 @@ def now_iso() -> str:
 
 
 def location_metadata(path: str, mtime_ns: int) -> dict[str, Any]:
-    """The payload fields that change when a file is moved or renamed."""
+    """The payload fields that change when a file is moved or renamed.
+
+    ``path`` is the text form that finds the file again (``ingest.paths``: the name itself unless
+    it is not UTF-8); ``display_path`` and ``filename`` are for people (a Shift_JIS name decoded)."""
+    shown = display(path)
     return {
         "path": path,
-        "filename": path.rsplit("/", 1)[-1],
+        "display_path": shown,
+        "filename": shown.rsplit("/", 1)[-1],
         "mtime": datetime.fromtimestamp(mtime_ns / 1e9, UTC).isoformat(timespec="seconds"),
     }
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import stat
 import zipfile
 from dataclasses import dataclass
+from typing import NoReturn
 
 from ingest.errors import (
     CorruptDocument,
@@ -20,24 +20,17 @@ from ingest.errors import (
     TooLarge,
     Unreadable,
 )
+from ingest.paths import to_os
+from ingest.sharefs import components, parent_fd
 
 ZIP_FORMATS = frozenset({"docx", "pptx", "xlsx"})
 _MAX_ZIP_ENTRIES = 20_000
 
 
 def resolve_in_share(root: str, relpath: str) -> str:
-    """Absolute path of ``relpath`` under ``root``; raises OutsideShare if it would leave it."""
-    if relpath.startswith("/") or ".." in relpath.split("/"):
-        raise OutsideShare(f"path {relpath!r} is not inside the share")
-    real_root = os.path.realpath(root)
-    candidate = os.path.join(real_root, relpath)
-    real = os.path.realpath(candidate)
-    if real != candidate and os.path.islink(candidate):
-        where = "inside" if real.startswith(real_root + os.sep) else "outside"
-        raise OutsideShare(f"symbolic link to {where} the share; links are not followed")
-    if not real.startswith(real_root + os.sep):
-        raise OutsideShare("a parent directory is a symbolic link that leaves the share")
-    return candidate
+    """Absolute path of ``relpath`` (a text form) under ``root``; raises OutsideShare if it would
+    leave it (``..``, an absolute path)."""
+    return os.fsdecode(os.path.join(os.fsencode(os.path.realpath(root)), *components(relpath)))
 
 
 def describe_mode(mode: int) -> str:
@@ -62,24 +55,22 @@ class FileContent:
 
 
 def read_file_in_share(root: str, relpath: str, max_bytes: int) -> FileContent:
-    """Read a regular file inside the share without following a symlink or blocking on a FIFO."""
-    path = resolve_in_share(root, relpath)
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+    """Read a regular file inside the share without following a symlink or blocking on a FIFO.
+
+    ``relpath`` is a text form (``ingest.paths``); every folder on the way is opened relative to
+    the one above it, so no parent can be a link and no path is too long."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
     try:
-        fd = os.open(path, flags)
+        with parent_fd(root, relpath) as (dir_fd, name):
+            try:
+                fd = os.open(name, flags, dir_fd=dir_fd)
+            except OSError as exc:
+                _refuse(exc, root, relpath, dir_fd, name)
     except FileNotFoundError as exc:
         raise FileChanged("the file disappeared before it could be read") from exc
+    except NotADirectoryError as exc:
+        raise FileChanged("a folder on its path is no longer a folder") from exc
     except OSError as exc:
-        if exc.errno == errno.ELOOP:  # the last component is a symlink
-            raise OutsideShare("symbolic link; links are not followed") from exc
-        try:
-            mode = os.lstat(path).st_mode
-        except OSError:
-            mode = stat.S_IFREG
-        if not stat.S_ISREG(mode):  # a socket answers open() with ENXIO
-            raise NotARegularFile(
-                f"{describe_mode(mode)}, not a regular file; never opened"
-            ) from exc
         raise Unreadable(f"cannot read the file: {exc.strerror}") from exc
     try:
         st = os.fstat(fd)
@@ -96,6 +87,33 @@ def read_file_in_share(root: str, relpath: str, max_bytes: int) -> FileContent:
     if len(data) > max_bytes:
         raise TooLarge(f"file grew past the limit of {max_bytes:,} bytes while being read")
     return FileContent(data, st.st_mtime_ns)
+
+
+def _refuse(exc: OSError, root: str, relpath: str, dir_fd: int, name: bytes) -> NoReturn:
+    """Why the file could not be opened, as the error the catalog records."""
+    if isinstance(exc, FileNotFoundError):
+        raise exc
+    try:
+        mode = os.lstat(name, dir_fd=dir_fd).st_mode
+    except OSError:
+        mode = stat.S_IFREG
+    if stat.S_ISLNK(mode):  # O_NOFOLLOW: the last component is a symlink
+        raise OutsideShare(
+            f"symbolic link to {link_target(root, relpath)} the share; links are not followed"
+        ) from exc
+    if not stat.S_ISREG(mode):  # a socket answers open() with ENXIO
+        raise NotARegularFile(f"{describe_mode(mode)}, not a regular file; never opened") from exc
+    raise Unreadable(f"cannot read the file: {exc.strerror}") from exc
+
+
+def link_target(root: str, relpath: str) -> str:
+    """Where a symbolic link points, for the reason recorded: "inside" or "outside"."""
+    real_root = os.path.realpath(root)
+    try:
+        target = os.path.realpath(os.path.join(real_root, to_os(relpath)))
+    except (OSError, ValueError):
+        return "somewhere outside"
+    return "inside" if target.startswith(real_root + os.sep) else "outside"
 
 
 def check_zip_container(data: bytes, filetype: str, max_uncompressed: int) -> None:

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ingest.paths import display
 from workers.offline import enforce_offline
 
 EXIT_OK, EXIT_FATAL, EXIT_FAILED_DOCS = 0, 1, 3
@@ -204,7 +205,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         print(", ".join(f"{n} {k}" for k, n in d.items()) + f"; chunks: {c['embedded']} embedded, "
               f"{c['reused']} reused; {summary['seconds']:.1f} s")  # fmt: skip
         for f in summary["failures"]:
-            print(f"  failed {f['share']}:{f['path']}: {f['reason']}")
+            print(f"  failed {f['share']}:{display(f['path'])}: {f['reason']}")
     return EXIT_FAILED_DOCS if total.failed else EXIT_OK
 
 
@@ -355,7 +356,9 @@ def cmd_retry(args: argparse.Namespace) -> int:
             f"{len(failed)} failed document(s) retried" + (f": {result['how']}" if failed else "")
         )
         for failure in result.get("report", {}).get("failures", []):
-            print(f"  still failing {failure['share']}:{failure['path']}: {failure['reason']}")
+            print(
+                f"  still failing {failure['share']}:{display(failure['path'])}: {failure['reason']}"
+            )
     still = result.get("report", {}).get("documents", {}).get("failed", 0)
     return EXIT_FAILED_DOCS if still else EXIT_OK
 
@@ -406,7 +409,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     for i, hit in enumerate(hits, 1):
         m = hit["metadata"]
         page = f" p.{m['page_number']}" if m.get("page_number") else ""
-        print(f"{i}. {m['share']}:{m['path']}{page} [{m['kind']}] score {hit['score']:.3f}")
+        print(
+            f"{i}. {m['share']}:{display(m['path'])}{page} [{m['kind']}] score {hit['score']:.3f}"
+        )
         print("   " + hit["page_content"][:300].replace("\n", "\n   "))
     return EXIT_OK
 

@@ -23,18 +23,20 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from index.acl import Access
-from index.catalog import DELETED, INDEXED, PENDING, SKIPPED, Catalog, DocumentRecord
+from index.catalog import DELETED, FAILED, INDEXED, PENDING, SKIPPED, Catalog, DocumentRecord
 from index.schema import build_metadata, document_id
 from index.store import QdrantIndex, make_point
 from ingest.errors import FileChanged, IngestError, TransientError, UnsupportedType
 from ingest.guards import read_file_in_share
 from ingest.models import EmbeddedChunk, PreparedDocument, SourceFile
+from ingest.paths import display
 from ingest.pipeline import EmbeddingPlan, plan_embedding
 from ingest.stages.embed import SentenceEmbedder
 from ingest.stages.parse import filetype_of
 from ingest.stages.sparse import SparseEncoder
 from workers import metrics
 from workers.captions import FIGURE_FILETYPES, FigureCaptioner
+from workers.outages import is_transient
 from workers.parsepool import Parser
 from workers.permissions import PermissionResolver
 from workers.scanner import FileEntry, is_ignored, scan, stat_path
@@ -187,7 +189,7 @@ class Indexer:
         seen: set[str] = set()
         for entry in scan(root, self.ignore):
             seen.add(entry.path)
-            self._classify(
+            self._plan_one(
                 share, root, entry, known.get(entry.path), plan, report, entry.mtime_ns / 1e9
             )
         plan.gone = [
@@ -216,7 +218,7 @@ class Indexer:
                 if record is not None and record.status != DELETED:
                     plan.gone.append(record)
                 continue
-            self._classify(share, root, entry, record, plan, report, changed_at)
+            self._plan_one(share, root, entry, record, plan, report, changed_at)
         self._carry_out(share, root, plan, report, changes)
         report.seconds = time.monotonic() - started
         return report
@@ -237,6 +239,40 @@ class Indexer:
             self._process(plan.work, report, share)
 
     # -- planning -----------------------------------------------------------------------------
+    def _plan_one(
+        self, share: str, root: str, entry: FileEntry, record: DocumentRecord | None,
+        plan: _Plan, report: SyncReport, changed_at: float,
+    ) -> None:  # fmt: skip
+        """Classify one file; an unexpected error costs that file only (recorded on it), an
+        outage (the catalog or the index unreachable) stops the pass, to be retried whole."""
+        try:
+            self._classify(share, root, entry, record, plan, report, changed_at)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.exception("planning %s:%s failed", share, display(entry.path))
+            reason = f"unexpected error while planning: {type(exc).__name__}: {exc}"
+            self._planning_failed(share, entry, record, reason, report)
+
+    def _planning_failed(
+        self, share: str, entry: FileEntry, record: DocumentRecord | None, reason: str,
+        report: SyncReport,
+    ) -> None:  # fmt: skip
+        try:
+            doc_id = record.id if record is not None else document_id(share, entry.path)
+            self.catalog.upsert_seen(
+                doc_id, share, entry.path, entry.size, entry.mtime_ns, [], [], None
+            )
+            self._record_error(doc_id, share, entry.path, FAILED, reason, report)
+        except Exception as exc:  # not even recordable: reported, the share goes on
+            if is_transient(exc):
+                raise
+            log.exception("recording the failure of %s:%s failed", share, display(entry.path))
+            report.failed += 1
+            report.failures.append(
+                {"share": share, "path": entry.path, "status": FAILED, "reason": reason}
+            )
+
     def _classify(
         self, share: str, root: str, entry: FileEntry, record: DocumentRecord | None,
         plan: _Plan, report: SyncReport, changed_at: float,

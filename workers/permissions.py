@@ -22,12 +22,15 @@ from index.acl import (
     object_access,
     parse_posix_acl,
 )
+from ingest import sharefs
+from ingest.errors import IngestError
+from ingest.paths import BadPath
 
 _ACL_XATTR = "system.posix_acl_access"
 _NO_ACL = {errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP}
 
 
-def read_file_access(path: str, st: os.stat_result | None = None) -> FileAccess:
+def read_file_access(path: str | bytes, st: os.stat_result | None = None) -> FileAccess:
     """Owner, group, mode and POSIX ACL of ``path`` (never following a symlink)."""
     st = st or os.lstat(path)
     try:
@@ -37,6 +40,12 @@ def read_file_access(path: str, st: os.stat_result | None = None) -> FileAccess:
             return FileAccess(st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
         raise AclUnreadable(f"cannot read the POSIX ACL: {exc.strerror}") from exc
     return FileAccess(st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), parse_posix_acl(raw))
+
+
+def access_in_share(root: str, rel: str) -> FileAccess:
+    """``read_file_access`` of a text-form path under ``root`` ("" for the root itself)."""
+    with sharefs.metadata_path(root, rel) as path:
+        return read_file_access(path)
 
 
 class PermissionResolver:
@@ -53,34 +62,33 @@ class PermissionResolver:
 
     def resolve(self, share: str, root: str, path: str) -> tuple[Access, str | None]:
         """The document's tokens, and why it is readable by nobody when its ACL cannot be read."""
-        real_root = os.path.realpath(root)
         try:
-            file = read_file_access(os.path.join(real_root, path))
-            parents = self._parents(real_root, path)
-        except (AclUnreadable, OSError) as exc:
+            file = access_in_share(root, path)
+            parents = self._parents(root, path)
+        except (AclUnreadable, OSError, IngestError, BadPath) as exc:
             reason = (
                 str(exc)
                 if isinstance(exc, AclUnreadable)
-                else f"cannot read permissions: {exc.strerror}"
+                else f"cannot read permissions: {getattr(exc, 'strerror', None) or exc}"
             )
             return NOBODY, f"{reason}; readable by nobody"
         access = intersect(object_access(file, READ, self.names), parents, self.names)
         return apply_rules(access, self.rules, share, path, self.names), None
 
-    def _parents(self, real_root: str, path: str) -> Access:
+    def _parents(self, root: str, path: str) -> Access:
         """Who can traverse the share root and every directory down to ``path``'s folder."""
         parts = path.split("/")[:-1]
         rel = ""
-        access = self._dir(real_root, rel, None)
+        access = self._dir(root, rel, None)
         for part in parts:
             rel = f"{rel}/{part}" if rel else part
-            access = self._dir(real_root, rel, access)
+            access = self._dir(root, rel, access)
         return access
 
-    def _dir(self, real_root: str, rel: str, above: Access | None) -> Access:
+    def _dir(self, root: str, rel: str, above: Access | None) -> Access:
         cached = self._traverse.get(rel)
         if cached is None:
-            directory = read_file_access(os.path.join(real_root, rel) if rel else real_root)
+            directory = access_in_share(root, rel)
             own = object_access(directory, EXECUTE, self.names)
             cached = own if above is None else intersect(above, own, self.names)
             self._traverse[rel] = cached
@@ -89,11 +97,10 @@ class PermissionResolver:
 
 def explain_chain(root: str, path: str) -> list[tuple[str, FileAccess]]:
     """The share root, each directory down, then the file: what ``acl explain`` walks through."""
-    real_root = os.path.realpath(root)
-    chain = [("(share root)", read_file_access(real_root))]
+    chain = [("(share root)", access_in_share(root, ""))]
     rel = ""
     for part in path.split("/")[:-1]:
         rel = f"{rel}/{part}" if rel else part
-        chain.append((rel + "/", read_file_access(os.path.join(real_root, rel))))
-    chain.append((path, read_file_access(os.path.join(real_root, path))))
+        chain.append((rel + "/", access_in_share(root, rel)))
+    chain.append((path, access_in_share(root, path)))
     return chain

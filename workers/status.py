@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from index.catalog import FAILED, PENDING, SKIPPED, Catalog, DocumentRecord
+from ingest.paths import display
 
 _LIST_LIMIT = 1000
 
@@ -15,6 +16,7 @@ def _item(rec: DocumentRecord) -> dict[str, Any]:
     return {
         "share": rec.share,
         "path": rec.path,
+        "display_path": display(rec.path),
         "reason": rec.error,
         "attempts": rec.attempts,
         "version": rec.version,
@@ -62,17 +64,19 @@ def format_status(report: dict[str, Any]) -> str:
     if report["pending"]:
         lines.append(f"pending ({docs['pending']}):")
         lines += [
-            f"  {d['share']}:{d['path']}" + (f"  ({d['reason']})" if d["reason"] else "")
+            f"  {d['share']}:{d['display_path']}" + (f"  ({d['reason']})" if d["reason"] else "")
             for d in report["pending"]
         ]
     if report["failed"]:
         lines.append(f"failed ({docs['failed']}):")
-        lines += [f"  {d['share']}:{d['path']}: {d['reason']}" for d in report["failed"]]
+        lines += [f"  {d['share']}:{d['display_path']}: {d['reason']}" for d in report["failed"]]
     if report["acl_unreadable"]:
         lines.append(
             f"readable by nobody, permissions unreadable ({len(report['acl_unreadable'])}):"
         )
-        lines += [f"  {d['share']}:{d['path']}: {d['reason']}" for d in report["acl_unreadable"]]
+        lines += [
+            f"  {d['share']}:{d['display_path']}: {d['reason']}" for d in report["acl_unreadable"]
+        ]
     captions = report.get("captions") or {}
     if captions:
         lines.append("figure captions: " + ", ".join(f"{n} {s}" for s, n in captions.items()))

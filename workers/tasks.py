@@ -9,7 +9,6 @@ is recorded on the document and never retried; a document whose worker died unde
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +20,6 @@ from celery.exceptions import Retry, SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 
 from index.catalog import FAILED, INDEXED, DocumentRecord
-from index.store import IndexUnavailable
 from ingest.errors import IngestError, PagesNeedGpu, TransientError
 from ingest.models import PreparedDocument
 from workers import metrics
@@ -35,28 +33,12 @@ from workers.distributed import (
 )
 from workers.distributed import worker_id as _worker_id
 from workers.indexer import SyncReport, WorkItem
+from workers.outages import is_transient
 from workers.queues import CPU_QUEUE, EMBED_TASK, GPU_QUEUE, PARSE_TASK, PLAN_TASK
 from workers.runtime import Runtime
 from workers.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """An outage, worth retrying: not a property of the document."""
-    if isinstance(exc, TransientError | IndexUnavailable | ConnectionError | TimeoutError):
-        return True
-    if isinstance(exc, sqlite3.OperationalError):  # locked / busy database
-        return True
-    name = type(exc).__name__
-    module = type(exc).__module__
-    if module.startswith("sqlalchemy") and name in ("OperationalError", "TimeoutError"):
-        return True
-    if module.startswith(("httpx", "httpcore")) or name == "ResponseHandlingException":
-        return True
-    if name == "UnexpectedResponse":  # qdrant-client: 5xx is the server's trouble, 4xx ours
-        return int(getattr(exc, "status_code", 0) or 0) >= 500
-    return module.startswith(("redis", "kombu"))
 
 
 @dataclass

@@ -26,6 +26,10 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from ingest import sharefs
+from ingest.errors import IngestError
+from ingest.paths import BadPath, from_os
+
 RESCAN = ""  # the path that stands for "reconcile the whole share"
 
 WRITE, CLOSE, OTHER = "write", "close", "other"
@@ -34,7 +38,7 @@ WRITE, CLOSE, OTHER = "write", "close", "other"
 @dataclass(frozen=True)
 class Change:
     share: str
-    path: str  # relative to the share root; RESCAN for the whole share
+    path: str  # relative to the share root, text form (ingest.paths); RESCAN for the whole share
     at: float  # monotonic time of the event
     wall: float  # wall-clock time of the event (what freshness is measured from)
     kind: str = OTHER  # WRITE: created or modified; CLOSE: closed after writing
@@ -71,7 +75,7 @@ class ShareEventHandler(FileSystemEventHandler):
         rel = os.path.relpath(path, self.root)
         if rel.startswith("..") or rel == ".":
             return None
-        return rel.replace(os.sep, "/")
+        return from_os(rel.replace(os.sep, "/"))
 
 
 def start_observers(
@@ -120,8 +124,8 @@ def settled(
     for path, first in paths.items():
         if path != RESCAN:
             try:
-                age = now - os.lstat(os.path.join(root, path)).st_mtime
-            except OSError:
+                age = now - sharefs.lstat(root, path).st_mtime
+            except (OSError, IngestError, BadPath):
                 age = debounce_s  # gone: nothing to wait for
             if 0 <= age < debounce_s:
                 debouncer.rearm(share, path, first)

@@ -1,0 +1,86 @@
+"""Reaching a path under a share root: never through a symbolic link, whatever its length.
+
+Paths are text forms (``ingest.paths``). A share may nest folders past the kernel's PATH_MAX
+(4,096 bytes: 60 folders of 250-byte names), where a plain ``open`` or ``stat`` of the whole path
+fails with ENAMETOOLONG. Here the folders are opened one by one, each relative to the one above
+(``openat`` with O_NOFOLLOW | O_DIRECTORY), so a long path works and a parent that is a symbolic
+link is refused instead of followed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ingest.errors import OutsideShare
+from ingest.paths import to_bytes
+
+#: below this a whole path is handed to the kernel as it is (PATH_MAX is 4,096 with the NUL)
+_SHORT = 3800
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def components(relpath: str) -> list[bytes]:
+    """The names of ``relpath``; raises OutsideShare for an absolute path or a ``..``."""
+    raw = to_bytes(relpath)
+    parts = raw.split(b"/")
+    if raw.startswith(b"/") or b".." in parts:
+        raise OutsideShare(f"path {relpath!r} is not inside the share")
+    return [p for p in parts if p not in (b"", b".")]
+
+
+@contextmanager
+def parent_fd(root: str, relpath: str) -> Iterator[tuple[int, bytes]]:
+    """(an open descriptor of ``relpath``'s folder, its last name), every folder on the way
+    opened without following a link. OutsideShare if one is a symbolic link; OSError as the
+    kernel says otherwise (ENOENT, EACCES, ENOTDIR)."""
+    names = components(relpath)
+    if not names:
+        raise OutsideShare("the share root is not a document")
+    fd = os.open(os.path.realpath(os.fsencode(root)), _DIR_FLAGS)
+    try:
+        for name in names[:-1]:
+            try:
+                nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(name, fd):
+                    raise OutsideShare(
+                        "a parent directory is a symbolic link; links are not followed"
+                    ) from exc
+                raise
+            os.close(fd)
+            fd = nxt
+        yield fd, names[-1]
+    finally:
+        os.close(fd)
+
+
+def _is_link(name: bytes, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode)
+    except OSError:
+        return False
+
+
+@contextmanager
+def metadata_path(root: str, relpath: str) -> Iterator[bytes]:
+    """A path naming ``relpath`` for calls that take a path but no folder descriptor (lstat,
+    getxattr): the plain path when it is short enough, else the last name under the opened
+    folder through ``/proc/self/fd`` (the final name is never followed by l* calls)."""
+    real_root = os.path.realpath(os.fsencode(root))
+    names = components(relpath)
+    plain = os.path.join(real_root, *names) if names else real_root
+    if len(plain) < _SHORT:
+        yield plain
+        return
+    with parent_fd(root, relpath) as (fd, name):
+        yield b"/proc/self/fd/%d/%s" % (fd, name)
+
+
+def lstat(root: str, relpath: str) -> os.stat_result:
+    """``lstat`` of a path under the share (OSError when it is gone or cannot be reached)."""
+    with metadata_path(root, relpath) as path:
+        return os.lstat(path)
