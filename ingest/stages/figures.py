@@ -19,6 +19,7 @@ from typing import Any
 from ingest.errors import CorruptDocument
 from ingest.guards import ZIP_FORMATS, check_zip_container
 from ingest.images import IMAGE_FILETYPES, first_frame, probe_size, to_png
+from ingest.pdfium import open_pdf, pdfium
 from ingest.text import normalize_space
 
 _MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "BMP": "image/bmp",
@@ -140,35 +141,57 @@ def _to_figure(c: _Candidate) -> Figure | None:
 
 
 def _pdf_candidates(data: bytes) -> Iterator[_Candidate]:
-    import pypdfium2
+    """Each page's pictures, read under the pdfium lock one page at a time (the document stays
+    open between pages; other threads use pdfium in between)."""
     import pypdfium2.raw as pdfium_c
 
+    pdf = None
     try:
-        pdf = pypdfium2.PdfDocument(data)
-    except pypdfium2.PdfiumError as exc:
-        raise CorruptDocument(f"not a valid PDF file (pdfium: {exc})") from exc
-    try:
-        for index in range(len(pdf)):
-            page = pdf[index]
-            width, height = page.get_size()
-            for obj in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE]):
-                yield from _pdf_image(obj, index + 1, width * height)
-            page.close()
+        index = 0
+        while True:
+            with pdfium():
+                if pdf is None:
+                    pdf = open_pdf(data)
+                if index >= len(pdf):
+                    return
+                page = pdf[index]
+                try:
+                    width, height = page.get_size()
+                    found = [
+                        c
+                        for obj in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE])
+                        for c in _pdf_image(obj, width * height)
+                    ]
+                finally:
+                    page.close()
+            for pil, area, px_w, px_h in found:  # PNG encoding outside the lock
+                yield _Candidate(to_png(pil), index + 1, None, area, px_w, px_h)
+            index += 1
     finally:
-        pdf.close()
+        if pdf is not None:
+            with pdfium():
+                pdf.close()
 
 
-def _pdf_image(obj: Any, page: int, page_area: float) -> Iterator[_Candidate]:
+def _pdf_image(obj: Any, page_area: float) -> list[tuple[Any, float | None, int, int]]:
+    """The picture of one image object, copied out of pdfium (inside the pdfium lock), with
+    the share of the page it covers and its pixel size."""
     left, bottom, right, top = obj.get_bounds()
     px_w, px_h = obj.get_px_size()
     if min(px_w, px_h) <= 0:
-        return
+        return []
     area = max(0.0, (right - left) * (top - bottom)) / page_area if page_area else None
     try:
-        pil = obj.get_bitmap(render=False).to_pil()
+        bitmap = obj.get_bitmap(render=False)
     except Exception:  # an image pdfium cannot decode is skipped, the text is still indexed
-        return
-    yield _Candidate(to_png(pil), page, None, area, px_w, px_h)
+        return []
+    try:
+        pil = bitmap.to_pil().copy()  # to_pil shares pdfium's buffer, freed by close()
+    except Exception:
+        return []
+    finally:
+        bitmap.close()
+    return [(pil, area, px_w, px_h)]
 
 
 # -- DOCX -----------------------------------------------------------------------------------------

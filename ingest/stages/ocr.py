@@ -31,9 +31,10 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from ingest.cache import ContentCache, content_key
-from ingest.errors import CorruptDocument, OcrFailed, OcrUnavailable
+from ingest.errors import OcrFailed, OcrUnavailable
 from ingest.images import fit, load_frames, to_png
 from ingest.models import Element
+from ingest.pdfium import open_pdf, pdfium
 from ingest.text import CJK_CHAR, normalize_space
 
 log = logging.getLogger(__name__)
@@ -266,20 +267,21 @@ def pdf_pages_to_ocr(
     that extractor finds text keeps its text layer (their font handling differs).
     """
     extracted = extracted or {}
-    pdf = _open_pdf(data)
-    try:
-        pages = []
-        for index in range(len(pdf)):
-            page = pdf[index]
-            textpage = page.get_textpage()
-            chars = len(re.sub(r"\s+", "", textpage.get_text_range()))
-            textpage.close()
-            page.close()
-            if max(chars, extracted.get(index + 1, 0)) < options.min_text_chars:
-                pages.append(index + 1)
-        return pages
-    finally:
-        pdf.close()
+    pages = []
+    with pdfium():
+        pdf = open_pdf(data)
+        try:
+            for index in range(len(pdf)):
+                page = pdf[index]
+                textpage = page.get_textpage()
+                chars = len(re.sub(r"\s+", "", textpage.get_text_range()))
+                textpage.close()
+                page.close()
+                if max(chars, extracted.get(index + 1, 0)) < options.min_text_chars:
+                    pages.append(index + 1)
+        finally:
+            pdf.close()
+    return pages
 
 
 def render_pdf_pages(
@@ -289,19 +291,32 @@ def render_pdf_pages(
 
     ``options.dpi`` at most, less for very big pages, and no more than the resolution of the scan
     on the page: rendering a 200 dpi scan at 300 dpi adds no detail, only ~40% more OCR time.
+    Each page is rendered under the pdfium lock; its PNG is encoded (and OCR'd by the caller)
+    outside it.
     """
-    pdf = _open_pdf(data)
+    pdf = None
     try:
         for number in pages:
-            page = pdf[number - 1]
-            width, height = page.get_size()  # points, 1/72 inch
-            dpi = min(options.dpi, _scan_dpi(page) or options.dpi)
-            scale = min(dpi / 72, (options.max_page_pixels / (width * height)) ** 0.5)
-            bitmap = page.render(scale=scale, grayscale=True)
-            yield to_png(bitmap.to_pil()), round(scale * 72)
-            page.close()
+            with pdfium():
+                if pdf is None:
+                    pdf = open_pdf(data)
+                page = pdf[number - 1]
+                try:
+                    width, height = page.get_size()  # points, 1/72 inch
+                    dpi = min(options.dpi, _scan_dpi(page) or options.dpi)
+                    scale = min(dpi / 72, (options.max_page_pixels / (width * height)) ** 0.5)
+                    bitmap = page.render(scale=scale, grayscale=True)
+                    try:
+                        pil = bitmap.to_pil().copy()  # to_pil shares the buffer close() frees
+                    finally:
+                        bitmap.close()
+                finally:
+                    page.close()
+            yield to_png(pil), round(scale * 72)
     finally:
-        pdf.close()
+        if pdf is not None:
+            with pdfium():
+                pdf.close()
 
 
 #: below this a scan is upscaled anyway: Tesseract reads small glyphs badly
@@ -323,12 +338,3 @@ def _scan_dpi(page: Any) -> float | None:
         if best is None or area > best[0]:
             best = (area, px_width / shown * 72)
     return max(_MIN_SCAN_DPI, best[1]) if best else None
-
-
-def _open_pdf(data: bytes) -> Any:
-    import pypdfium2
-
-    try:
-        return pypdfium2.PdfDocument(data)
-    except pypdfium2.PdfiumError as exc:
-        raise CorruptDocument(f"not a valid PDF file (pdfium: {exc})") from exc

@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ingest.pdfium import open_pdf, pdfium
 from ingest.text import CJK_CHAR
 
 log = logging.getLogger(__name__)
@@ -107,28 +108,27 @@ class _Block:
 
 def pdf_blocks(data: bytes) -> tuple[list[_Block], list[tuple[float, float]]]:
     """Blocks of text in reading order, and each page's (width, height)."""
-    import pypdfium2 as pdfium
-
-    pdf = pdfium.PdfDocument(data)
     blocks: list[_Block] = []
     sizes: list[tuple[float, float]] = []
-    try:
-        for index in range(len(pdf)):
-            page = pdf[index]
-            textpage = page.get_textpage()
-            try:
-                sizes.append(page.get_size())
-                lines = _lines(textpage)
-            finally:
-                textpage.close()
-                page.close()
-            for line in lines:
-                if blocks and blocks[-1].page == index + 1 and blocks[-1].follows(line):
-                    blocks[-1].lines.append(line)
-                else:
-                    blocks.append(_Block(index + 1, [line]))
-    finally:
-        pdf.close()
+    with pdfium():
+        pdf = open_pdf(data)
+        try:
+            for index in range(len(pdf)):
+                page = pdf[index]
+                textpage = page.get_textpage()
+                try:
+                    sizes.append(page.get_size())
+                    lines = _lines(textpage)
+                finally:
+                    textpage.close()
+                    page.close()
+                for line in lines:
+                    if blocks and blocks[-1].page == index + 1 and blocks[-1].follows(line):
+                        blocks[-1].lines.append(line)
+                    else:
+                        blocks.append(_Block(index + 1, [line]))
+        finally:
+            pdf.close()
     return blocks, sizes
 
 
