@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,34 +29,39 @@ from workers.service import EmbeddedService
 from workers.settings import load_settings
 
 pytestmark = pytest.mark.integration
-USERS = {"si_alice": ["si_eng"], "si_bob": ["si_hr"], "si_carol": ["si_eng", "si_hr"]}
+#: names unique to this run: a machine that is not fresh may already have users called alice
+#: (with other groups), or what an interrupted run left behind
+_RUN = uuid.uuid4().hex[:6]
+ALICE_NAME, BOB_NAME, CAROL_NAME = (f"si{_RUN}_{n}" for n in ("alice", "bob", "carol"))
+ENG, HR = f"si{_RUN}_eng", f"si{_RUN}_hr"
+USERS = {ALICE_NAME: [ENG], BOB_NAME: [HR], CAROL_NAME: [ENG, HR]}
 
 
 @pytest.fixture(scope="session")
 def accounts() -> Iterator[dict[str, int]]:
-    """Test users and groups in the system databases, removed afterwards."""
+    """Test users and groups in the system databases, created for this run and removed after."""
     if os.geteuid() != 0:
         if os.environ.get("CI"):
             pytest.fail("the ACL tests need root in CI")
         pytest.skip("needs root: chown, setfacl, useradd")
     created: list[tuple[str, str]] = []
-    for group in ("si_eng", "si_hr"):
-        if subprocess.run(["getent", "group", group], capture_output=True).returncode:
+    try:
+        for group in (ENG, HR):
             subprocess.run(["groupadd", group], check=True)
-            created.append(("groupdel", group))
-    for user, groups in USERS.items():
-        if subprocess.run(["getent", "passwd", user], capture_output=True).returncode:
+            created.insert(0, ("groupdel", group))
+        for user, groups in USERS.items():
             subprocess.run(
                 ["useradd", "--no-create-home", "-G", ",".join(groups), user], check=True
             )
             created.insert(0, ("userdel", user))
-    clear_name_caches()
-    import pwd
+        clear_name_caches()
+        import pwd
 
-    yield {user: pwd.getpwnam(user).pw_uid for user in USERS}
-    for command, name in created:
-        subprocess.run([command, name], capture_output=True)
-    clear_name_caches()
+        yield {user: pwd.getpwnam(user).pw_uid for user in USERS}
+    finally:
+        for command, name in created:  # users first (a group with a member may not go)
+            subprocess.run([command, name], capture_output=True)
+        clear_name_caches()
 
 
 def test_resolver_reads_modes_acls_and_parent_directories(
@@ -64,30 +70,30 @@ def test_resolver_reads_modes_acls_and_parent_directories(
     root = tmp_path / "share"
     (root / "eng").mkdir(parents=True)
     os.chmod(root, 0o755)
-    shutil.chown(root / "eng", "si_alice", "si_eng")
-    os.chmod(root / "eng", 0o750)  # only si_alice and si_eng may traverse
+    shutil.chown(root / "eng", ALICE_NAME, ENG)
+    os.chmod(root / "eng", 0o750)  # only alice and the eng group may traverse
     public_inside = root / "eng" / "spec.md"
     public_inside.write_text("x")
     os.chmod(public_inside, 0o644)
     acl_file = root / "acl.txt"
     acl_file.write_text("x")
-    shutil.chown(acl_file, "si_alice", "si_eng")
+    shutil.chown(acl_file, ALICE_NAME, ENG)
     os.chmod(acl_file, 0o600)
-    subprocess.run(["setfacl", "-m", "u:si_bob:r,g:si_hr:r", str(acl_file)], check=True)
+    subprocess.run(["setfacl", "-m", f"u:{BOB_NAME}:r,g:{HR}:r", str(acl_file)], check=True)
 
     resolver = PermissionResolver()
     access, note = resolver.resolve("s", str(root), "eng/spec.md")
     assert note is None
     assert EVERYONE not in access.allow  # public file, closed directory: not public
-    assert access.allow == {"user:si_alice", "group:si_eng"}
+    assert access.allow == {f"user:{ALICE_NAME}", f"group:{ENG}"}
 
     access, _ = resolver.resolve("s", str(root), "acl.txt")
-    assert access.allow == {"user:si_alice", "user:si_bob", "group:si_hr"}
+    assert access.allow == {f"user:{ALICE_NAME}", f"user:{BOB_NAME}", f"group:{HR}"}
     subprocess.run(
         ["setfacl", "-m", "m::---", str(acl_file)], check=True
     )  # the mask hides named entries
     resolver.reset()
-    assert resolver.resolve("s", str(root), "acl.txt")[0].allow == {"user:si_alice"}
+    assert resolver.resolve("s", str(root), "acl.txt")[0].allow == {f"user:{ALICE_NAME}"}
 
 
 def test_an_unreadable_acl_means_nobody(
@@ -128,9 +134,9 @@ class Secured:
 def _config(path: Path, root: Path, rules: str, hashes: dict[str, str]) -> None:
     path.write_text(
         f'[shares]\nsec = "{root}"\n\n'
-        f'[[api_tokens]]\nname = "alice"\nsha256 = "{hashes["alice"]}"\nuser = "si_alice"\n\n'
+        f'[[api_tokens]]\nname = "alice"\nsha256 = "{hashes["alice"]}"\nuser = "{ALICE_NAME}"\n\n'
         f'[[api_tokens]]\nname = "frontend"\nsha256 = "{hashes["frontend"]}"\non_behalf = true\n\n'
-        f'[[api_tokens]]\nname = "ops"\nsha256 = "{hashes["ops"]}"\nuser = "si_carol"\nadmin = true\n\n'
+        f'[[api_tokens]]\nname = "ops"\nsha256 = "{hashes["ops"]}"\nuser = "{CAROL_NAME}"\nadmin = true\n\n'
         + rules
     )
 
@@ -199,9 +205,9 @@ def _put(
 
 ANON, ALICE, BOB, CAROL = (
     Principal(),
-    Principal("si_alice", ("si_eng",)),
-    Principal("si_bob", ("si_hr",)),
-    Principal("si_carol", ("si_eng", "si_hr")),
+    Principal(ALICE_NAME, (ENG,)),
+    Principal(BOB_NAME, (HR,)),
+    Principal(CAROL_NAME, (ENG, HR)),
 )
 
 
@@ -215,13 +221,15 @@ def test_revocations_reach_the_index_without_re_embedding(secured: Secured) -> N
     wait_until(lambda: not secured.sees(ANON, q, "memo.txt"), 10, "chmod o-r applied")
     assert secured.sees(Principal("root", ("root",)), q, "memo.txt")
 
-    shutil.chown(secured.root / "memo.txt", "si_bob", "si_hr")  # chown
+    shutil.chown(secured.root / "memo.txt", BOB_NAME, HR)  # chown
     wait_until(lambda: secured.sees(BOB, q, "memo.txt"), 10, "chown applied")
     assert not secured.sees(ALICE, q, "memo.txt")
 
-    subprocess.run(["setfacl", "-m", "u:si_alice:r", str(secured.root / "memo.txt")], check=True)
+    subprocess.run(
+        ["setfacl", "-m", f"u:{ALICE_NAME}:r", str(secured.root / "memo.txt")], check=True
+    )
     wait_until(lambda: secured.sees(ALICE, q, "memo.txt"), 10, "setfacl -m applied")
-    subprocess.run(["setfacl", "-x", "u:si_alice", str(secured.root / "memo.txt")], check=True)
+    subprocess.run(["setfacl", "-x", f"u:{ALICE_NAME}", str(secured.root / "memo.txt")], check=True)
     wait_until(lambda: not secured.sees(ALICE, q, "memo.txt"), 10, "setfacl -x applied")
 
     os.chmod(secured.root / "memo.txt", 0o644)
@@ -244,11 +252,11 @@ def test_a_rule_edited_in_the_config_reaches_the_index(secured: Secured) -> None
     q = "salary bands assembly technicians"
     assert secured.sees(ANON, q, "hr/salaries.txt")
     embedded = secured.runtime.embedder.embedded_total
-    rules = '[[acl_rules]]\nshare = "sec"\npath = "hr/*"\nrestrict_to = ["group:si_hr"]\ndeny = ["user:si_carol"]\n'
+    rules = f'[[acl_rules]]\nshare = "sec"\npath = "hr/*"\nrestrict_to = ["group:{HR}"]\ndeny = ["user:{CAROL_NAME}"]\n'
     _config(secured.config, secured.root, rules, secured.hashes)  # type: ignore[attr-defined]
     wait_until(lambda: not secured.sees(ANON, q, "hr/salaries.txt"), 10, "the rule applied")
     assert secured.sees(BOB, q, "hr/salaries.txt")
-    assert not secured.sees(CAROL, q, "hr/salaries.txt")  # in si_hr, but denied by name
+    assert not secured.sees(CAROL, q, "hr/salaries.txt")  # in the hr group, but denied by name
     assert secured.sees(ANON, "quarterly bonus pool welding", "memo.txt")  # other paths untouched
     assert secured.runtime.embedder.embedded_total == embedded
 
@@ -258,19 +266,19 @@ def test_api_requires_a_token_and_a_token_cannot_choose_its_principal(secured: S
         secured,
         "bob-only.txt",
         "Bob's notes on the crane inspection schedule.\n",
-        "si_bob",
-        "si_bob",
+        BOB_NAME,
+        BOB_NAME,
         0o600,
     )
     q = "crane inspection schedule"
     assert secured.api(None, "/search", q=q).status_code == 401
     assert secured.api("si_wrong", "/search", q=q).status_code == 401
     alice = secured.tokens["alice"]
-    assert secured.api(alice, "/search", q=q, user="si_bob").status_code == 403  # impersonation
+    assert secured.api(alice, "/search", q=q, user=BOB_NAME).status_code == 403  # impersonation
     hits = secured.api(alice, "/search", q=q, k=20).json()
     assert "bob-only.txt" not in {h["metadata"]["path"] for h in hits}
     frontend = secured.tokens["frontend"]  # a trusted service passes the user's principal
-    hits = secured.api(frontend, "/search", q=q, user="si_bob", k=5).json()
+    hits = secured.api(frontend, "/search", q=q, user=BOB_NAME, k=5).json()
     assert hits[0]["metadata"]["path"] == "bob-only.txt"
     hits = secured.api(frontend, "/search", q=q, k=20).json()  # no principal: public only
     assert "bob-only.txt" not in {h["metadata"]["path"] for h in hits}
@@ -280,7 +288,7 @@ def test_document_neighbour_and_status_endpoints_obey_the_acl(secured: Secured) 
     text = "\n\n".join(
         f"Paragraph {i} of the secret furnace relining plan. " * 12 for i in range(6)
     )
-    _put(secured, "furnace.md", text, "si_bob", "si_hr", 0o640)
+    _put(secured, "furnace.md", text, BOB_NAME, HR, 0o640)
     doc_id = secured.doc_id("furnace.md")
     alice, frontend, ops = (
         secured.tokens["alice"],
@@ -288,11 +296,11 @@ def test_document_neighbour_and_status_endpoints_obey_the_acl(secured: Secured) 
         secured.tokens["ops"],
     )
     assert secured.api(alice, f"/documents/{doc_id}").status_code == 404
-    chunks = secured.api(frontend, f"/documents/{doc_id}", user="si_bob").json()
+    chunks = secured.api(frontend, f"/documents/{doc_id}", user=BOB_NAME).json()
     assert len(chunks) > 2 and [c["metadata"]["chunk_index"] for c in chunks] == list(
         range(len(chunks))
     )
-    near = secured.api(frontend, f"/documents/{doc_id}/chunks/1/neighbours", user="si_bob").json()
+    near = secured.api(frontend, f"/documents/{doc_id}/chunks/1/neighbours", user=BOB_NAME).json()
     assert [c["metadata"]["chunk_index"] for c in near] == [0, 1, 2]
     assert secured.api(alice, f"/documents/{doc_id}/chunks/1/neighbours").status_code == 404
     assert set(secured.api(alice, "/status").json()) == {
@@ -308,20 +316,20 @@ def test_acl_explain_names_what_decided(accounts: dict[str, int], tmp_path: Path
     root = tmp_path / "share"
     (root / "eng").mkdir(parents=True)
     os.chmod(root, 0o755)
-    shutil.chown(root / "eng", "si_alice", "si_eng")
+    shutil.chown(root / "eng", ALICE_NAME, ENG)
     os.chmod(root / "eng", 0o750)
     (root / "eng" / "spec.md").write_text("x")
     os.chmod(root / "eng" / "spec.md", 0o644)
     proc = run_cli(
-        "acl", "explain", str(root / "eng" / "spec.md"), "--user", "si_bob", "--share", f"s={root}"
+        "acl", "explain", str(root / "eng" / "spec.md"), "--user", BOB_NAME, "--share", f"s={root}"
     )
     assert proc.returncode == 0, proc.stderr
     assert "NO  traverse eng/" in proc.stdout and "other entry ---" in proc.stdout
     assert "verdict: cannot read" in proc.stdout
     proc = run_cli(
-        "acl", "explain", "s:eng/spec.md", "--user", "si_carol", "--share", f"s={root}", "--json"
+        "acl", "explain", "s:eng/spec.md", "--user", CAROL_NAME, "--share", f"s={root}", "--json"
     )
     report = json.loads(proc.stdout)
     assert report["index_allows"] and report["filesystem_allows"]
     assert report["steps"][1]["decided_by"] == "owning group entry r-x"
-    assert report["acl"] == ["group:si_eng", "user:si_alice"]
+    assert report["acl"] == [f"group:{ENG}", f"user:{ALICE_NAME}"]
