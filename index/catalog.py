@@ -276,22 +276,25 @@ class Catalog:
 
     def allocate_version(self, doc_id: str, content_hash: str) -> int:
         """The version number for writing ``content_hash``: a number no writer of other content
-        gets. A writer that died between taking a number and claiming it left it unclaimed;
+        gets. Content already claimed, with no newer number handed out since, keeps its number
+        (two writers of the same bytes, one finishing while the other starts, write one version,
+        not two). A writer that died between taking a number and claiming it left it unclaimed;
         redoing the same content takes the same number again, so the redo writes the same ids."""
-        unclaimed_same = (DocumentRow.next_version > DocumentRow.version) & (
-            DocumentRow.pending_hash == content_hash
+        outstanding = DocumentRow.next_version > DocumentRow.version
+        claimed_same = (
+            ~outstanding & (DocumentRow.version > 0) & (DocumentRow.content_hash == content_hash)
         )
-        highest = case(
-            (DocumentRow.next_version > DocumentRow.version, DocumentRow.next_version),
-            else_=DocumentRow.version,
-        )
+        unclaimed_same = outstanding & (DocumentRow.pending_hash == content_hash)
+        highest = case((outstanding, DocumentRow.next_version), else_=DocumentRow.version)
         with self.session() as s:  # one atomic statement: no read-then-write race, in SQLite too
             allocated = s.scalar(
                 update(DocumentRow)
                 .where(DocumentRow.id == doc_id)
                 .values(
                     next_version=case(
-                        (unclaimed_same, DocumentRow.next_version), else_=highest + 1
+                        (claimed_same, DocumentRow.version),
+                        (unclaimed_same, DocumentRow.next_version),
+                        else_=highest + 1,
                     ),
                     pending_hash=content_hash,
                 )
@@ -478,17 +481,18 @@ class Catalog:
         )
         return token if done else None
 
-    def take(
-        self, doc_id: str, token: str, owner: str, lease_s: float, *, free_only: bool = False
-    ) -> DocumentRecord | None:
+    def take(self, doc_id: str, token: str, owner: str, lease_s: float) -> DocumentRecord | None:
         """Start work on a dispatched document. None: the message is stale (dispatched again
-        since, or the document is no longer pending) and is dropped. ``free_only``: not while
-        another live worker holds it (taking a document whose message is still queued)."""
-        stmt = _lease_update(doc_id, token)
-        if free_only:
-            stmt = stmt.where(
-                DocumentRow.lease_owner.is_(None) | (DocumentRow.lease_until < _now())
-            )
+        since, or the document is no longer pending), or a live lease holds the document (a
+        worker, this one included, took it along with another document's batch, or a message
+        delivered twice): the message is dropped, the holder finishes the work, and if the
+        holder dies its lease runs out and the reconciler dispatches the document again.
+
+        A step that hands the document on (parsed: to the embed queue; a retry) releases its
+        lease first, so the next message of the same dispatch finds it free."""
+        stmt = _lease_update(doc_id, token).where(
+            DocumentRow.lease_owner.is_(None) | (DocumentRow.lease_until < _now())
+        )
         with self.session() as s:
             result = s.execute(
                 stmt.values(

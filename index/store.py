@@ -138,12 +138,16 @@ class QdrantIndex:
                     self.collection, points=list(points[start : start + _WRITE_BATCH]), wait=True
                 )
 
-    def delete_versions_except(self, doc_id: str, keep_version: int) -> None:
-        """Remove every point of ``doc_id`` but those of ``keep_version`` (after it is written)."""
+    def delete_versions_before(self, doc_id: str, version: int) -> None:
+        """Remove the points of ``doc_id``'s versions older than ``version`` (after it is written
+        and claimed). Newer numbers are never touched: their writer may be between its upsert
+        and its claim, and it removes the older ones itself when it claims."""
         self._delete(
             models.Filter(
-                must=[_match("metadata.doc_id", doc_id)],
-                must_not=[_match("metadata.version", keep_version)],
+                must=[
+                    _match("metadata.doc_id", doc_id),
+                    models.FieldCondition(key="metadata.version", range=models.Range(lt=version)),
+                ]
             )
         )
 

@@ -574,18 +574,12 @@ class Indexer:
         """Commit one document; False when its result is stale and was dropped."""
         if self._changed_since_read(item, doc):
             return False
-        # read again: this content may be indexed already (the same file dispatched twice, or
-        # written again with its captions); then its version is reused
-        record = self.catalog.get(item.doc_id)
+        # this content may be claimed already (the same file dispatched twice, or written again
+        # with its captions): then allocate gives its number back and the same ids are written
         parsed = doc.parsed
-        same = (
-            record is not None and record.version > 0 and record.content_hash == parsed.content_hash
-        )
-        version = (
-            record.version
-            if same and record
-            else self.catalog.allocate_version(item.doc_id, parsed.content_hash)
-        )
+        version = self.catalog.allocate_version(item.doc_id, parsed.content_hash)
+        record = self.catalog.get(item.doc_id)
+        same = record is not None and record.version == version
         allow, deny = item.access.as_lists()
         points = [
             make_point(
@@ -605,7 +599,7 @@ class Indexer:
             self.store.delete_version(item.doc_id, version)  # a newer version won: ours goes
             return False
         if not self.catalog.only_version(item.doc_id, version):  # a new document skips the scan
-            self.store.delete_versions_except(item.doc_id, version)
+            self.store.delete_versions_before(item.doc_id, version)
         if same and record and record.chunk_count > len(chunks):  # the same version, read again
             self.store.delete_chunks(item.doc_id, version, range(len(chunks), record.chunk_count))
         self.catalog.finish_version(

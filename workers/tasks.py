@@ -262,7 +262,7 @@ def _take_along(ctx: WorkerContext, jobs: list[tuple[Ref, WorkItem, PreparedDocu
     for doc_id, token in waiting:
         if chunks >= want:
             return
-        record = catalog.take(doc_id, token, ctx.owner, s.lease_s, free_only=True)
+        record = catalog.take(doc_id, token, ctx.owner, s.lease_s)
         if record is None:  # taken by another worker meanwhile
             continue
         ctx.heartbeat.hold(doc_id)

@@ -102,7 +102,24 @@ def test_version_numbers_for_different_content_never_repeat(catalog: Catalog) ->
     assert catalog.allocate_version("d1", "h1") == 3  # and back: never a number given to h2
     assert catalog.claim_version("d1", 3, "h1")
     assert not catalog.claim_version("d1", 2, "h2")  # compare-and-set: older than the claimed one
-    assert catalog.allocate_version("d1", "h1") == 4  # claimed numbers are never handed out again
+    assert catalog.allocate_version("d1", "h2") == 4  # other content never gets a claimed number
+    assert catalog.allocate_version("d1", "h1") == 5  # nor one handed out for other content
+
+
+def test_two_writers_of_the_same_bytes_write_one_version(catalog: Catalog) -> None:
+    """A second writer of the claimed content (a document dispatched twice) that allocates
+    after the first one claimed gets the claimed number back: the same point ids, one version in
+    the history; once a newer number is out, the same bytes get a fresh one."""
+    catalog.upsert_seen("d1", "docs", "x.md", 10, 1, [])
+    assert catalog.allocate_version("d1", "h1") == 1  # writer A
+    assert catalog.claim_version("d1", 1, "h1")
+    assert catalog.allocate_version("d1", "h1") == 1  # writer B, same bytes, after A's claim
+    assert catalog.claim_version("d1", 1, "h1")
+    catalog.finish_version("d1", 1, "h1", 10, 1, "md")
+    catalog.finish_version("d1", 1, "h1", 10, 1, "md")
+    assert [v.version for v in catalog.versions("d1")] == [1]
+    assert catalog.allocate_version("d1", "h2") == 2  # an edit
+    assert catalog.allocate_version("d1", "h1") == 3  # the old bytes again, with 2 outstanding
 
 
 def test_only_the_first_number_of_a_new_document_needs_no_clean_up(catalog: Catalog) -> None:
@@ -189,3 +206,19 @@ def test_processes_opening_a_new_catalog_together_do_not_fail(
     monkeypatch.setattr(MetaData, "create_all", broken)
     with pytest.raises(CatalogError, match="disk I/O error"):
         Catalog(f"sqlite:///{tmp_path / 'other.db'}")
+
+
+def test_a_live_lease_refuses_a_second_take(catalog: Catalog) -> None:
+    """One live holder per document: a second take of the same dispatch (a document taken
+    along with another's batch whose own message arrives, a message delivered twice) is
+    refused, by the same worker process too, until the holder hands it on or its lease lapses."""
+    catalog.upsert_seen("d1", "docs", "x.md", 10, 1, [])
+    token = catalog.dispatch("d1", 60)
+    assert token is not None
+    assert catalog.take("d1", token, "w1", 30) is not None
+    assert catalog.take("d1", token, "w1", 30) is None
+    assert catalog.take("d1", token, "w2", 30) is None
+    assert catalog.release("d1", token, 60)  # parsed: handed on to the embed queue
+    assert catalog.take("d1", token, "w2", -1) is not None  # a lease already lapsed ...
+    assert catalog.take("d1", token, "w3", 30) is not None  # ... is no lease (w2 died)
+    assert catalog.take("d1", "stale-token", "w4", 30) is None
