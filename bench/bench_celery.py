@@ -82,10 +82,10 @@ def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 def _catalog(data: Path) -> Any:
-    from index.catalog import Catalog
+    from index.catalog import SqlCatalog
 
     _wait(lambda: (data / "catalog.db").exists(), 120, "the catalog")
-    return Catalog(f"sqlite:///{data / 'catalog.db'}")
+    return SqlCatalog(f"sqlite:///{data / 'catalog.db'}")
 
 
 def _settled(data: Path, expected: int) -> Callable[[], bool]:

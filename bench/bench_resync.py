@@ -25,14 +25,14 @@ def main() -> None:
     parser.add_argument("--out", default="bench-results/resync.json")
     args = parser.parse_args()
 
-    from index.catalog import Catalog
+    from index.catalog import SqlCatalog
     from index.schema import document_id
     from workers.permissions import PermissionResolver
 
     work = Path(tempfile.mkdtemp(prefix="shareindex-bench-resync-"))
     share, data = work / "share", work / "data"
     data.mkdir()
-    catalog = Catalog(f"sqlite:///{data / 'catalog.db'}")
+    catalog = SqlCatalog(f"sqlite:///{data / 'catalog.db'}")
     readers = PermissionResolver()
     started = time.monotonic()
     for i in range(args.files):

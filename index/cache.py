@@ -13,13 +13,13 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, String, Text, create_engine, event, func, select
+from sqlalchemy import DateTime, String, Text, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from index.sql import create_tables
+from index.sql import create_tables, make_engine
 from ingest.cache import key_kind
 
 log = logging.getLogger(__name__)
@@ -36,23 +36,6 @@ class ContentCacheRow(_Base):
     kind: Mapped[str] = mapped_column(String(32), index=True)
     value: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
-def _engine(url: str) -> Engine:
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(conn: Any, _record: Any) -> None:
-        cur = conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")  # parse processes write while the service reads
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.close()
-
-    return engine
 
 
 class SqlContentCache:
@@ -83,7 +66,7 @@ class SqlContentCache:
     def engine(self) -> Engine:
         with self._lock:
             if self._engine is None:
-                engine = _engine(self.url)
+                engine = make_engine(self.url)
                 create_tables(_Base.metadata, engine)
                 self._engine, self._owned = engine, True
             return self._engine

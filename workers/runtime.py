@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from index.cache import SqlContentCache
-from index.catalog import Catalog
+from index.catalog import Catalog, SqlCatalog
 from index.search import Searcher
 from index.store import QdrantIndex, open_client
 from ingest.stages.caption import VlmClient, VlmOptions
@@ -118,7 +118,7 @@ def open_store(settings: Settings) -> QdrantIndex:
 
 def open_catalog(settings: Settings) -> Catalog:
     prepare_data_dir(settings)
-    return Catalog(settings.catalog)
+    return SqlCatalog(settings.catalog)
 
 
 @dataclass

@@ -8,15 +8,24 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from index.catalog import DELETED, FAILED, INDEXED, PENDING, SKIPPED, Catalog, CatalogError
+from index.catalog import (
+    DELETED,
+    FAILED,
+    INDEXED,
+    PENDING,
+    SKIPPED,
+    Catalog,
+    CatalogError,
+    SqlCatalog,
+)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
     if request.param == "sqlite":
-        cat = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+        cat = SqlCatalog(f"sqlite:///{tmp_path / 'catalog.db'}")
     else:
-        cat = Catalog(request.getfixturevalue("postgres_url"))
+        cat = SqlCatalog(request.getfixturevalue("postgres_url"))
         with cat.session() as s:  # one database for the session: start each test empty
             s.execute(text("DELETE FROM document_versions"))
             s.execute(text("DELETE FROM documents"))
@@ -87,9 +96,9 @@ def test_deleted_documents_stay_as_tombstones(catalog: Catalog) -> None:
 
 def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match="cannot open the catalog"):
-        Catalog("postgresql://nobody:secret@127.0.0.1:1/none")
+        SqlCatalog("postgresql://nobody:secret@127.0.0.1:1/none")
     with pytest.raises(CatalogError, match=r"\*\*\*@127.0.0.1:1") as info:
-        Catalog("postgresql://nobody:secret@127.0.0.1:1/none")
+        SqlCatalog("postgresql://nobody:secret@127.0.0.1:1/none")
     assert "secret" not in str(info.value)
 
 
@@ -188,14 +197,14 @@ def test_processes_opening_a_new_catalog_together_do_not_fail(
     def loses_the_race(self: MetaData, bind: object, *args: object, **kwargs: object) -> None:
         if not raced:  # the other process creates the tables between our check and our CREATE
             raced.append(True)
-            Catalog(url).close()
+            SqlCatalog(url).close()
             raise OperationalError(
                 "CREATE TABLE documents", {}, Exception("table documents already exists")
             )
         create_all(self, bind, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(MetaData, "create_all", loses_the_race)
-    catalog = Catalog(url)
+    catalog = SqlCatalog(url)
     catalog.upsert_seen("d1", "docs", "a.txt", 1, 1, [])
     assert raced and catalog.find("docs", "a.txt") is not None
     catalog.close()
@@ -205,7 +214,7 @@ def test_processes_opening_a_new_catalog_together_do_not_fail(
 
     monkeypatch.setattr(MetaData, "create_all", broken)
     with pytest.raises(CatalogError, match="disk I/O error"):
-        Catalog(f"sqlite:///{tmp_path / 'other.db'}")
+        SqlCatalog(f"sqlite:///{tmp_path / 'other.db'}")
 
 
 def test_a_live_lease_refuses_a_second_take(catalog: Catalog) -> None:

@@ -21,7 +21,7 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from index.catalog import FAILED, INDEXED, Catalog
+from index.catalog import FAILED, INDEXED, Catalog, SqlCatalog
 from index.store import QdrantIndex, open_client
 from tests.conftest import run_cli
 from tests.helpers import all_points, free_port, wait_until
@@ -109,7 +109,7 @@ class Cluster:
     def catalog(self) -> Catalog:
         if self._catalog is None:
             wait_until(lambda: (self.data / "catalog.db").exists(), 60, "the catalog")
-            self._catalog = Catalog(f"sqlite:///{self.data / 'catalog.db'}")
+            self._catalog = SqlCatalog(f"sqlite:///{self.data / 'catalog.db'}")
         return self._catalog
 
     def doc(self, path: str) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from index.catalog import Catalog
+from index.catalog import SqlCatalog
 from tests.conftest import run_cli
 
 
@@ -23,7 +23,7 @@ def test_retry_failed_processes_failed_documents_after_a_fix(tmp_path: Path, sha
     result = json.loads(retried.stdout)
     assert result["retried"] == 1 and result["paths"] == ["docs:report.txt"]
     assert result["report"]["documents"]["new"] == 1
-    catalog = Catalog(f"sqlite:///{tmp_path / 'data' / 'catalog.db'}")
+    catalog = SqlCatalog(f"sqlite:///{tmp_path / 'data' / 'catalog.db'}")
     assert catalog.find("docs", "report.txt").status == "indexed"  # type: ignore[union-attr]
     catalog.close()
     nothing = run_cli("retry", "--failed", *data)

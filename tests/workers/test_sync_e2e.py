@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from index.acl import Principal
-from index.catalog import Catalog
+from index.catalog import SqlCatalog
 from index.search import Searcher
 from index.store import QdrantIndex, open_client
 from tests.conftest import CORPUS_ENV, run_cli
@@ -263,7 +263,7 @@ def test_resync_is_incremental_and_idempotent(synced: Synced) -> None:
         )
     finally:
         store.close()
-    catalog = Catalog(f"sqlite:///{synced.data / 'catalog.db'}")
+    catalog = SqlCatalog(f"sqlite:///{synced.data / 'catalog.db'}")
     try:
         tomb = catalog.find("corpus", "guide.md")
         assert tomb is not None and tomb.status == "deleted"
@@ -307,7 +307,7 @@ def test_sync_with_a_postgresql_catalog(postgres_url: str, tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["documents"]["new"] == 1
     assert not (tmp_path / "d" / "catalog.db").exists()  # the catalog went to PostgreSQL
-    catalog = Catalog(postgres_url)
+    catalog = SqlCatalog(postgres_url)
     try:
         assert catalog.find("pg", "a.md").status == "indexed"  # type: ignore[union-attr]
         assert catalog.find("pg", "b.txt").error == "empty file (0 bytes)"  # type: ignore[union-attr]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from index.catalog import FAILED, Catalog
+from index.catalog import FAILED, Catalog, SqlCatalog
 from index.store import IndexUnavailable
 from ingest.errors import CorruptDocument, FileChanged, PagesNeedGpu
 from ingest.models import Chunk, ParsedDocument, PreparedDocument, SourceFile
@@ -39,7 +39,7 @@ def context_for(tmp_path: Path, redis_url: str, **overrides: Any) -> tuple[Any, 
     share.mkdir(exist_ok=True)
     settings = load_settings(broker_url=redis_url, data_dir=str(tmp_path / "data"),
                              shares={"docs": str(share)}, **overrides)  # fmt: skip
-    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+    catalog = SqlCatalog(f"sqlite:///{tmp_path / 'catalog.db'}")
     indexer = Indexer(catalog, None, None, None, ignore=[], max_file_bytes=10**6)  # type: ignore[arg-type]
     dispatcher = Dispatcher(make_celery(settings), catalog, settings)
     runtime = SimpleNamespace(catalog=catalog, indexer=indexer)

@@ -1,0 +1,54 @@
+"""The catalog's database: one engine and its sessions, shared by the catalog's parts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from index.catalog.tables import Base, DocumentRow, now
+from index.sql import create_tables, make_engine, safe_url
+
+
+class CatalogError(Exception):
+    """The catalog database cannot be opened or used."""
+
+
+class SqlBase:
+    """SQLAlchemy; SQLite in the data dir by default, PostgreSQL by URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.engine = make_engine(url)
+            create_tables(Base.metadata, self.engine)
+        except OperationalError as exc:
+            raise CatalogError(f"cannot open the catalog at {safe_url(url)}: {exc.orig}") from exc
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+
+def after(seconds: float) -> datetime:
+    return now() + timedelta(seconds=seconds)
+
+
+def aware(at: datetime) -> datetime:
+    """SQLite gives naive datetimes back: they were written in UTC."""
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def row_of(session: Session, doc_id: str) -> DocumentRow:
+    row = session.get(DocumentRow, doc_id)
+    if row is None:
+        raise KeyError(f"no document {doc_id} in the catalog")
+    return row
