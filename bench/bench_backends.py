@@ -35,7 +35,7 @@ def corpus_chunks(n_docs: int, tmp: Path) -> list[str]:
     settings = load_settings(data_dir=tmp / "corpus-data", shares={"bench": share})
     runtime = open_runtime(settings)
     try:
-        runtime.indexer.sync_share("bench", str(share))
+        runtime.indexer.sync_share("bench")
         return chunk_texts(runtime.store.client, settings.collection)
     finally:
         runtime.close()
@@ -78,8 +78,8 @@ def throughput(embedders: dict[str, Any], texts: list[str], rounds: int) -> dict
 def quality(backend: str, data_dir: Path, tmp: Path) -> dict[str, Any]:
     """Index the evaluation set with this backend and score dense and hybrid retrieval (the sparse
     vectors do not depend on the backend)."""
-    from workers.client import LocalClient
-    from workers.evaluate import evaluate, load_questions
+    from workers.query.client import LocalClient
+    from workers.query.evaluate import evaluate, load_questions
     from workers.runtime import open_runtime
     from workers.settings import load_settings
 
@@ -88,7 +88,7 @@ def quality(backend: str, data_dir: Path, tmp: Path) -> dict[str, Any]:
     settings = load_settings(data_dir=data_dir, shares={"eval": share}, embedding_backend=backend)
     runtime = open_runtime(settings)
     try:
-        runtime.indexer.sync_share("eval", str(share))
+        runtime.indexer.sync_share("eval")
     finally:
         runtime.close()
     client = LocalClient(settings)

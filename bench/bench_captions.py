@@ -72,7 +72,7 @@ def main() -> None:
                     _corpus(share, args.docs, edit)
                 before = len(vlm.completions)
                 started = time.monotonic()
-                report = runtime.indexer.sync_share("docs", str(share))
+                report = runtime.indexer.sync_share("docs")
                 docs = report.new + report.changed
                 requests = len(vlm.completions) - before
                 result[phase] = {

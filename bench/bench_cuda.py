@@ -34,7 +34,7 @@ def corpus_texts(n_docs: int, tmp: Path) -> list[str]:
     from ingest.models import SourceFile
     from ingest.pipeline import prepare
     from ingest.stages.chunk import ChunkOptions, DocumentChunker, HFTokenCounter
-    from ingest.stages.embed import resolve_model_path, tokenizer_file
+    from ingest.stages.model_files import resolve_model_path, tokenizer_file
     from ingest.stages.parse import ParseOptions
     from workers.settings import load_settings
 

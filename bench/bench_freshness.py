@@ -34,7 +34,7 @@ def _free_port() -> int:
 
 
 def measure_latency(runtime: Any, settings: Any, root: Path, files: int) -> dict[str, Any]:
-    from workers.service import EmbeddedService
+    from workers.watch.embedded import EmbeddedService
 
     said: list[str] = []
     service = EmbeddedService(settings, runtime, say=said.append)
@@ -115,10 +115,10 @@ def measure_incremental(runtime: Any, root: Path) -> dict[str, Any]:
         (many / f"d{i // 100}" / f"f{i:04d}.txt").write_text(
             f"Small document {i}. " + _paragraph(rng)
         )
-    first = indexer.sync_share("bench", str(root))
+    first = indexer.sync_share("bench")
     parsed.clear()
     t = time.monotonic()
-    again = indexer.sync_share("bench", str(root))
+    again = indexer.sync_share("bench")
     out["resync_1000_unchanged"] = {
         "seconds": round(time.monotonic() - t, 3),
         "documents_unchanged": again.unchanged,
@@ -131,12 +131,12 @@ def measure_incremental(runtime: Any, root: Path) -> dict[str, Any]:
     paragraphs = [_sized_paragraph(rng, words=120) for _ in range(50)]  # ~one chunk each
     doc = root / "big.md"
     doc.write_text("\n\n".join(paragraphs))
-    created = indexer.sync_share("bench", str(root))
+    created = indexer.sync_share("bench")
     paragraphs[25] = (
         "This paragraph was edited: the new gasket supplier is Nordic Seals. " + paragraphs[25]
     )
     doc.write_text("\n\n".join(paragraphs))
-    edited = indexer.sync_share("bench", str(root))
+    edited = indexer.sync_share("bench")
     out["edit_one_paragraph_of_50_chunk_document"] = {
         "chunks": runtime.catalog.find("bench", "big.md").chunk_count,
         "chunks_embedded_first": created.embedded,
@@ -149,11 +149,11 @@ def measure_incremental(runtime: Any, root: Path) -> dict[str, Any]:
     for i in range(100):
         (folder / f"doc{i:03d}.md").parent.mkdir(parents=True, exist_ok=True)
         (folder / f"doc{i:03d}.md").write_text(f"# Project note {i}\n\n" + _paragraph(rng))
-    indexer.sync_share("bench", str(root))
+    indexer.sync_share("bench")
     parsed.clear()
     os.rename(folder, root / "archive-project")
     t = time.monotonic()
-    moved = indexer.sync_share("bench", str(root))
+    moved = indexer.sync_share("bench")
     out["move_folder_of_100_documents"] = {
         "seconds": round(time.monotonic() - t, 3),
         "documents_moved": moved.moved,

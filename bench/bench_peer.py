@@ -161,7 +161,7 @@ def embedding_bound(settings: Any) -> dict[str, Any]:
 
 def compare(n_docs: int, long_every: int, backend: str, tmp: Path) -> dict[str, Any]:
     from bench.corpus import write_mixed_corpus
-    from ingest.stages.embed import resolve_model_path
+    from ingest.stages.model_files import resolve_model_path
     from workers.settings import load_settings
 
     share = tmp / "share"

@@ -27,7 +27,7 @@ def main() -> None:
 
     from index.catalog import SqlCatalog
     from index.schema import document_id
-    from workers.permissions import PermissionResolver
+    from workers.sources.posix import PermissionResolver
 
     work = Path(tempfile.mkdtemp(prefix="shareindex-bench-resync-"))
     share, data = work / "share", work / "data"

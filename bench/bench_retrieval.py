@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def measure_quality(tmp: Path) -> dict[str, Any]:
-    from workers.client import LocalClient
-    from workers.evaluate import evaluate, load_questions
+    from workers.query.client import LocalClient
+    from workers.query.evaluate import evaluate, load_questions
     from workers.runtime import open_runtime
     from workers.settings import load_settings
 
@@ -32,7 +32,7 @@ def measure_quality(tmp: Path) -> dict[str, Any]:
     settings = load_settings(data_dir=tmp / "eval-data", shares={"eval": share})
     runtime = open_runtime(settings)
     try:
-        runtime.indexer.sync_share("eval", str(share))
+        runtime.indexer.sync_share("eval")
     finally:
         runtime.close()
     client = LocalClient(settings)
@@ -52,8 +52,8 @@ def measure_latency(tmp: Path, sizes: list[int], queries: int) -> dict[str, Any]
     from qdrant_client import models
 
     from index.acl import Principal
+    from index.qdrant import QdrantIndex, open_client
     from index.schema import DENSE, SPARSE
-    from index.store import QdrantIndex, open_client
     from ingest.models import SparseVector
 
     rng = np.random.default_rng(0)

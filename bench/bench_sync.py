@@ -81,7 +81,7 @@ def run(n_docs: int, workdir: Path) -> dict[str, Any]:
         startup_s = time.monotonic() - t0
         try:
             t1 = time.monotonic()
-            report = runtime.indexer.sync_share("bench", str(share))
+            report = runtime.indexer.sync_share("bench")
             sync_s = time.monotonic() - t1
             texts = _chunk_texts(runtime.store, settings.collection)
             t2 = time.monotonic()

@@ -305,6 +305,22 @@ class AclRule:
         return (self.share is None or self.share == share) and fnmatch.fnmatchcase(path, self.path)
 
 
+class RuleBook:
+    """The share rules in force, shared by every share's permission reader. The embedded
+    service replaces them when the config file changes; the reconcile that follows rewrites the
+    ACL of each document whose readers changed."""
+
+    def __init__(self, rules: Sequence[AclRule] = ()) -> None:
+        self._rules = tuple(rules)
+
+    @property
+    def rules(self) -> tuple[AclRule, ...]:
+        return self._rules
+
+    def replace(self, rules: Sequence[AclRule]) -> None:
+        self._rules = tuple(rules)  # one assignment: readers see the old or the new tuple
+
+
 def apply_rules(
     access: Access, rules: Sequence[AclRule], share: str, path: str, names: Directory
 ) -> Access:

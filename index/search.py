@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from index.acl import Principal
-from index.store import Hit, QdrantIndex, SearchMode
+from index.vectors import Hit, SearchMode, VectorIndex
 from ingest.stages.embed import SentenceEmbedder
 from ingest.stages.rerank import CrossEncoderReranker
 from ingest.stages.sparse import SparseEncoder
@@ -19,7 +19,7 @@ from ingest.stages.sparse import SparseEncoder
 class Searcher:
     def __init__(
         self,
-        store: QdrantIndex,
+        store: VectorIndex,
         embedder: SentenceEmbedder,
         sparse: SparseEncoder | None = None,
         reranker: CrossEncoderReranker | None = None,

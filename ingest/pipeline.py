@@ -23,12 +23,12 @@ from ingest.errors import FileChanged, OcrUnavailable, PermanentError, VlmUnavai
 from ingest.guards import read_file_in_share
 from ingest.images import IMAGE_FILETYPES
 from ingest.models import Chunk, Element, EmbeddedChunk, PreparedDocument, SourceFile, SparseVector
-from ingest.stages.caption import ImageCaptioner, caption_image
 from ingest.stages.chunk import DocumentChunker
 from ingest.stages.embed import SentenceEmbedder
 from ingest.stages.figures import Figure, FigureOptions, extract_figures
 from ingest.stages.parse import ParseOptions, parse
 from ingest.stages.sparse import SparseEncoder
+from ingest.stages.vlm import ImageCaptioner, caption_image
 from ingest.text import is_cjk
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ def shared_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
 
 @pytest.fixture(scope="session")
 def model_path() -> str:
-    from ingest.stages.embed import resolve_model_path
+    from ingest.stages.model_files import resolve_model_path
 
     return resolve_model_path("sentence-transformers/all-MiniLM-L6-v2")
 
@@ -101,21 +101,39 @@ CORPUS_ENV = {"SHAREINDEX_MAX_FILE_MB": "1", "SHAREINDEX_MAX_UNCOMPRESSED_MB": "
 
 
 REDIS_URL = os.environ.get("SHAREINDEX_TEST_REDIS", "redis://127.0.0.1:6379")
+#: Redis databases the tests may use, one per test at a time; database 0 holds the claims
+_REDIS_DBS = [n for n in range(2, 16) if n != 12]  # 12: bench_celery
+_CLAIM_S = 1800
 
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    """A Redis database of its own (emptied before and after), as the broker of one test."""
+    """A Redis database of its own (emptied before and after), as the broker of one test.
+
+    Claimed in database 0 (SET NX with an expiry), so that two test runs on one machine (a CI
+    run beside a developer's) never share or flush each other's database; Celery's broadcast
+    channels are per database too (fanout_prefix)."""
     import redis
 
-    url = f"{REDIS_URL}/11"
-    client = redis.Redis.from_url(url, socket_connect_timeout=3)
+    claims = redis.Redis.from_url(f"{REDIS_URL}/0", socket_connect_timeout=3)
+    token = uuid.uuid4().hex
     try:
-        client.flushdb()
+        db = next((n for n in _REDIS_DBS
+                   if claims.set(f"shareindex-test:db:{n}", token, nx=True, ex=_CLAIM_S)), None)  # fmt: skip
     except redis.ConnectionError as exc:
         if os.environ.get("CI"):
             pytest.fail(f"Redis is required in CI: {exc}")
         pytest.skip(f"Redis not reachable: {exc}")
-    yield url
+    if db is None:
+        pytest.fail(f"every test database of Redis ({_REDIS_DBS}) is claimed by another run")
+    url = f"{REDIS_URL}/{db}"
+    client = redis.Redis.from_url(url, socket_connect_timeout=3)
     client.flushdb()
-    client.close()
+    try:
+        yield url
+    finally:
+        client.flushdb()
+        client.close()
+        if claims.get(f"shareindex-test:db:{db}") == token.encode():
+            claims.delete(f"shareindex-test:db:{db}")
+        claims.close()

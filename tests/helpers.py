@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from index.store import QdrantIndex
+from index.vectors import StoredPoint, VectorIndex
 
 
 def free_port() -> int:
@@ -46,13 +46,6 @@ def run_together(task: Callable[[], Any], threads: int) -> list[BaseException]:
     return errors
 
 
-def all_points(store: QdrantIndex) -> list[Any]:
-    """Every point of the store's collection, with payloads."""
-    points, offset = [], None
-    while True:
-        batch, offset = store.client.scroll(
-            store.collection, limit=500, offset=offset, with_payload=True
-        )
-        points += batch
-        if offset is None:
-            return points
+def all_points(store: VectorIndex) -> list[StoredPoint]:
+    """Every point of the store, with payloads."""
+    return list(store.points())

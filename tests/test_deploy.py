@@ -25,7 +25,7 @@ DOCKERFILE_CUDA = ROOT / "deploy" / "Dockerfile.cuda"
 ENV_EXAMPLE = ROOT / ".env.example"
 
 try:
-    from workers.queues import CPU_QUEUE, GPU_QUEUE, QUEUES
+    from workers.distributed.queues import CPU_QUEUE, GPU_QUEUE, QUEUES
 except ImportError:  # the module is younger than this test
     CPU_QUEUE, GPU_QUEUE = "cpu", "gpu"
     QUEUES = (CPU_QUEUE, GPU_QUEUE)
@@ -164,7 +164,7 @@ def _queues_of(argv: list[str]) -> list[str]:
     assert "--queues" in argv, f"a worker names its queues: {argv}"
     spec = argv[argv.index("--queues") + 1]
     try:
-        from workers.queues import parse_queues
+        from workers.distributed.queues import parse_queues
     except ImportError:
         return [q for q in spec.split(",") if q]
     return parse_queues(spec)

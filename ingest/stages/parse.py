@@ -45,13 +45,13 @@ from ingest.guards import (
 from ingest.images import IMAGE_FILETYPES
 from ingest.models import Element, ElementKind, ParsedDocument, SourceFile
 from ingest.stages import ocr
-from ingest.stages.caption import (
+from ingest.stages.ocr import OcrOptions
+from ingest.stages.vlm import (
     PageTranscriber,
     layout_key,
     markdown_elements,
     transcribe_page,
 )
-from ingest.stages.ocr import OcrOptions
 from ingest.text import is_cjk, normalize_space
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from ingest.stages.embed import ModelUnavailable, resolve_model_path
+from ingest.stages.model_files import ModelUnavailable, resolve_model_path
 
 
 class CrossEncoderReranker:

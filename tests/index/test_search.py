@@ -11,9 +11,10 @@ import pytest
 from qdrant_client import QdrantClient
 
 from index.acl import Principal
+from index.qdrant import QdrantIndex
 from index.schema import build_metadata
 from index.search import Searcher
-from index.store import ModelMismatch, QdrantIndex, make_point
+from index.vectors import ModelMismatch, make_point
 from ingest.stages.rerank import CrossEncoderReranker
 from ingest.stages.sparse import SparseEncoder
 
@@ -156,7 +157,7 @@ def test_a_cross_encoder_reranks_the_candidates(embedder, model_path: str, tmp_p
 
 
 def test_a_missing_reranker_is_a_clear_error(tmp_path: Path) -> None:
-    from ingest.stages.embed import ModelUnavailable
+    from ingest.stages.model_files import ModelUnavailable
 
     with pytest.raises(ModelUnavailable, match="neither a local folder"):
         CrossEncoderReranker("cross-encoder/ms-marco-MiniLM-L-6-v2").warm_up()

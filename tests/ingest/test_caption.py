@@ -27,7 +27,11 @@ from ingest.errors import (
 )
 from ingest.models import Chunk, Element, ParsedDocument, PreparedDocument, SourceFile
 from ingest.pipeline import caption_figures, document_figures, prepare
-from ingest.stages.caption import (
+from ingest.stages.chunk import ChunkOptions, DocumentChunker
+from ingest.stages.figures import FigureOptions, extract_figures
+from ingest.stages.ocr import OcrOptions, read_png
+from ingest.stages.parse import ParseOptions
+from ingest.stages.vlm import (
     DEFAULT_PAGE_PROMPT,
     VlmClient,
     VlmOptions,
@@ -35,10 +39,6 @@ from ingest.stages.caption import (
     completions_url,
     markdown_elements,
 )
-from ingest.stages.chunk import ChunkOptions, DocumentChunker
-from ingest.stages.figures import FigureOptions, extract_figures
-from ingest.stages.ocr import OcrOptions, read_png
-from ingest.stages.parse import ParseOptions
 from tests import scans
 from tests.helpers import free_port
 from tests.vlm_double import VlmDouble, image_url, prompt_of

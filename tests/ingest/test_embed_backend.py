@@ -13,15 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingest.stages import embed_export
-from ingest.stages.embed import ModelUnavailable, SentenceEmbedder, model_dimension
-from ingest.stages.embed_export import (
-    BackendUnavailable,
-    Pooling,
-    ensure_exported,
-    export_folder,
-    read_pooling,
-)
+from ingest.stages import onnx_encoder, onnx_export
+from ingest.stages.embed import SentenceEmbedder
+from ingest.stages.model_files import ModelUnavailable, Pooling, model_dimension, read_pooling
+from ingest.stages.onnx_export import BackendUnavailable, ensure_exported, export_folder
 from tests.helpers import run_together
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,14 +70,14 @@ def test_data_parallel_runs_give_each_text_the_vectors_of_a_single_thread(
 ) -> None:
     """Batches run side by side on several threads; every text still gets its own vector, the
     same as when the batches run one after the other."""
-    from ingest.stages.embed import resolve_model_path
+    from ingest.stages.model_files import resolve_model_path
 
     int8 = SentenceEmbedder(backend="onnx-int8", export_dir=export_dir)
     int8.warm_up()
     model_path, onnx_file = resolve_model_path(int8.model_name), int8.model.onnx_file
     texts = [t[: 40 + 97 * i % 900] for i, t in enumerate(chunk_sample()[:30])]  # mixed lengths
-    one = embed_export.OnnxEncoder(model_path, onnx_file, threads=1)
-    three = embed_export.OnnxEncoder(model_path, onnx_file, threads=3)
+    one = onnx_encoder.OnnxEncoder(model_path, onnx_file, threads=1)
+    three = onnx_encoder.OnnxEncoder(model_path, onnx_file, threads=3)
     assert (one.parallel, three.parallel) == (1, 3)
     threads: set[str] = set()
     run = three._run
@@ -117,7 +112,7 @@ def test_export_is_written_once_then_loaded(
     def no_export(*args: object) -> str:
         raise AssertionError("exported again")
 
-    monkeypatch.setattr(embed_export, "_export", no_export)
+    monkeypatch.setattr(onnx_export, "_export", no_export)
     again = SentenceEmbedder(backend="onnx-int8", export_dir=export_dir)
     text = "Torque check of the conveyor motor bearings."
     assert float(again.embed_query(text) @ int8.embed_query(text)) > 0.9999
@@ -169,7 +164,7 @@ def _fake_export(model_path: str, out: Path, quantized: bool, isa: str | None) -
 def test_concurrent_first_uses_publish_one_complete_export(
     tmp_path: Path, model_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(embed_export, "_export", _fake_export)
+    monkeypatch.setattr(onnx_export, "_export", _fake_export)
     results: list[Path] = []
 
     def first_use() -> None:
@@ -184,7 +179,7 @@ def test_concurrent_first_uses_publish_one_complete_export(
 def test_an_export_of_other_weights_is_replaced(
     tmp_path: Path, model_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(embed_export, "_export", _fake_export)
+    monkeypatch.setattr(onnx_export, "_export", _fake_export)
     folder = ensure_exported(model_path, tmp_path, "m", quantized=True).parent
     manifest = json.loads((folder / "export.json").read_text())
     manifest["manifest"]["source_files"][0][1] += 1  # as if the model folder had changed
@@ -195,7 +190,7 @@ def test_an_export_of_other_weights_is_replaced(
         calls.append("export")
         return _fake_export(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(embed_export, "_export", counted)
+    monkeypatch.setattr(onnx_export, "_export", counted)
     ensure_exported(model_path, tmp_path, "m", quantized=True)
     assert calls == ["export"]
     ensure_exported(model_path, tmp_path, "m", quantized=True)

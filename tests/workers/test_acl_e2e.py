@@ -22,11 +22,11 @@ from index.acl import EVERYONE, Principal, clear_name_caches
 from index.search import Searcher
 from tests.conftest import run_cli
 from tests.helpers import free_port, wait_until
-from workers.auth import new_token
-from workers.permissions import PermissionResolver
+from workers.query.auth import new_token
 from workers.runtime import Runtime, open_runtime
-from workers.service import EmbeddedService
 from workers.settings import load_settings
+from workers.sources.posix import PermissionResolver
+from workers.watch.embedded import EmbeddedService
 
 pytestmark = pytest.mark.integration
 #: names unique to this run: a machine that is not fresh may already have users called alice

@@ -65,7 +65,7 @@ def test_text_first_captions_later_found_by_search_and_cached(
     try:
         indexer, catalog = runtime.indexer, runtime.catalog
         vlm.fail_next(10, 503)  # the VLM is down
-        report = indexer.sync_share("docs", str(share))
+        report = indexer.sync_share("docs")
         doc = catalog.find("docs", "plant.docx")
         assert report.new == 1 and doc.status == "indexed" and doc.captions == "pending"
         hits = runtime.searcher.search("three shifts", Principal(), k=3)
@@ -77,7 +77,7 @@ def test_text_first_captions_later_found_by_search_and_cached(
 
         vlm._script.failures.clear()  # the VLM is back: the next reconcile adds the captions
         before = len(vlm.completions)
-        indexer.sync_share("docs", str(share))
+        indexer.sync_share("docs")
         doc = catalog.find("docs", "plant.docx")
         assert doc.captions == "captioned" and doc.version == 1
         assert len(vlm.completions) == before + 1  # the chart; the logo is decoration
@@ -93,12 +93,12 @@ def test_text_first_captions_later_found_by_search_and_cached(
 
         calls = len(vlm.completions)  # an edit of the text: the same chart is not asked again
         (share / "plant.docx").write_bytes(_docx("The plant runs four shifts since May."))
-        report = indexer.sync_share("docs", str(share))
+        report = indexer.sync_share("docs")
         assert report.changed == 1 and len(vlm.completions) == calls
         doc = catalog.find("docs", "plant.docx")
         assert doc.version == 2 and doc.captions == "captioned"
         assert [c.payload["metadata"]["version"] for c in _captions(runtime)] == [2]
-        assert indexer.sync_share("docs", str(share)).unchanged == 1  # captioned: left alone
+        assert indexer.sync_share("docs").unchanged == 1  # captioned: left alone
     finally:
         runtime.close()
 
@@ -113,7 +113,7 @@ def test_without_a_vlm_captions_are_off_and_figures_are_still_read(tmp_path: Pat
     settings = load_settings(data_dir=str(tmp_path / "data"), shares={"docs": str(share)})
     runtime = open_runtime(settings)
     try:
-        runtime.indexer.sync_share("docs", str(share))
+        runtime.indexer.sync_share("docs")
         doc = runtime.catalog.find("docs", "plant.docx")
         assert doc.captions == "off"
         assert runtime.catalog.find("docs", "notes.txt").captions is None
@@ -139,7 +139,7 @@ def test_figure_ocr_can_be_switched_off(tmp_path: Path) -> None:
     )
     runtime = open_runtime(settings)
     try:
-        runtime.indexer.sync_share("docs", str(share))
+        runtime.indexer.sync_share("docs")
         assert runtime.catalog.find("docs", "plant.docx").captions == "off"
         assert _captions(runtime) == []
     finally:
@@ -167,7 +167,7 @@ def test_layout_mode_reads_pages_again_once_the_vlm_is_back(tmp_path: Path) -> N
         runtime = open_runtime(settings)
         try:
             vlm.fail_next(10, 503)
-            runtime.indexer.sync_share("docs", str(share))
+            runtime.indexer.sync_share("docs")
             doc = runtime.catalog.find("docs", "scan.pdf")
             assert doc.status == "indexed" and doc.captions == "pending"
             hits = runtime.searcher.search("narwhal bearings", Principal(), k=1)
@@ -176,7 +176,7 @@ def test_layout_mode_reads_pages_again_once_the_vlm_is_back(tmp_path: Path) -> N
             assert provisional > 1
 
             vlm._script.failures.clear()
-            runtime.indexer.sync_share("docs", str(share))
+            runtime.indexer.sync_share("docs")
             doc = runtime.catalog.find("docs", "scan.pdf")
             assert doc.captions == "captioned" and doc.version == 1
             points = all_points(runtime.store)

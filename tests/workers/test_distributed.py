@@ -22,7 +22,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from index.catalog import FAILED, INDEXED, Catalog, SqlCatalog
-from index.store import QdrantIndex, open_client
+from index.qdrant import QdrantIndex, open_client
 from tests.conftest import run_cli
 from tests.helpers import all_points, free_port, wait_until
 
@@ -260,7 +260,7 @@ def test_worker_killed_mid_document_is_indexed_exactly_once_by_another(
 def test_flushed_queue_the_reconciler_brings_every_pending_document(
     cluster: Cluster, redis_url: str
 ) -> None:
-    from workers.celery_app import make_celery
+    from workers.distributed.app import make_celery
     from workers.settings import load_settings
 
     worker = cluster.worker()
@@ -412,7 +412,7 @@ def test_combinations_that_cannot_work_get_a_clear_error(cluster: Cluster, redis
 
 PREFORK_WORKER = """
 import sys
-from workers import worker
+from workers.distributed import worker
 from workers.settings import load_settings
 
 settings = load_settings()

@@ -15,15 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
-from qdrant_client import models
 
 from index.acl import Principal
 from index.catalog import DELETED
 from index.search import Searcher
 from tests.helpers import free_port, wait_until
 from workers.runtime import Runtime, open_runtime
-from workers.service import EmbeddedService
 from workers.settings import load_settings
+from workers.watch.embedded import EmbeddedService
 
 pytestmark = pytest.mark.integration
 ROOT_USER = Principal("root", ("root",))
@@ -41,10 +40,7 @@ class Live:
         return self.runtime.embedder.embedded_total
 
     def points(self, path: str) -> list[Any]:
-        flt = models.Filter(
-            must=[models.FieldCondition(key="metadata.path", match=models.MatchValue(value=path))]
-        )
-        return self.runtime.store._scroll(flt)
+        return [p for p in self.runtime.store.points() if p.metadata["path"] == path]
 
     def texts(self, path: str) -> list[str]:
         return [
@@ -256,15 +252,12 @@ def test_a_reader_never_sees_the_document_missing(live: Live) -> None:
     live.settle()
     doc_id = live.record("reader.md").id
     searcher = Searcher(live.runtime.store, live.runtime.embedder)
-    flt = models.Filter(
-        must=[models.FieldCondition(key="metadata.doc_id", match=models.MatchValue(value=doc_id))]
-    )
     misses: list[str] = []
     stop = threading.Event()
 
     def poll() -> None:
         while not stop.is_set():
-            if live.runtime.store.count(flt) == 0:
+            if not live.runtime.store.document_points(doc_id):
                 misses.append("count")
             hits = searcher.search("turbine overhaul report blade", ROOT_USER, k=20)
             if not any(h.metadata["doc_id"] == doc_id for h in hits):
@@ -360,9 +353,9 @@ def test_polling_an_unknown_share_is_a_config_error(tmp_path: Path) -> None:
 def test_an_indexing_error_does_not_stop_the_service(
     live: Live, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import workers.service
+    import workers.watch.loop
 
-    monkeypatch.setattr(workers.service, "_RETRY_S", 1.0)
+    monkeypatch.setattr(workers.watch.loop, "RETRY_S", 1.0)
     real = live.runtime.indexer.sync_paths
     calls: list[int] = []
 

@@ -21,10 +21,10 @@ from index.search import Searcher
 from ingest import paths
 from tests.conftest import run_cli
 from tests.helpers import free_port, wait_until
-from workers.permissions import PermissionResolver
 from workers.runtime import open_runtime
-from workers.service import EmbeddedService
 from workers.settings import load_settings
+from workers.sources.posix import PermissionResolver
+from workers.watch.embedded import EmbeddedService
 
 pytestmark = pytest.mark.integration
 
@@ -209,7 +209,7 @@ def test_an_unexpected_error_planning_one_file_costs_that_file_only(
     monkeypatch.setattr(PermissionResolver, "resolve", flaky)
     runtime = open_runtime(load_settings(data_dir=tmp_path / "data", shares={"s": root}))
     try:
-        report = runtime.indexer.sync_share("s", str(root))
+        report = runtime.indexer.sync_share("s")
         assert (report.new, report.failed) == (2, 1)
         [failure] = report.failures
         assert failure["path"] == "b.txt"

@@ -13,7 +13,7 @@ from ingest.errors import ParserCrashed, ParseTimeout
 from ingest.models import PreparedDocument, SourceFile
 from ingest.stages.chunk import ChunkOptions
 from ingest.stages.parse import ParseOptions
-from workers.parsepool import ParseJob, ParsePool
+from workers.sync.parsepool import ParseJob, ParsePool
 
 
 def _hang() -> None:

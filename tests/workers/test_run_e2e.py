@@ -129,7 +129,7 @@ def test_second_service_on_the_same_data_dir_gets_a_clear_error(service: Service
 
 
 def _all_points(data: Path) -> list[Any]:
-    from index.store import QdrantIndex, open_client
+    from index.qdrant import QdrantIndex, open_client
 
     store = QdrantIndex(open_client(path=str(data / "qdrant")), "shareindex")
     try:

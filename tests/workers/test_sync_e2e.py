@@ -14,8 +14,8 @@ import pytest
 
 from index.acl import Principal
 from index.catalog import SqlCatalog
+from index.qdrant import QdrantIndex, open_client
 from index.search import Searcher
-from index.store import QdrantIndex, open_client
 from tests.conftest import CORPUS_ENV, run_cli
 from tests.corpus import BAD_EXPECTED, NEEDLES, OUTSIDE_SECRET, write_bad_corpus, write_good_corpus
 from tests.helpers import all_points

@@ -14,12 +14,14 @@ from typing import Any
 import pytest
 import redis
 
+from index.acl import RuleBook
 from index.catalog import FAILED, Catalog, SqlCatalog
-from index.store import IndexUnavailable
+from index.vectors import IndexUnavailable
 from ingest.errors import CorruptDocument, FileChanged, PagesNeedGpu
 from ingest.models import Chunk, ParsedDocument, PreparedDocument, SourceFile
-from workers.celery_app import make_celery
-from workers.distributed import (
+from tests.fakes import MemoryIndex
+from workers.distributed.app import make_celery
+from workers.distributed.dispatch import (
     Dispatcher,
     Heartbeat,
     Requeuer,
@@ -27,10 +29,20 @@ from workers.distributed import (
     encode_prepared,
     queued_messages,
 )
-from workers.indexer import Indexer
-from workers.queues import PARSE_TASK
+from workers.distributed.queues import PARSE_TASK
+from workers.distributed.tasks import (
+    Done,
+    WorkerContext,
+    embed_document,
+    is_transient,
+    parse_document,
+    run_step,
+    take_document,
+)
+from workers.runtime import open_sources
 from workers.settings import load_settings
-from workers.tasks import _Done, _embed, _parse, _run, _take, is_transient
+from workers.sync.indexer import Indexer
+from workers.sync.planner import Planner
 
 
 def context_for(tmp_path: Path, redis_url: str, **overrides: Any) -> tuple[Any, Catalog]:
@@ -40,14 +52,27 @@ def context_for(tmp_path: Path, redis_url: str, **overrides: Any) -> tuple[Any, 
     settings = load_settings(broker_url=redis_url, data_dir=str(tmp_path / "data"),
                              shares={"docs": str(share)}, **overrides)  # fmt: skip
     catalog = SqlCatalog(f"sqlite:///{tmp_path / 'catalog.db'}")
-    indexer = Indexer(catalog, None, None, None, ignore=[], max_file_bytes=10**6)  # type: ignore[arg-type]
     dispatcher = Dispatcher(make_celery(settings), catalog, settings)
-    runtime = SimpleNamespace(catalog=catalog, indexer=indexer)
+    planner = Planner(catalog, MemoryIndex(), dispatcher.sink, ignore=[], max_file_bytes=10**6)
+    indexer = Indexer(open_sources(settings, RuleBook()), planner, None)
+    runtime = SimpleNamespace(catalog=catalog, indexer=indexer, processor=StepsDouble())
     heartbeat = Heartbeat(catalog, "test:1", settings.lease_s, settings.task_time_limit_s)
-    ctx = SimpleNamespace(settings=settings, runtime=runtime, dispatcher=dispatcher,
-                          owner="test:1", root=lambda share_name: str(share),
-                          heartbeat=heartbeat)  # fmt: skip
+    ctx = WorkerContext(settings, runtime, dispatcher, "test:1", heartbeat)  # type: ignore[arg-type]
     return ctx, catalog
+
+
+class StepsDouble:
+    """The model-bound steps of a worker (parse, embed and commit), given by each test: these
+    tests are about the bookkeeping around them."""
+
+    def parse(self, item: Any) -> Any:
+        raise AssertionError("this test does not parse")
+
+    def commit_many(self, ready: list[Any], report: Any) -> None:
+        raise AssertionError("this test does not commit")
+
+    def record_error(self, item: Any, error: Any, report: Any) -> None:
+        raise AssertionError("this test records no error")
 
 
 def test_a_redispatch_makes_the_older_message_stale(tmp_path: Path, redis_url: str) -> None:
@@ -57,9 +82,9 @@ def test_a_redispatch_makes_the_older_message_stale(tmp_path: Path, redis_url: s
     old = catalog.dispatch("d1", 60)
     new = catalog.dispatch("d1", 60)
     assert old and new and old != new
-    with pytest.raises(_Done):
-        _take(ctx, {"doc_id": "d1", "token": old, "changed_at": 0.0})
-    record, item = _take(ctx, {"doc_id": "d1", "token": new, "changed_at": 0.0})
+    with pytest.raises(Done):
+        take_document(ctx, {"doc_id": "d1", "token": old, "changed_at": 0.0})
+    record, item = take_document(ctx, {"doc_id": "d1", "token": new, "changed_at": 0.0})
     assert record.lease_owner == "test:1" and item.entry.path == "x.txt"
 
 
@@ -71,10 +96,10 @@ def test_worker_death_limit_fails_a_poison_document(tmp_path: Path, redis_url: s
     for _ in range(2):  # two takes that never finish: the worker died each time
         token = catalog.dispatch("d1", 60)
         assert token is not None
-        _take(ctx, {"doc_id": "d1", "token": token, "changed_at": 0.0})
+        take_document(ctx, {"doc_id": "d1", "token": token, "changed_at": 0.0})
     token = catalog.dispatch("d1", 60)
-    with pytest.raises(_Done):
-        _take(ctx, {"doc_id": "d1", "token": token, "changed_at": 0.0})
+    with pytest.raises(Done):
+        take_document(ctx, {"doc_id": "d1", "token": token, "changed_at": 0.0})
     doc = catalog.get("d1")
     assert doc is not None and doc.status == FAILED and "died" in (doc.error or "")
 
@@ -85,7 +110,7 @@ def test_a_finished_step_resets_the_death_count(tmp_path: Path, redis_url: str) 
     catalog.upsert_seen("d1", "docs", "x.txt", 1, 1, [])
     for _ in range(3):  # each take ends (the next step is queued): never a poison
         token = catalog.dispatch("d1", 60)
-        _take(ctx, {"doc_id": "d1", "token": token, "changed_at": 0.0})
+        take_document(ctx, {"doc_id": "d1", "token": token, "changed_at": 0.0})
         assert catalog.release("d1", token, 60)
     assert catalog.get("d1").status == "pending"  # type: ignore[union-attr]
 
@@ -131,13 +156,15 @@ def test_an_unexpected_error_is_retried_then_failed_with_its_reason(
     calls: list[int] = []
 
     def body(_: Any) -> str:
-        _take(ctx, {"doc_id": "d1", "token": catalog.get("d1").dispatch_token, "changed_at": 0})  # type: ignore[union-attr]
+        take_document(
+            ctx, {"doc_id": "d1", "token": catalog.get("d1").dispatch_token, "changed_at": 0}
+        )  # type: ignore[union-attr]
         calls.append(1)
         raise RuntimeError("the embedder returned no vector")
 
     @app.task(bind=True, name="test.broken")
     def broken(task: Any, ref: dict[str, Any]) -> str:
-        return _run(task, lambda: ctx, "embed", ref, body)
+        return run_step(task, lambda: ctx, "embed", ref, body)
 
     catalog.dispatch("d1", 60)
     token = catalog.get("d1").dispatch_token  # type: ignore[union-attr]
@@ -207,9 +234,9 @@ def test_a_document_for_the_vlm_goes_from_the_cpu_to_the_gpu_queue(
     (tmp_path / "share" / "scan.pdf").write_bytes(b"%PDF- a scan")
     catalog.upsert_seen("d1", "docs", "scan.pdf", 12, 1, [])
     token = catalog.dispatch("d1", 60)
-    ctx.runtime.indexer.parse = lambda item: PagesNeedGpu("pages for the VLM")
+    ctx.runtime.processor.parse = lambda item: PagesNeedGpu("pages for the VLM")
     ref = {"doc_id": "d1", "token": token, "changed_at": 0.0}
-    assert _parse(ctx, ref) == "to-gpu"
+    assert parse_document(ctx, ref) == "to-gpu"
     [raw] = broker.lrange("gpu", 0, -1)
     envelope = json.loads(raw)
     (message,), _, _ = json.loads(base64.b64decode(envelope["body"]))
@@ -217,7 +244,7 @@ def test_a_document_for_the_vlm_goes_from_the_cpu_to_the_gpu_queue(
     assert message["doc_id"] == "d1" and message["token"] == token
     assert broker.llen("cpu") == 0
     assert catalog.get("d1").lease_owner is None  # type: ignore[union-attr]
-    assert _take(ctx, ref)[0].id == "d1"  # the gpu worker takes it with the same token
+    assert take_document(ctx, ref)[0].id == "d1"  # the gpu worker takes it with the same token
 
 
 def test_an_embed_task_takes_waiting_documents_along(tmp_path: Path, redis_url: str) -> None:
@@ -245,15 +272,15 @@ def test_an_embed_task_takes_waiting_documents_along(tmp_path: Path, redis_url: 
             assert item.changed_at == 123.0
             catalog.mark_indexed(item.doc_id, 1, doc.parsed.content_hash, 9, 1, "text")
 
-    ctx.runtime.indexer.commit_many = commit_many
+    ctx.runtime.processor.commit_many = commit_many
     own = {"doc_id": "own", "token": tokens["own"], "changed_at": 123.0}
-    assert _embed(ctx, own) == "indexed"
+    assert embed_document(ctx, own) == "indexed"
     assert committed == [["own", "w1", "w2"]]
     assert catalog.get("held").status == "pending"  # type: ignore[union-attr]
     assert catalog.staged_waiting(10) == []  # what was taken along is unstaged
-    with pytest.raises(_Done):  # w1's own message: indexed already, dropped
-        _take(ctx, {"doc_id": "w1", "token": tokens["w1"], "changed_at": 0.0})
-    assert set(ctx.heartbeat._held) == {"own"}  # those taken along are let go (_run drops own)
+    with pytest.raises(Done):  # w1's own message: indexed already, dropped
+        take_document(ctx, {"doc_id": "w1", "token": tokens["w1"], "changed_at": 0.0})
+    assert set(ctx.heartbeat._held) == {"own"}  # those taken along are let go (run_step drops own)
 
 
 def test_transient_and_permanent_errors() -> None:
@@ -284,12 +311,12 @@ def test_staged_documents_round_trip() -> None:
 
 @pytest.mark.parametrize(("queues", "loaded"), [(["cpu"], False), (["cpu", "gpu"], True)])
 def test_only_a_worker_of_the_gpu_queue_loads_the_model(
-    tmp_path: Path, queues: list[str], loaded: bool
+    tmp_path: Path, redis_url: str, queues: list[str], loaded: bool
 ) -> None:
-    from workers.worker import open_worker_runtime
+    from workers.distributed.worker import open_worker_runtime
 
-    settings = load_settings(data_dir=str(tmp_path / "data"))
-    runtime = open_worker_runtime(settings, queues, "threads")
+    settings = load_settings(data_dir=str(tmp_path / "data"), broker_url=redis_url)
+    runtime = open_worker_runtime(settings, queues, "threads", make_celery(settings))
     try:
         assert (runtime.embedder._model is not None) is loaded
     finally:

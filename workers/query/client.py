@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from index.store import SearchMode
+from index.vectors import SearchMode
 from workers.settings import ConfigError, Settings
 
 
@@ -83,7 +83,7 @@ class LocalClient:
 
     def search(self, query: str, user: str | None, groups: tuple[str, ...], k: int, mode: str,
                context: int = 0) -> list[dict[str, Any]]:  # fmt: skip
-        from workers.auth import principal_of
+        from workers.query.auth import principal_of
 
         principal = principal_of(user, groups, self.settings.expand_groups)
         hits = self.searcher.search(query, principal, k=k, mode=_mode(mode), context=context)
@@ -95,7 +95,7 @@ class LocalClient:
 
 @contextmanager
 def search_client(settings: Settings) -> Iterator[SearchClient]:
-    from workers.apiserver import read_service_info
+    from workers.query.server import read_service_info
 
     info = read_service_info(settings.data_dir)
     client: ServiceClient | LocalClient | None = None

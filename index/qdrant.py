@@ -1,12 +1,11 @@
-"""Qdrant access: the collection, versioned document writes, reuse look-ups and search."""
+"""``VectorIndex`` on qdrant-client: a Qdrant server, or local mode in the data dir."""
 
 from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from qdrant_client import QdrantClient, models
 
@@ -20,42 +19,22 @@ from index.schema import (
     location_metadata,
     point_id,
 )
+from index.vectors import (
+    Hit,
+    IndexLocked,
+    IndexPoint,
+    IndexUnavailable,
+    ModelMismatch,
+    SearchMode,
+    StoredPoint,
+    StoreError,
+)
 from ingest.models import SparseVector
 from ingest.pipeline import StoredVectors
 
-SearchMode = Literal["hybrid", "dense", "sparse"]
+__all__ = ["IndexUnavailable", "QdrantIndex", "StoreError", "open_client"]
+
 _WRITE_BATCH = 256
-
-
-class StoreError(Exception):
-    """Base of the errors of the vector store."""
-
-
-class IndexLocked(StoreError):
-    """Qdrant local mode: another process holds the index folder."""
-
-
-class ModelMismatch(StoreError):
-    """The collection was built with another embedding model or dimension."""
-
-
-class IndexUnavailable(StoreError):
-    """The Qdrant server cannot be reached (transient)."""
-
-
-@dataclass(frozen=True)
-class Hit:
-    page_content: str
-    score: float
-    metadata: dict[str, Any]
-    #: neighbouring chunks and section title, when asked for
-    context: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {"page_content": self.page_content, "score": self.score, "metadata": self.metadata}
-        if self.context is not None:
-            out["context"] = self.context
-        return out
 
 
 def open_client(
@@ -131,11 +110,12 @@ class QdrantIndex:
             )
 
     # -- writes ----------------------------------------------------------------------------
-    def upsert(self, points: Sequence[models.PointStruct]) -> None:
+    def upsert(self, points: Sequence[IndexPoint]) -> None:
+        structs = [_struct(p) for p in points]
         with self._lock:
-            for start in range(0, len(points), _WRITE_BATCH):
+            for start in range(0, len(structs), _WRITE_BATCH):
                 self.client.upsert(
-                    self.collection, points=list(points[start : start + _WRITE_BATCH]), wait=True
+                    self.collection, points=structs[start : start + _WRITE_BATCH], wait=True
                 )
 
     def delete_versions_before(self, doc_id: str, version: int) -> None:
@@ -179,27 +159,22 @@ class QdrantIndex:
 
     # -- reads -----------------------------------------------------------------------------
     def stored_vectors(self, doc_id: str, version: int) -> dict[str, StoredVectors]:
-        """Vectors of a stored version keyed by chunk text hash, for reuse by the next one."""
         flt = models.Filter(
             must=[_match("metadata.doc_id", doc_id), _match("metadata.version", version)]
         )
         out: dict[str, StoredVectors] = {}
         for point in self._scroll(flt, with_vectors=True):
-            vectors = point.vector if isinstance(point.vector, dict) else {}
-            dense, sparse = vectors.get(DENSE), vectors.get(SPARSE)
-            if isinstance(dense, list) and isinstance(sparse, models.SparseVector):
-                meta = (point.payload or {}).get(METADATA_KEY, {})
-                out[meta["text_hash"]] = StoredVectors(
-                    tuple(float(x) for x in dense),  # type: ignore[arg-type]
-                    SparseVector(tuple(sparse.indices), tuple(sparse.values)),
-                )
+            if point.dense is not None and point.sparse is not None:
+                out[point.metadata["text_hash"]] = StoredVectors(point.dense, point.sparse)
         return out
 
-    def _scroll(self, flt: models.Filter, with_vectors: bool = False) -> list[models.Record]:
-        records: list[models.Record] = []
+    def _scroll(self, flt: models.Filter | None, with_vectors: bool = False) -> list[StoredPoint]:
+        return list(self._pages(flt, with_vectors))
+
+    def _pages(self, flt: models.Filter | None, with_vectors: bool) -> Iterator[StoredPoint]:
         offset = None
-        with self._lock:
-            while True:
+        while True:
+            with self._lock:
                 batch, offset = self.client.scroll(
                     self.collection,
                     scroll_filter=flt,
@@ -208,15 +183,18 @@ class QdrantIndex:
                     with_payload=True,
                     with_vectors=with_vectors,
                 )
-                records.extend(batch)
-                if offset is None:
-                    return records
+            yield from (_stored(r) for r in batch)
+            if offset is None:
+                return
 
-    def count(self, flt: models.Filter | None = None) -> int:
+    def points(self, with_vectors: bool = False) -> Iterator[StoredPoint]:
+        return self._pages(None, with_vectors)
+
+    def count(self) -> int:
         with self._lock:
-            return self.client.count(self.collection, count_filter=flt, exact=True).count
+            return self.client.count(self.collection, exact=True).count
 
-    def document_points(self, doc_id: str) -> list[models.Record]:
+    def document_points(self, doc_id: str) -> list[StoredPoint]:
         return self._scroll(models.Filter(must=[_match("metadata.doc_id", doc_id)]))
 
     def search(
@@ -327,20 +305,27 @@ def _match(key: str, value: str | int) -> models.FieldCondition:
     return models.FieldCondition(key=key, match=models.MatchValue(value=value))
 
 
-def make_point(
-    doc_id: str,
-    version: int,
-    chunk_index: int,
-    text: str,
-    dense: Sequence[float],
-    sparse: SparseVector,
-    metadata: dict[str, Any],
-) -> models.PointStruct:
+def _struct(point: IndexPoint) -> models.PointStruct:
     return models.PointStruct(
-        id=point_id(doc_id, version, chunk_index),
+        id=point.id,
         vector={
-            DENSE: list(dense),
-            SPARSE: models.SparseVector(indices=list(sparse.indices), values=list(sparse.values)),
+            DENSE: list(point.dense),
+            SPARSE: models.SparseVector(
+                indices=list(point.sparse.indices), values=list(point.sparse.values)
+            ),
         },
-        payload={CONTENT_KEY: text, METADATA_KEY: metadata},
+        payload=point.payload,
+    )
+
+
+def _stored(record: models.Record) -> StoredPoint:
+    vectors = record.vector if isinstance(record.vector, dict) else {}
+    dense, sparse = vectors.get(DENSE), vectors.get(SPARSE)
+    return StoredPoint(
+        id=str(record.id),
+        payload=record.payload or {},
+        dense=tuple(float(x) for x in dense) if isinstance(dense, list) else None,  # type: ignore[arg-type]
+        sparse=SparseVector(tuple(sparse.indices), tuple(sparse.values))
+        if isinstance(sparse, models.SparseVector)
+        else None,
     )

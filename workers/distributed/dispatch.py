@@ -25,9 +25,10 @@ from kombu.exceptions import ChannelError
 
 from index.catalog import Catalog
 from ingest.models import Chunk, ParsedDocument, PreparedDocument, SourceFile
-from workers.indexer import WorkItem
-from workers.queues import EMBED_TASK, GPU_QUEUE, PARSE_TASK, PLAN_TASK, QUEUES
+from workers.distributed.queues import EMBED_TASK, GPU_QUEUE, PARSE_TASK, PLAN_TASK, QUEUES
 from workers.settings import Settings
+from workers.sync.report import SyncReport
+from workers.sync.work import WorkItem
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,8 @@ class Dispatcher:
             sent += 1
         return sent
 
-    def work_items(self, items: list[WorkItem]) -> None:
-        """The indexer's plan, handed to the queue (Indexer ``dispatch`` hook)."""
+    def sink(self, items: list[WorkItem], report: SyncReport, share: str) -> None:
+        """The planner's documents, handed to the queue (the distributed mode's ``WorkSink``)."""
         self.documents((item.doc_id, item.changed_at) for item in items)
 
     def parse_on_gpu(self, ref: Ref) -> None:

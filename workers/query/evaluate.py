@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workers.client import SearchClient
+from workers.query.client import SearchClient
 from workers.settings import ConfigError
 
 

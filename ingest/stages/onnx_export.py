@@ -23,14 +23,17 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from ingest.stages.embed import ModelUnavailable, model_max_tokens, read_modules
+from ingest.stages.model_files import (
+    ModelUnavailable,
+    Pooling,
+    normalize,
+    pad_token,
+)
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +295,7 @@ def _check_against_torch(
 
     tokenizer = Tokenizer.from_file(os.path.join(model_path, "tokenizer.json"))
     tokenizer.no_truncation()
-    tokenizer.enable_padding(pad_id=tokenizer.token_to_id(_pad_token(model_path)) or 0)
+    tokenizer.enable_padding(pad_id=tokenizer.token_to_id(pad_token(model_path)) or 0)
     encodings = tokenizer.encode_batch(_CHECK_TEXTS)
     feeds = {
         "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
@@ -302,9 +305,9 @@ def _check_against_torch(
     feeds = {n: feeds[n] for n in names}
     with torch.inference_mode():
         expected = model(**{n: torch.from_numpy(v) for n, v in feeds.items()}).last_hidden_state
-    got = _ort_session(path, threads=0).run(feeds)
+    got = ort_session(path, threads=0).run(feeds)
     pool, mask = Pooling(), feeds["attention_mask"]
-    a, b = _normalize(pool(expected.numpy(), mask)), _normalize(pool(got, mask))
+    a, b = normalize(pool(expected.numpy(), mask)), normalize(pool(got, mask))
     worst = float((a * b).sum(axis=1).min())
     if worst < min_cosine:
         raise ModelUnavailable(
@@ -314,6 +317,9 @@ def _check_against_torch(
 
 
 # -- inference -------------------------------------------------------------------------------------
+
+
+# -- opening an export -------------------------------------------------------------------------
 
 
 class _Session(Protocol):
@@ -350,7 +356,7 @@ class _OpenVinoSession:
         return np.asarray(self._model(feeds)[self._model.output(0)], dtype=np.float32)
 
 
-def _ort_session(path: Path, threads: int) -> _Session:
+def ort_session(path: Path, threads: int) -> _Session:
     try:
         return _OrtSession(path, threads)
     except ImportError as exc:
@@ -359,178 +365,10 @@ def _ort_session(path: Path, threads: int) -> _Session:
         ) from exc
 
 
-def _openvino_session(path: Path, threads: int) -> _Session:
+def openvino_session(path: Path, threads: int) -> _Session:
     try:
         return _OpenVinoSession(path, threads)
     except ImportError as exc:
         raise BackendUnavailable(
             "embedding_backend \"openvino\" needs OpenVINO (pip install 'shareindex[openvino]')"
         ) from exc
-
-
-def _normalize(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
-
-
-@dataclass(frozen=True)
-class Pooling:
-    """sentence-transformers' pooling modes, in the order its Pooling module concatenates them."""
-
-    cls_token: bool = False
-    max_tokens: bool = False
-    mean_tokens: bool = True
-    mean_sqrt_len_tokens: bool = False
-
-    def __call__(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        parts = []
-        if self.cls_token:
-            parts.append(hidden[:, 0])
-        if self.max_tokens:
-            parts.append(np.where(mask[..., None] > 0, hidden, -1e9).max(axis=1))
-        if self.mean_tokens or self.mean_sqrt_len_tokens:
-            weights = mask[..., None].astype(np.float32)
-            total, count = (hidden * weights).sum(axis=1), np.clip(weights.sum(axis=1), 1e-9, None)
-            if self.mean_tokens:
-                parts.append(total / count)
-            if self.mean_sqrt_len_tokens:
-                parts.append(total / np.sqrt(count))
-        return np.concatenate(parts, axis=1)
-
-
-_POOLING_KEYS = {"pooling_mode_" + f: f for f in Pooling.__dataclass_fields__}
-
-
-def read_pooling(model_path: str) -> Pooling:
-    """The model's pipeline must be Transformer -> Pooling (-> Normalize): anything else (a Dense
-    layer, weighted pooling, ...) would be silently dropped here, so it is refused."""
-    modules = read_modules(model_path)
-    kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
-    if not modules:  # a plain transformers folder: sentence-transformers mean-pools it
-        return Pooling()
-    if kinds[:2] != ["Transformer", "Pooling"] or any(k != "Normalize" for k in kinds[2:]):
-        raise ModelUnavailable(
-            f"the ONNX backends run Transformer + Pooling (+ Normalize) models; {model_path} has "
-            f'{" + ".join(kinds)}: use embedding_backend = "torch"'
-        )
-    path = os.path.join(model_path, modules[1].get("path", ""), "config.json")
-    with open(path, encoding="utf-8") as fh:
-        config = json.load(fh)
-    enabled = {k for k, v in config.items() if k.startswith("pooling_mode_") and v}
-    unsupported = enabled - set(_POOLING_KEYS)
-    if unsupported or not enabled:
-        raise ModelUnavailable(
-            f"pooling {sorted(unsupported) or 'none'} of {model_path} is not supported by the "
-            'ONNX backends: use embedding_backend = "torch"'
-        )
-    return Pooling(**{_POOLING_KEYS[k]: True for k in enabled})
-
-
-def available_cores() -> int:
-    """The cores this process may run on (a container's CPU set, not the host's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-class OnnxEncoder:
-    """Tokenize, run the exported transformer, pool and normalize, as sentence-transformers does."""
-
-    def __init__(self, model_path: str, onnx_file: Path, runtime: str = "onnxruntime",
-                 threads: int = 0) -> None:  # fmt: skip
-        from tokenizers import Tokenizer
-
-        self.pooling = read_pooling(model_path)
-        self.max_seq_length = model_max_tokens(model_path)
-        self.do_lower_case = _sbert_config(model_path).get("do_lower_case", False)
-        self.tokenizer = Tokenizer.from_file(os.path.join(model_path, "tokenizer.json"))
-        # the file's own settings (often a fixed padding to 128) are not what the model was used with
-        self.tokenizer.enable_truncation(self.max_seq_length)
-        pad_token = _pad_token(model_path)
-        pad_id = self.tokenizer.token_to_id(pad_token)
-        self.tokenizer.enable_padding(pad_id=pad_id or 0, pad_token=pad_token)
-        self.onnx_file = onnx_file
-        if runtime == "openvino":
-            self.parallel = 1  # OpenVINO schedules its own threads
-            self.session = _openvino_session(onnx_file, threads)
-        else:
-            # Data parallel: a batch per core, each run on one thread. A run split over the
-            # cores (intra-op threads) is as fast on an idle machine, but each of its steps waits
-            # for the slowest thread: on 2 cores beside a process busy half the time, 66
-            # chunks/s against 82 data parallel (88 and 87 with the machine to themselves).
-            self.parallel = threads or available_cores()
-            self.session = _ort_session(onnx_file, 1)
-        self._runs = ThreadPoolExecutor(self.parallel, "onnx") if self.parallel > 1 else None
-
-    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
-        """Unit vectors, in the order of ``texts``; batches of similar length pad little."""
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        # a few texts (one small document, a query) still go to every core, in smaller batches
-        batch_size = max(1, min(batch_size, -(-len(texts) // self.parallel)))
-        batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-        # the tokenizer serves one thread at a time: every batch is tokenized here, first
-        feeds = [self._feeds([texts[i] for i in idx]) for idx in batches]
-        runs = (
-            self._runs.map(self._run, feeds)
-            if self._runs and len(feeds) > 1
-            else map(self._run, feeds)
-        )
-        out: np.ndarray | None = None
-        for idx, vectors in zip(batches, runs, strict=True):
-            if out is None:
-                out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
-            out[idx] = vectors
-        return out if out is not None else np.zeros((0, 0), dtype=np.float32)
-
-    def _feeds(self, texts: list[str]) -> dict[str, np.ndarray]:
-        texts = [t.strip().lower() if self.do_lower_case else t.strip() for t in texts]
-        encodings = self.tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        return {"input_ids": ids, "attention_mask": mask,
-                "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64)}  # fmt: skip
-
-    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        hidden = self.session.run({n: feeds[n] for n in self.session.input_names})
-        return _normalize(self.pooling(hidden, feeds["attention_mask"]))
-
-
-def _sbert_config(model_path: str) -> dict[str, Any]:
-    try:
-        with open(os.path.join(model_path, "sentence_bert_config.json"), encoding="utf-8") as fh:
-            return dict(json.load(fh))
-    except (OSError, ValueError):
-        return {}
-
-
-def _pad_token(model_path: str) -> str:
-    try:
-        with open(os.path.join(model_path, "tokenizer_config.json"), encoding="utf-8") as fh:
-            token = json.load(fh).get("pad_token", "[PAD]")
-    except (OSError, ValueError):
-        return "[PAD]"
-    return str(token["content"] if isinstance(token, dict) else token)
-
-
-def load_encoder(model_path: str, model_name: str, backend: str, export_root: str,
-                 threads: int = 0) -> OnnxEncoder:  # fmt: skip
-    """The encoder for an ONNX backend, exporting the model first if needed."""
-    read_pooling(model_path)  # refuse an unsupported model before spending time on an export
-    if backend == "openvino":
-        _require(
-            "openvino",
-            "embedding_backend \"openvino\" needs OpenVINO (pip install 'shareindex[openvino]')",
-        )
-    _require(
-        "onnxruntime", "the ONNX embedding backends need onnxruntime (pip install onnxruntime)"
-    )
-    onnx_file = ensure_exported(model_path, export_root, model_name, backend == "onnx-int8")
-    runtime = "openvino" if backend == "openvino" else "onnxruntime"
-    return OnnxEncoder(model_path, onnx_file, runtime, threads)
-
-
-def _require(module: str, message: str) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        raise BackendUnavailable(message)

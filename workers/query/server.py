@@ -15,9 +15,10 @@ from typing import Any
 
 import uvicorn
 
+from index.catalog import Catalog
 from index.search import Searcher
-from workers.api import create_app
-from workers.auth import Authenticator, Caller, TokenEntry, new_token
+from workers.query.app import create_app
+from workers.query.auth import Authenticator, Caller, TokenEntry, new_token
 from workers.settings import ConfigError, Settings
 
 SERVICE_FILE = "service.json"
@@ -117,3 +118,25 @@ class QueryServer:
         info = read_service_info(self.settings.data_dir)
         if info is None or info.get("pid") == os.getpid():
             path.unlink(missing_ok=True)
+
+
+def serve_queries(
+    settings: Settings, searcher: Searcher, catalog: Catalog, *, local_token: bool = True
+) -> QueryServer:
+    """The query API of this process, started: the one wiring that ``run``, the local-mode
+    worker and ``api`` share (status from the catalog, the backlog gauge on ``/metrics``).
+    ``local_token``: write ``service.json`` so the other commands of the data dir can reach it
+    (the process holds the index)."""
+    from workers.status import status_report
+
+    check_port_free(settings.api_host, settings.api_port)
+    server: QueryServer | None = None
+
+    def status() -> dict[str, Any]:
+        return status_report(catalog, server.info() if server else None)
+
+    server = QueryServer(
+        settings, searcher, status, local_token=local_token, pending_since=catalog.pending_since
+    )
+    server.start()
+    return server

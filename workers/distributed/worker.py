@@ -64,14 +64,14 @@ def choose_pool(settings: Settings, queues: list[str], pool: str | None) -> tupl
 def run_worker(settings: Settings, queues: list[str], pool: str | None, say: Any = print) -> int:
     from celery import signals
 
-    from workers.celery_app import make_celery
-    from workers.tasks import ContextHolder, build_context, register_tasks
+    from workers.distributed.app import make_celery
+    from workers.distributed.tasks import ContextHolder, build_context, register_tasks
 
     pool_name, size = choose_pool(settings, queues, pool)
     app = make_celery(settings)
 
     def build() -> Any:
-        return build_context(settings, app, open_worker_runtime(settings, queues, pool_name))
+        return build_context(settings, open_worker_runtime(settings, queues, pool_name, app))
 
     holder = ContextHolder(build)
     register_tasks(app, holder)
@@ -81,7 +81,9 @@ def run_worker(settings: Settings, queues: list[str], pool: str | None, say: Any
             "opening the index and the catalog...")  # fmt: skip
         context = holder()
         if settings.embedded:
-            api = _start_query_api(settings, context.runtime)
+            from workers.query.server import serve_queries
+
+            api = serve_queries(settings, context.runtime.searcher, context.runtime.catalog)
             say(f"query API on {api.url} (this worker holds the index)")
     else:
         signals.worker_process_init.connect(lambda **_: holder(), weak=False)
@@ -102,7 +104,7 @@ def run_worker(settings: Settings, queues: list[str], pool: str | None, say: Any
     return 0
 
 
-def open_worker_runtime(settings: Settings, queues: list[str], pool_name: str) -> Any:
+def open_worker_runtime(settings: Settings, queues: list[str], pool_name: str, app: Any) -> Any:
     """The components one worker process needs for its queues."""
     from workers.runtime import open_runtime
 
@@ -113,7 +115,7 @@ def open_worker_runtime(settings: Settings, queues: list[str], pool_name: str) -
         parsing = "none"  # the layout mode parses documents with scanned pages on the gpu queue
     # a worker without the gpu queue never embeds (its processes never load the model) and never
     # sends pages to the VLM: a document that needs it goes to the gpu queue
-    return open_runtime(settings, parsing=parsing, warm=gpu, transcribe=gpu)
+    return open_runtime(settings, parsing=parsing, warm=gpu, transcribe=gpu, queue=app)
 
 
 def _process_gone(holder: Any, pid: int | None) -> None:
@@ -121,18 +123,6 @@ def _process_gone(holder: Any, pid: int | None) -> None:
 
     holder.close()
     multiprocess.mark_process_dead(pid or os.getpid())
-
-
-def _start_query_api(settings: Settings, runtime: Any) -> Any:
-    from workers.apiserver import QueryServer, check_port_free
-    from workers.status import status_report
-
-    check_port_free(settings.api_host, settings.api_port)
-    server = QueryServer(
-        settings, runtime.searcher, lambda: status_report(runtime.catalog, server.info())
-    )
-    server.start()
-    return server
 
 
 def _serve_metrics(settings: Settings, say: Any) -> None:

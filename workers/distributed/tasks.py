@@ -1,6 +1,6 @@
 """The Celery tasks: thin adapters that load the message, call the indexer, record the outcome.
 
-Retries live in one place (``_run``): a transient error (the index, the catalog or the VLM
+Retries live in one place (``run_step``): a transient error (the index, the catalog or the VLM
 unreachable or busy) is retried with exponential backoff and jitter; a permanent one (bad input)
 is recorded on the document and never retried; a document whose worker died under it
 ``max_attempts`` times is a poison document and is failed.
@@ -23,7 +23,7 @@ from index.catalog import FAILED, INDEXED, DocumentRecord
 from ingest.errors import IngestError, PagesNeedGpu, TransientError
 from ingest.models import PreparedDocument
 from workers import metrics
-from workers.distributed import (
+from workers.distributed.dispatch import (
     Dispatcher,
     Heartbeat,
     Ref,
@@ -31,12 +31,12 @@ from workers.distributed import (
     decode_staged,
     encode_prepared,
 )
-from workers.distributed import worker_id as _worker_id
-from workers.indexer import SyncReport, WorkItem
+from workers.distributed.dispatch import worker_id as _worker_id
+from workers.distributed.queues import CPU_QUEUE, EMBED_TASK, GPU_QUEUE, PARSE_TASK, PLAN_TASK
 from workers.outages import is_transient
-from workers.queues import CPU_QUEUE, EMBED_TASK, GPU_QUEUE, PARSE_TASK, PLAN_TASK
 from workers.runtime import Runtime
 from workers.settings import Settings
+from workers.sync.indexer import SyncReport, WorkItem
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +51,13 @@ class WorkerContext:
     owner: str
     heartbeat: Heartbeat
 
-    def root(self, share: str) -> str:
-        root = self.settings.shares.get(share)
-        if root is None:
+    def check_share(self, share: str) -> str:
+        if share not in self.runtime.indexer.sources:
             raise ShareNotConfigured(
                 f"share {share!r} is not configured on this worker ({self.owner}): "
                 "give workers the same shares as the watcher"
             )
-        return str(root)
+        return share
 
     def close(self) -> None:
         self.heartbeat.stop()
@@ -69,7 +68,7 @@ class ShareNotConfigured(TransientError):
     """A worker without the share: another worker may have it, or a fixed configuration."""
 
 
-class _Done(Exception):
+class Done(Exception):
     """The message needs no (more) work: ``outcome`` says why (stale: dispatched again since,
     or the document is no longer pending)."""
 
@@ -87,18 +86,18 @@ def register_tasks(app: Celery, context: ContextFactory) -> None:
 
     @app.task(name=PLAN_TASK, **settings)
     def plan(task: Task, message: dict[str, Any]) -> str:
-        return _run(task, context, "plan", message, lambda ctx: _plan(ctx, message))
+        return run_step(task, context, "plan", message, lambda ctx: plan_share(ctx, message))
 
     @app.task(name=PARSE_TASK, **settings)
     def parse(task: Task, ref: Ref) -> str:
-        return _run(task, context, "parse", ref, lambda ctx: _parse(ctx, ref))
+        return run_step(task, context, "parse", ref, lambda ctx: parse_document(ctx, ref))
 
     @app.task(name=EMBED_TASK, **settings)
     def embed(task: Task, ref: Ref) -> str:
-        return _run(task, context, "embed", ref, lambda ctx: _embed(ctx, ref))
+        return run_step(task, context, "embed", ref, lambda ctx: embed_document(ctx, ref))
 
 
-def _run(
+def run_step(
     task: Task, context: ContextFactory, stage: str, message: dict[str, Any],
     body: Callable[[WorkerContext], str],
 ) -> str:  # fmt: skip
@@ -111,7 +110,7 @@ def _run(
     outcome = "error"
     try:
         outcome = body(ctx)
-    except _Done as done:
+    except Done as done:
         outcome = done.outcome
     except SoftTimeLimitExceeded:
         _fail(ctx, message, f"the {stage} step took longer than the task time limit "
@@ -174,49 +173,50 @@ def _fail(ctx: WorkerContext, message: dict[str, Any], reason: str) -> None:
 
 
 # -- the steps --------------------------------------------------------------------------------
-def _plan(ctx: WorkerContext, message: dict[str, Any]) -> str:
+def plan_share(ctx: WorkerContext, message: dict[str, Any]) -> str:
     share = message["share"]
     indexer = ctx.runtime.indexer
     changes = message.get("changes")
     if changes is None:
-        report = indexer.sync_share(share, ctx.root(share))
+        report = indexer.sync_share(ctx.check_share(share))
     else:
-        report = indexer.sync_paths(share, ctx.root(share), changes)
+        report = indexer.sync_paths(ctx.check_share(share), changes)
     log.info("planned %s: %s", share, report.to_dict()["documents"])
     return "planned"
 
 
-def _take(ctx: WorkerContext, ref: Ref) -> tuple[DocumentRecord, WorkItem]:
+def take_document(ctx: WorkerContext, ref: Ref) -> tuple[DocumentRecord, WorkItem]:
     catalog = ctx.runtime.catalog
     record = catalog.take(ref["doc_id"], ref["token"], ctx.owner, ctx.settings.lease_s)
     if record is None:
-        raise _Done()
+        raise Done()
     if record.unfinished > ctx.settings.max_attempts:
         _fail(ctx, ref, (
             f"gave up after {record.unfinished - 1} attempts: the worker processing it died each "
             "time (killed, out of memory or over the time limit); fix, then "
             "'shareindex retry --failed'"))  # fmt: skip
-        raise _Done("failed")
+        raise Done("failed")
     ctx.heartbeat.hold(record.id)
-    item = ctx.runtime.indexer.work_item(record, ctx.root(record.share), ref["changed_at"])
+    ctx.check_share(record.share)
+    item = ctx.runtime.indexer.work_item(record, ref["changed_at"])
     if item is None:  # no longer a file: the plan of that path records what it is now
         catalog.release(record.id, ref["token"], ctx.settings.requeue_after_s)
         ctx.dispatcher.plan(record.share, {record.path: ref["changed_at"]})
-        raise _Done()
+        raise Done()
     return record, item
 
 
-def _parse(ctx: WorkerContext, ref: Ref) -> str:
-    _, item = _take(ctx, ref)
-    indexer = ctx.runtime.indexer
-    outcome = indexer.parse(item)
+def parse_document(ctx: WorkerContext, ref: Ref) -> str:
+    _, item = take_document(ctx, ref)
+    processor = ctx.runtime.processor
+    outcome = processor.parse(item)
     if isinstance(outcome, PagesNeedGpu):  # the VLM layout mode, on a cpu-queue worker
         ctx.dispatcher.parse_on_gpu(ref)
         return "to-gpu"
     if isinstance(outcome, IngestError):
         if isinstance(outcome, TransientError):
             raise outcome
-        indexer.record_error(item, outcome, SyncReport())
+        processor.record_error(item, outcome, SyncReport())
         return "failed"
     ctx.runtime.catalog.stage(
         item.doc_id, ref["token"], encode_prepared(outcome, ref["changed_at"])
@@ -225,11 +225,11 @@ def _parse(ctx: WorkerContext, ref: Ref) -> str:
     return "parsed"
 
 
-def _embed(ctx: WorkerContext, ref: Ref) -> str:
+def embed_document(ctx: WorkerContext, ref: Ref) -> str:
     """Embed and commit the document, with other parsed documents that wait for this queue and
     that no worker holds taken along (batches across documents: a GPU wants large ones). Their
     own messages find them indexed and are dropped."""
-    record, item = _take(ctx, ref)
+    record, item = take_document(ctx, ref)
     catalog = ctx.runtime.catalog
     data = catalog.staged(record.id, ref["token"])
     if data is None:  # the staged result is gone: parse again
@@ -238,8 +238,8 @@ def _embed(ctx: WorkerContext, ref: Ref) -> str:
         return "reparse"
     jobs = [(ref, item, decode_prepared(data))]
     try:
-        _take_along(ctx, jobs)
-        ctx.runtime.indexer.commit_many([(job, doc) for _, job, doc in jobs], SyncReport())
+        take_along(ctx, jobs)
+        ctx.runtime.processor.commit_many([(job, doc) for _, job, doc in jobs], SyncReport())
         outcome = "indexed"
         for job_ref, job, _ in jobs:
             catalog.unstage(job.doc_id)
@@ -254,7 +254,7 @@ def _embed(ctx: WorkerContext, ref: Ref) -> str:
             ctx.heartbeat.drop(job.doc_id)
 
 
-def _take_along(ctx: WorkerContext, jobs: list[tuple[Ref, WorkItem, PreparedDocument]]) -> None:
+def take_along(ctx: WorkerContext, jobs: list[tuple[Ref, WorkItem, PreparedDocument]]) -> None:
     s = ctx.settings
     chunks, want = len(jobs[0][2].chunks), 4 * s.embedding_batch
     catalog = ctx.runtime.catalog
@@ -267,11 +267,11 @@ def _take_along(ctx: WorkerContext, jobs: list[tuple[Ref, WorkItem, PreparedDocu
             continue
         ctx.heartbeat.hold(doc_id)
         data = catalog.staged(doc_id, token)
-        root = s.shares.get(record.share)
+        known = record.share in ctx.runtime.indexer.sources
         doc, changed_at = decode_staged(data) if data else (None, None)
         item = ctx.runtime.indexer.work_item(
-            record, str(root), changed_at or record.updated_at.timestamp()
-        ) if doc and root else None  # fmt: skip
+            record, changed_at or record.updated_at.timestamp()
+        ) if doc and known else None  # fmt: skip
         if doc is None or item is None:  # its own message deals with it
             ctx.heartbeat.drop(doc_id)
             catalog.release(doc_id, token, s.requeue_after_s)
@@ -303,12 +303,11 @@ class ContextHolder:
             self._context = None
 
 
-def build_context(settings: Settings, app: Celery, runtime: Runtime) -> WorkerContext:
-    """Wire a runtime for the distributed mode: the indexer dispatches instead of processing,
-    and write errors reach the retry logic instead of being recorded and swallowed."""
-    dispatcher = Dispatcher(app, runtime.catalog, settings)
-    runtime.indexer.dispatch = dispatcher.work_items
-    runtime.indexer.contain_write_errors = False
+def build_context(settings: Settings, runtime: Runtime) -> WorkerContext:
+    """A worker process's context around a runtime opened for the queue (``open_runtime(...,
+    queue=app)``: its planner dispatches, its write errors reach the retry logic)."""
+    dispatcher = runtime.dispatcher
+    assert dispatcher is not None, "open the runtime with queue=app for a worker"
     owner = _worker_id()
     heartbeat = Heartbeat(runtime.catalog, owner, settings.lease_s, settings.task_time_limit_s)
     heartbeat.start()

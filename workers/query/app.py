@@ -16,9 +16,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from index.acl import Principal
 from index.search import Searcher
-from index.store import SearchMode
-from workers.auth import Authenticator, Caller, Forbidden, Unauthenticated
+from index.vectors import SearchMode
 from workers.metrics import BacklogCollector
+from workers.query.auth import Authenticator, Caller, Forbidden, Unauthenticated
 
 
 def create_app(

@@ -13,7 +13,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
-from workers.queues import CPU_QUEUE, QUEUES, ROUTES
+from workers.distributed.queues import CPU_QUEUE, QUEUES, ROUTES
 from workers.settings import ConfigError, Settings
 
 NO_BROKER = (

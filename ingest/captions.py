@@ -18,10 +18,10 @@ from ingest.images import IMAGE_FILETYPES
 from ingest.models import Chunk, PreparedDocument
 from ingest.pipeline import CaptionStatus, ImageReader, caption_figures, document_figures
 from ingest.stages import ocr
-from ingest.stages.caption import ImageCaptioner
 from ingest.stages.chunk import DocumentChunker
 from ingest.stages.figures import FigureOptions
 from ingest.stages.parse import ParseOptions
+from ingest.stages.vlm import ImageCaptioner
 
 #: the formats whose pictures are extracted
 FIGURE_FILETYPES = frozenset({"pdf", "docx", "pptx"}) | IMAGE_FILETYPES

@@ -16,6 +16,7 @@ from index.acl import (
     AclUnreadable,
     Directory,
     FileAccess,
+    RuleBook,
     SystemDirectory,
     apply_rules,
     intersect,
@@ -51,8 +52,10 @@ def access_in_share(root: str, rel: str) -> FileAccess:
 class PermissionResolver:
     """Effective readers of documents, with the directories' traversal cached for one pass."""
 
-    def __init__(self, rules: Sequence[AclRule] = (), names: Directory | None = None) -> None:
-        self.rules = tuple(rules)
+    def __init__(
+        self, rules: RuleBook | Sequence[AclRule] = (), names: Directory | None = None
+    ) -> None:
+        self.rule_book = rules if isinstance(rules, RuleBook) else RuleBook(rules)
         self.names = names or SystemDirectory()
         self._traverse: dict[str, Access] = {}
 
@@ -73,7 +76,7 @@ class PermissionResolver:
             )
             return NOBODY, f"{reason}; readable by nobody"
         access = intersect(object_access(file, READ, self.names), parents, self.names)
-        return apply_rules(access, self.rules, share, path, self.names), None
+        return apply_rules(access, self.rule_book.rules, share, path, self.names), None
 
     def _parents(self, root: str, path: str) -> Access:
         """Who can traverse the share root and every directory down to ``path``'s folder."""

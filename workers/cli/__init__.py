@@ -184,8 +184,8 @@ def _progress(total: int, desc: str) -> Any:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from workers.indexer import SyncReport
     from workers.runtime import open_runtime
+    from workers.sync.indexer import SyncReport
 
     settings = _settings(args)
     _need_shares(settings)
@@ -193,8 +193,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     runtime = open_runtime(settings, progress=_progress, warm=False)
     total = SyncReport()
     try:
-        for name, root in settings.shares.items():
-            total.add(runtime.indexer.sync_share(name, str(root)))
+        for name in settings.shares:
+            total.add(runtime.indexer.sync_share(name))
     finally:
         runtime.close()
     summary = total.to_dict()
@@ -210,10 +210,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from workers.apiserver import check_port_free
+    from workers.query.server import check_port_free
     from workers.runtime import open_runtime
-    from workers.service import EmbeddedService
     from workers.settings import config_file_in_use
+    from workers.watch.embedded import EmbeddedService
 
     def load() -> Any:
         return _settings(args, api_port=args.port, polling_shares=args.poll or None)
@@ -235,7 +235,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from workers.watchservice import WatchService
+    from workers.watch.distributed import WatchService
 
     settings = _settings(args, polling_shares=args.poll or None)
     _need_shares(settings)
@@ -243,9 +243,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from workers.queues import parse_queues
+    from workers.distributed.queues import parse_queues
+    from workers.distributed.worker import prepare_metrics, run_worker
     from workers.settings import ConfigError
-    from workers.worker import prepare_metrics, run_worker
 
     settings = _settings(args, worker_concurrency=args.concurrency)
     try:
@@ -263,10 +263,9 @@ def cmd_api(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from workers.apiserver import QueryServer, check_port_free
+    from workers.query.server import check_port_free, serve_queries
     from workers.runtime import make_embedder, make_searcher, make_sparse, open_catalog, open_store
     from workers.settings import ConfigError
-    from workers.status import status_report
 
     settings = _settings(args, api_port=args.port)
     if settings.embedded:
@@ -282,9 +281,7 @@ def cmd_api(args: argparse.Namespace) -> int:
         embedder.warm_up()
         store.ensure_collection(embedder.model_name, embedder.dimension, sparse.tokenizer)
         searcher = make_searcher(settings, store, embedder, sparse)
-        server = QueryServer(settings, searcher, lambda: status_report(catalog, server.info()),
-                             local_token=False, pending_since=catalog.pending_since)  # fmt: skip
-        server.start()
+        server = serve_queries(settings, searcher, catalog, local_token=False)
         print(f"query API on {server.url}", flush=True)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -300,7 +297,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 def cmd_flower(args: argparse.Namespace) -> int:
     import os
 
-    from workers.celery_app import NO_BROKER
+    from workers.distributed.app import NO_BROKER
     from workers.settings import ConfigError
 
     settings = _settings(args, flower_port=args.port)
@@ -321,7 +318,7 @@ def cmd_flower(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    from workers.apiserver import read_service_info
+    from workers.query.server import read_service_info
     from workers.runtime import open_catalog
 
     names = {spec.partition("=")[0] for spec in args.share}
@@ -336,8 +333,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
             "paths": [f"{r.share}:{r.path}" for r in failed],
         }
         if failed and settings.broker_url:
-            from workers.celery_app import make_celery
-            from workers.distributed import Dispatcher
+            from workers.distributed.app import make_celery
+            from workers.distributed.dispatch import Dispatcher
 
             dispatcher = Dispatcher(make_celery(settings), catalog, settings)
             result["dispatched"] = dispatcher.documents((r.id, 0.0) for r in failed)
@@ -366,8 +363,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
 def _retry_now(settings: Any, records: list[Any]) -> dict[str, Any]:
     import time
 
-    from workers.indexer import SyncReport
     from workers.runtime import open_runtime
+    from workers.sync.indexer import SyncReport
 
     _need_shares(settings)
     runtime = open_runtime(settings, progress=_progress, warm=False)
@@ -377,19 +374,18 @@ def _retry_now(settings: Any, records: list[Any]) -> dict[str, Any]:
         for r in records:
             by_share.setdefault(r.share, {})[r.path] = time.time()
         for share, paths in by_share.items():
-            root = settings.shares.get(share)
-            if root is None:
+            if share not in settings.shares:
                 print(f"warning: share {share!r} is not configured; its documents stay pending",
                       file=sys.stderr)  # fmt: skip
                 continue
-            total.add(runtime.indexer.sync_paths(share, str(root), paths))
+            total.add(runtime.indexer.sync_paths(share, paths))
     finally:
         runtime.close()
     return total.to_dict()
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from workers.client import search_client
+    from workers.query.client import search_client
     from workers.settings import ConfigError
 
     settings = _settings(args)
@@ -417,8 +413,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from workers.client import search_client
-    from workers.evaluate import evaluate, format_evaluation, load_questions
+    from workers.query.client import search_client
+    from workers.query.evaluate import evaluate, format_evaluation, load_questions
 
     settings = _settings(args)
     questions = load_questions(args.questions)
@@ -433,7 +429,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from workers.apiserver import read_service_info
+    from workers.query.server import read_service_info
     from workers.runtime import open_catalog
     from workers.status import format_status, status_report
 
@@ -450,7 +446,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_acl_explain(args: argparse.Namespace) -> int:
     from index.acl import Principal, SystemDirectory
-    from workers.explain import explain, format_explanation
+    from workers.sources.explain import explain, format_explanation
 
     settings = _settings(args)
     _need_shares(settings)
@@ -463,7 +459,7 @@ def cmd_acl_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    from workers.auth import new_token
+    from workers.query.auth import new_token
     from workers.settings import ConfigError
 
     if not args.on_behalf and not args.user and not args.group:
@@ -487,9 +483,9 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 def _fatal_errors() -> tuple[type[BaseException], ...]:
     from index.catalog import CatalogError
-    from index.store import StoreError
-    from ingest.stages.embed import ModelUnavailable
-    from workers.client import ServiceError
+    from index.vectors import StoreError
+    from ingest.stages.model_files import ModelUnavailable
+    from workers.query.client import ServiceError
     from workers.settings import ConfigError
 
     return (ConfigError, CatalogError, StoreError, ModelUnavailable, ServiceError)

@@ -15,8 +15,8 @@ from index.acl import (
     may_read,
     posix_check,
 )
-from workers.permissions import PermissionResolver, explain_chain
 from workers.settings import ConfigError, Settings
+from workers.sources.posix import PermissionResolver, explain_chain
 
 
 def locate(settings: Settings, target: str) -> tuple[str, str, str]:

@@ -1,0 +1,268 @@
+"""What changed on a share, compared with the catalog: the first half of every pass.
+
+A file is new, changed (its bytes differ from what is indexed), unchanged (same size and mtime:
+not even hashed; mtime moved but same bytes: hashed, not parsed), skipped (never opened: a link,
+a FIFO, an unsupported type), or gone. Cheap changes are carried out here: a permission change
+rewrites the payload (never re-embeds), a moved file (the exact bytes of a vanished document
+under a new path) is re-pointed, a gone file's points are removed. New and changed documents are
+recorded as pending (durable: a crash leaves them pending) and handed to the sink: the document
+processor (embedded), or the queue (distributed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import stat
+import time
+from collections.abc import Mapping
+
+from index.acl import Access
+from index.catalog import DELETED, FAILED, INDEXED, PENDING, SKIPPED, Catalog, DocumentRecord
+from index.schema import document_id
+from index.vectors import VectorIndex
+from ingest.errors import IngestError, UnsupportedType
+from ingest.paths import display
+from ingest.stages.parse import filetype_of
+from workers import metrics
+from workers.outages import is_transient
+from workers.sources.base import FileEntry, Source, is_ignored
+from workers.sync.outcomes import Outcomes
+from workers.sync.report import SyncReport
+from workers.sync.work import Plan, WorkItem, WorkSink
+
+log = logging.getLogger(__name__)
+
+
+class Planner:
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: VectorIndex,
+        sink: WorkSink,
+        *,
+        ignore: list[str],
+        max_file_bytes: int,
+        recaption: bool = False,
+    ) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.sink = sink
+        self.ignore = ignore
+        self.max_file_bytes = max_file_bytes
+        #: figures are captioned here: a document whose captions wait for the VLM is redone
+        self.recaption = recaption
+        self.outcomes = Outcomes(catalog)
+
+    # -- passes -------------------------------------------------------------------------------
+    def sync_share(self, source: Source) -> SyncReport:
+        """Reconcile a whole share with the catalog and the index."""
+        started = time.monotonic()
+        report = SyncReport()
+        source.new_pass()
+        known = self.catalog.documents(source.name)
+        plan = Plan()
+        seen: set[str] = set()
+        for entry in source.scan(self.ignore):
+            seen.add(entry.path)
+            self._plan_one(source, entry, known.get(entry.path), plan, report, entry.mtime_ns / 1e9)
+        plan.gone = [
+            rec for path, rec in known.items() if path not in seen and rec.status != DELETED
+        ]
+        self._carry_out(source, plan, report, {})
+        report.seconds = time.monotonic() - started
+        return report
+
+    def sync_paths(self, source: Source, changes: Mapping[str, float]) -> SyncReport:
+        """Bring the paths of watcher events up to date; ``changes`` maps path -> event time."""
+        started = time.monotonic()
+        report = SyncReport()
+        source.new_pass()
+        plan = Plan()
+        wanted = {
+            path: at
+            for path, at in changes.items()
+            if not any(is_ignored(part, self.ignore) for part in path.split("/"))
+        }
+        known = self.catalog.find_many(source.name, wanted)
+        for path, changed_at in wanted.items():
+            record = known.get(path)
+            entry = source.stat(path)
+            if entry is None or stat.S_ISDIR(entry.mode):  # gone, or now a directory
+                if record is not None and record.status != DELETED:
+                    plan.gone.append(record)
+                continue
+            self._plan_one(source, entry, record, plan, report, changed_at)
+        self._carry_out(source, plan, report, changes)
+        report.seconds = time.monotonic() - started
+        return report
+
+    def work_item(
+        self, source: Source, record: DocumentRecord, changed_at: float
+    ) -> WorkItem | None:
+        """What to do for a dispatched document, from the file as it is now; None if it is no
+        longer a file (the next plan of its share records that)."""
+        entry = source.stat(record.path)
+        if entry is None or not stat.S_ISREG(entry.mode):
+            return None
+        source.new_pass()
+        access, note = source.permissions(record.path)
+        kind = "changed" if record.version > 0 else "new"
+        return WorkItem(source, entry, record.id, access, note, record, kind, changed_at)
+
+    def _carry_out(
+        self, source: Source, plan: Plan, report: SyncReport, changes: Mapping[str, float]
+    ) -> None:
+        self._match_moves(source, plan, report)
+        self._delete(plan.gone, report, changes)
+        for item in plan.work:  # durable before any work: a crash leaves them pending
+            e = item.entry
+            allow, deny = item.access.as_lists()
+            self.catalog.upsert_seen(
+                item.doc_id, source.name, e.path, e.size, e.mtime_ns, allow, deny, item.acl_note
+            )
+        self.sink(plan.work, report, source.name)
+
+    # -- one file -----------------------------------------------------------------------------
+    def _plan_one(
+        self, source: Source, entry: FileEntry, record: DocumentRecord | None, plan: Plan,
+        report: SyncReport, changed_at: float,
+    ) -> None:  # fmt: skip
+        """Classify one file; an unexpected error costs that file only (recorded on it), an
+        outage (the catalog or the index unreachable) stops the pass, to be retried whole."""
+        try:
+            self._classify(source, entry, record, plan, report, changed_at)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.exception("planning %s:%s failed", source.name, display(entry.path))
+            reason = f"unexpected error while planning: {type(exc).__name__}: {exc}"
+            self._planning_failed(source.name, entry, record, reason, report)
+
+    def _planning_failed(
+        self, share: str, entry: FileEntry, record: DocumentRecord | None, reason: str,
+        report: SyncReport,
+    ) -> None:  # fmt: skip
+        try:
+            doc_id = record.id if record is not None else document_id(share, entry.path)
+            self.catalog.upsert_seen(
+                doc_id, share, entry.path, entry.size, entry.mtime_ns, [], [], None
+            )
+            self.outcomes.error(doc_id, share, entry.path, FAILED, reason, report)
+        except Exception as exc:  # not even recordable: reported, the share goes on
+            if is_transient(exc):
+                raise
+            log.exception("recording the failure of %s:%s failed", share, display(entry.path))
+            report.fail(share, entry.path, FAILED, reason)
+
+    def _classify(
+        self, source: Source, entry: FileEntry, record: DocumentRecord | None, plan: Plan,
+        report: SyncReport, changed_at: float,
+    ) -> None:  # fmt: skip
+        share = source.name
+        access, note = source.permissions(entry.path)
+        live = record if record is not None and record.status != DELETED else None
+        doc_id = record.id if record is not None else document_id(share, entry.path)
+        problem = entry.problem or _unsupported(entry.path)
+        if problem is not None:  # never opened, never sent to a parser
+            if live and live.status == SKIPPED and live.error == problem:
+                report.unchanged += 1
+                return
+            allow, deny = access.as_lists()
+            self.catalog.upsert_seen(
+                doc_id, share, entry.path, entry.size, entry.mtime_ns, allow, deny, note
+            )
+            if live and live.version > 0:  # a document replaced by a link or a FIFO
+                self.store.delete_document(doc_id)
+            self.outcomes.error(doc_id, share, entry.path, SKIPPED, problem, report)
+            return
+        if live and self._unchanged(source, entry, live):
+            report.unchanged += 1
+            self._update_acl(live, access, note)
+            return
+        kind = "changed" if live and live.version > 0 else "new"
+        plan.work.append(WorkItem(source, entry, doc_id, access, note, record, kind, changed_at))
+
+    def _unchanged(self, source: Source, entry: FileEntry, record: DocumentRecord) -> bool:
+        """Same size and mtime: not even hashed. Only the mtime moved: hashed, not parsed."""
+        if record.status == PENDING:
+            return False
+        if record.captions == "pending" and self.recaption:
+            return False  # the VLM was down: parse again (cached), add the captions
+        if (record.size, record.mtime_ns) == (entry.size, entry.mtime_ns):
+            return True
+        if (
+            record.status == INDEXED
+            and record.content_hash
+            and self.hash(source, entry) == record.content_hash
+        ):
+            self.catalog.mark_unchanged(record.id, entry.size, entry.mtime_ns)
+            return True
+        return False
+
+    def hash(self, source: Source, entry: FileEntry) -> str | None:
+        """The sha256 of the file's bytes now; None when it cannot be read."""
+        try:
+            data = source.read(entry.path, self.max_file_bytes).data
+        except (IngestError, OSError):
+            return None
+        return hashlib.sha256(data).hexdigest()
+
+    def _update_acl(self, record: DocumentRecord, access: Access, note: str | None) -> None:
+        """A permission-only change: rewrite the payload in place, never re-embed."""
+        allow, deny = access.as_lists()
+        if (allow, deny, note) != (sorted(record.acl), sorted(record.acl_deny), record.acl_note):
+            if record.version > 0:
+                self.store.set_acl(record.id, allow, deny)
+            self.catalog.set_acl(record.id, allow, deny, note)
+            metrics.DOCUMENTS.labels(record.share, "acl_changed").inc()
+
+    # -- moves and deletes --------------------------------------------------------------------
+    def _match_moves(self, source: Source, plan: Plan, report: SyncReport) -> None:
+        """A new path holding the exact bytes of a vanished document is that document, moved."""
+        by_size: dict[int, list[DocumentRecord]] = {}
+        for rec in plan.gone:
+            if rec.status == INDEXED and rec.content_hash:
+                by_size.setdefault(rec.size, []).append(rec)
+        if not by_size:
+            return
+        remaining = []
+        for item in plan.work:
+            candidates = by_size.get(item.entry.size, []) if item.kind == "new" else []
+            digest = self.hash(source, item.entry) if candidates else None
+            match = next((r for r in candidates if r.content_hash == digest), None)
+            if match is None:
+                remaining.append(item)
+                continue
+            candidates.remove(match)
+            plan.gone.remove(match)
+            self._repoint(match, item)
+            report.moved += 1
+        plan.work = remaining
+
+    def _repoint(self, record: DocumentRecord, item: WorkItem) -> None:
+        e = item.entry
+        allow, deny = item.access.as_lists()
+        self.catalog.repoint(record.id, e.path, e.size, e.mtime_ns, allow, deny)
+        self.store.set_location(record.id, e.path, e.mtime_ns)
+        if (allow, deny) != (sorted(record.acl), sorted(record.acl_deny)):
+            self.store.set_acl(record.id, allow, deny)
+        self.outcomes.searchable(item.share, "moved", item.changed_at)
+
+    def _delete(
+        self, records: list[DocumentRecord], report: SyncReport, changes: Mapping[str, float]
+    ) -> None:
+        for record in records:
+            self.store.delete_document(record.id)
+            self.catalog.mark_deleted([record.id])
+            report.deleted += 1
+            if record.path in changes:
+                self.outcomes.searchable(record.share, "deleted", changes[record.path])
+
+
+def _unsupported(path: str) -> str | None:
+    try:
+        filetype_of(path)
+    except UnsupportedType as exc:
+        return str(exc)
+    return None

@@ -1,0 +1,265 @@
+"""The second half of a pass: parse, embed and write the planned documents.
+
+Three things at once: the parse processes read the next documents, the embedding thread runs
+the model on one batch (across documents, reusing the vectors a previous version already has for
+the same text), and this thread writes the batch before it through the versioned writer
+(``index.writer``). After a batch's text is committed, each document's figures are captioned
+and OCR'd and the document is written again with them (same version; the text never waits for
+the VLM). Bad input costs its document only: the error is recorded with its reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from index.catalog import DELETED, PENDING, Catalog
+from index.vectors import VectorIndex
+from index.writer import DocumentVersion, VersionedWriter
+from ingest.captions import FIGURE_FILETYPES, FigureCaptioner
+from ingest.errors import FileChanged, IngestError, TransientError
+from ingest.models import EmbeddedChunk, PreparedDocument
+from ingest.pipeline import EmbeddingPlan, plan_embedding
+from ingest.stages.embed import SentenceEmbedder
+from ingest.stages.sparse import SparseEncoder
+from workers import metrics
+from workers.sync.outcomes import Outcomes
+from workers.sync.parsepool import Parser
+from workers.sync.report import ProgressFactory, SyncReport, no_progress
+from workers.sync.work import WorkItem
+
+log = logging.getLogger(__name__)
+
+#: parse results waiting in flight while the main thread embeds
+_WINDOW = 64
+#: embed once this many chunks are ready (cross-document batches)
+_FLUSH_CHUNKS = 256
+
+
+@dataclass
+class _Batch:
+    """Documents whose vectors the model is computing (on the embedding thread)."""
+
+    ready: list[tuple[WorkItem, PreparedDocument]]
+    plan: EmbeddingPlan
+    vectors: Future[Any]
+
+
+class DocumentProcessor:
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: VectorIndex,
+        embedder: SentenceEmbedder,
+        pool: Parser | None,
+        writer: VersionedWriter,
+        *,
+        sparse: SparseEncoder,
+        figures: FigureCaptioner | None = None,
+        progress: ProgressFactory = no_progress,
+        contain_write_errors: bool = True,
+    ) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.embedder = embedder
+        self.pool = pool
+        self.writer = writer
+        self.sparse = sparse
+        #: captions and OCR of figures, added after the text is committed; None: both off
+        self.figures = figures
+        self.progress = progress
+        #: True: a failed write is recorded and left pending; False: it is raised (Celery retries)
+        self.contain_write_errors = contain_write_errors
+        self.outcomes = Outcomes(catalog)
+        #: embed once this many chunks are ready (cross-document batches)
+        self.flush_chunks = _FLUSH_CHUNKS
+        #: set to stop after the current write (the rest stays pending in the catalog)
+        self.stop = threading.Event()
+
+    def parse(self, item: WorkItem) -> PreparedDocument | IngestError:
+        """Parse and chunk in the parse pool (memory and time limits); an error is returned."""
+        assert self.pool is not None, "this indexer has no parse pool"
+        return self.pool.outcome(self.pool.submit(item.file))
+
+    def record_error(self, item: WorkItem, error: IngestError, report: SyncReport) -> None:
+        status = PENDING if isinstance(error, TransientError) else error.status
+        self.outcomes.error(item.doc_id, item.share, item.entry.path, status, str(error), report)
+
+    def commit_many(
+        self, ready: list[tuple[WorkItem, PreparedDocument]], report: SyncReport
+    ) -> None:
+        """Embed several documents in batches across them, and write each."""
+        self._embed_and_write(ready, report)
+
+    # -- processing ---------------------------------------------------------------------------
+    def process(self, work: list[WorkItem], report: SyncReport, share: str) -> None:
+        """Three things at once: the parse processes read the next documents, the embedding
+        thread runs the model on one batch, and this thread writes the batch before it (the
+        model releases the GIL; writes and captions never wait for it, nor it for them)."""
+        if not work:
+            return
+        pool = self.pool
+        assert pool is not None, "this indexer has no parse pool"
+        bar = self.progress(len(work), share)
+        todo = deque(work)
+        inflight: deque[tuple[WorkItem, Future[PreparedDocument]]] = deque()
+        ready: list[tuple[WorkItem, PreparedDocument]] = []
+        ready_chunks = 0
+        embedding: _Batch | None = None
+        model = ThreadPoolExecutor(1, thread_name_prefix="embed")
+
+        def flush() -> None:
+            nonlocal embedding, ready, ready_chunks
+            batch = self._start_batch(ready, model)
+            ready, ready_chunks = [], 0
+            if embedding is not None:
+                self._finish_batch(embedding, report)
+                bar.update(len(embedding.ready))
+            embedding = batch
+
+        try:
+            while (todo or inflight) and not self.stop.is_set():
+                while todo and len(inflight) < _WINDOW:
+                    item = todo.popleft()
+                    inflight.append((item, pool.submit(item.file)))
+                self.embedder.warm_up()  # loads once, while the parse processes start and work
+                item, future = inflight.popleft()
+                outcome = pool.outcome(future)
+                if isinstance(outcome, IngestError):
+                    self.record_error(item, outcome, report)
+                    bar.update(1)
+                    continue
+                ready.append((item, outcome))
+                ready_chunks += len(outcome.chunks)
+                if ready_chunks >= self.flush_chunks or not (todo or inflight):
+                    flush()
+            if ready:  # stopping: finish what is parsed, leave the rest pending in the catalog
+                flush()
+            if embedding is not None:
+                self._finish_batch(embedding, report)
+                bar.update(len(embedding.ready))
+        finally:
+            for _, future in inflight:
+                future.cancel()
+            model.shutdown(wait=True)  # an error here: the batch in the model is left pending
+            bar.close()
+
+    def _reuse_lookup(self, ready: list[tuple[WorkItem, PreparedDocument]]) -> Any:
+        """Vectors a previous version of each document already has, by text hash."""
+        by_doc = {id(doc): item for item, doc in ready}
+
+        def reuse(doc: PreparedDocument) -> Any:
+            record = by_doc[id(doc)].record
+            if record is None or record.version == 0 or record.status == DELETED:
+                return {}
+            return self.store.stored_vectors(record.id, record.version)
+
+        return reuse
+
+    def _start_batch(
+        self, ready: list[tuple[WorkItem, PreparedDocument]], model: ThreadPoolExecutor
+    ) -> _Batch:
+        """Plan here (the index is read on this thread only), run the model on its thread."""
+        plan = plan_embedding([doc for _, doc in ready], self._reuse_lookup(ready))
+        return _Batch(ready, plan, model.submit(self.embedder.embed_documents, plan.texts))
+
+    def _finish_batch(self, batch: _Batch, report: SyncReport) -> None:
+        results = batch.plan.assemble(batch.vectors.result(), self.sparse)
+        self._count_embedded(batch.plan, report)
+        self._write_batch(batch.ready, results, report)
+
+    def _count_embedded(self, plan: EmbeddingPlan, report: SyncReport) -> None:
+        report.embedded += len(plan.todo)
+        metrics.EMBEDDINGS.inc(len(plan.todo))
+
+    def _embed_and_write(
+        self, ready: list[tuple[WorkItem, PreparedDocument]], report: SyncReport
+    ) -> None:
+        plan = plan_embedding([doc for _, doc in ready], self._reuse_lookup(ready))
+        results = plan.assemble(self.embedder.embed_documents(plan.texts), self.sparse)
+        self._count_embedded(plan, report)
+        self._write_batch(ready, results, report)
+
+    def _write_batch(
+        self,
+        ready: list[tuple[WorkItem, PreparedDocument]],
+        results: list[list[EmbeddedChunk]],
+        report: SyncReport,
+    ) -> None:
+        committed: list[tuple[WorkItem, PreparedDocument]] = []
+        for (item, doc), chunks in zip(ready, results, strict=True):
+            try:
+                written = self._write(item, doc, chunks)
+            except Exception as exc:  # the store or the catalog failed: retry later, lose nothing
+                if not self.contain_write_errors:
+                    raise
+                log.exception("writing %s/%s failed", item.share, item.entry.path)
+                reason = f"could not write to the index: {type(exc).__name__}: {exc}"
+                self.outcomes.error(
+                    item.doc_id, item.share, item.entry.path, PENDING, reason, report
+                )
+                continue
+            if not written:
+                report.superseded += 1
+                continue
+            reused = sum(1 for c in chunks if c.reused)
+            report.reused += reused
+            metrics.REUSED.inc(reused)
+            report.count(item.kind)
+            self.outcomes.searchable(item.share, item.kind, item.changed_at)
+            committed.append((item, doc))
+        for item, doc in committed:  # the text of the whole batch is searchable: now the figures
+            self._add_captions(item, doc, report)
+
+    def _add_captions(self, item: WorkItem, doc: PreparedDocument, report: SyncReport) -> None:
+        """Write the document again with its figures' captions appended (same version)."""
+        if not FIGURE_FILETYPES.intersection({doc.parsed.filetype}):
+            return
+        if self.figures is None:
+            self.catalog.set_captions(item.doc_id, "off")
+            return
+        self.catalog.set_captions(item.doc_id, "pending")  # a crash from here: redone later
+        status: str
+        try:
+            captions, status = self.figures.run(doc)
+            if captions:
+                full = PreparedDocument(doc.source, doc.parsed, doc.chunks + tuple(captions))
+                current = self.catalog.get(item.doc_id)
+
+                def reuse(_: PreparedDocument) -> Any:
+                    version = current.version if current else 0
+                    return self.store.stored_vectors(item.doc_id, version) if version else {}
+
+                plan = plan_embedding([full], reuse)
+                [embedded] = plan.assemble(self.embedder.embed_documents(plan.texts), self.sparse)
+                self._count_embedded(plan, report)
+                if not self._write(item, full, embedded):
+                    return  # the file moved on: its newer version gets the captions
+        except FileChanged:
+            return
+        except IngestError as exc:
+            log.warning("figures of %s/%s: %s", item.share, item.entry.path, exc)
+            status = "pending" if isinstance(exc, TransientError) else "failed"
+        except Exception:
+            if not self.contain_write_errors:
+                raise
+            log.exception("captions of %s/%s not written", item.share, item.entry.path)
+            return
+        if doc.parsed.vlm_pending and status != "failed":
+            status = "pending"  # pages the VLM could not read yet: read again when it is back
+        self.catalog.set_captions(item.doc_id, status)
+
+    def _write(self, item: WorkItem, doc: PreparedDocument, chunks: list[EmbeddedChunk]) -> bool:
+        """Commit one document; False when its result is stale and was dropped."""
+        parsed = doc.parsed
+        allow, deny = item.access.as_lists()
+        version = DocumentVersion(
+            doc_id=item.doc_id, share=item.share, path=item.entry.path, acl=allow, acl_deny=deny,
+            content_hash=parsed.content_hash, size=parsed.size, mtime_ns=parsed.mtime_ns,
+            filetype=parsed.filetype, chunks=chunks,
+        )  # fmt: skip
+        return self.writer.commit(version, lambda: item.still_current(parsed.size, parsed.mtime_ns))

@@ -1,0 +1,144 @@
+"""The embedded service (``shareindex run``): reconcile, watch, index, serve queries.
+
+One process holds the index (Qdrant local mode allows no other), so the query API lives here
+and other commands reach the index through it; ``service.json`` in the data dir tells them where.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from workers.query.server import check_port_free, read_service_info, serve_queries
+from workers.runtime import Runtime
+from workers.settings import Settings
+from workers.sources.base import RESCAN
+from workers.sync.report import SyncReport
+from workers.watch.loop import RETRY_S, WatchLoop
+
+__all__ = ["EmbeddedService", "check_port_free", "read_service_info"]
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedService:
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: Runtime,
+        say: Any = print,
+        config_file: str | None = None,
+        reload: Callable[[], Settings] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config_file = config_file
+        self.reload = reload
+        self._config_mtime = self._config_stamp()
+        self.runtime = runtime
+        self.say = say
+        self.loop = WatchLoop(runtime.indexer.sources, settings, self)
+        self.api: Any = None
+        self.url = f"http://{settings.api_host}:{settings.api_port}"
+
+    @property
+    def events(self) -> Any:
+        return self.loop.events
+
+    @property
+    def debouncer(self) -> Any:
+        return self.loop.debouncer
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def run(self, handle_signals: bool = True) -> int:
+        check_port_free(self.settings.api_host, self.settings.api_port)
+        try:
+            self.loop.start_watching()  # before the first reconcile: nothing meanwhile is missed
+            self.api = serve_queries(self.settings, self.runtime.searcher, self.runtime.catalog)
+            shares = ", ".join(f"{n}={s.location}" for n, s in self.loop.sources.items())
+            self.say(f"query API on {self.url}; watching {shares}")
+            self.loop.run(handle_signals, on_signal=self.request_stop)
+        finally:
+            self.say("stopping: finishing the current write")
+            self.loop.close()
+            if self.api is not None:
+                self.api.stop()
+        self.say("stopped cleanly")
+        return 0
+
+    def request_stop(self) -> None:
+        self.loop.stop.set()
+        self.runtime.indexer.stop.set()
+
+    # -- the watch loop's handler ---------------------------------------------------------------
+    def changed(self, share: str, paths: dict[str, float]) -> bool:
+        return self._guarded(lambda: self._index_paths(share, paths))
+
+    def reconcile(self) -> bool:
+        return self._guarded(self._reconcile)
+
+    def tick(self) -> bool:
+        return self._config_changed()
+
+    def _guarded(self, work: Callable[[], object]) -> bool:
+        """Run one step of indexing; an unexpected error is logged, not fatal: the catalog still
+        holds what is pending, and a reconcile soon picks it up."""
+        try:
+            work()
+        except Exception as exc:
+            log.exception("indexing step failed")
+            self.say(f"indexing step failed ({type(exc).__name__}: {exc}); "
+                     f"retrying with a reconcile in {RETRY_S:g} s")  # fmt: skip
+            return False
+        return True
+
+    def _config_stamp(self) -> float | None:
+        try:
+            return os.stat(self.config_file).st_mtime if self.config_file else None
+        except OSError:
+            return None
+
+    def _config_changed(self) -> bool:
+        """An edited config file: new share rules and API tokens apply at once (the reconcile
+        that follows rewrites the ACL of every document whose readers changed, without
+        re-embedding)."""
+        stamp = self._config_stamp()
+        if stamp == self._config_mtime or self.reload is None:
+            return False
+        self._config_mtime = stamp
+        try:
+            fresh = self.reload()
+        except Exception as exc:  # a half-saved or wrong file: keep running on the old settings
+            self.say(f"config file {self.config_file} not reloaded: {exc}")
+            return False
+        self.runtime.rules.replace(fresh.rules())
+        if self.api is not None:
+            self.api.reload_tokens(fresh)
+        self.say(
+            f"config file reloaded: {len(fresh.acl_rules)} rule(s), {len(fresh.api_tokens)} API token(s)"
+        )
+        return True
+
+    # -- indexing -----------------------------------------------------------------------------
+    def _reconcile(self) -> None:
+        total = SyncReport()
+        for share in self.loop.sources:
+            if self.loop.stop.is_set():
+                break
+            total.add(self.runtime.indexer.sync_share(share))
+        docs = total.to_dict()["documents"]
+        self.say(
+            "reconciled: "
+            + ", ".join(f"{n} {k}" for k, n in docs.items() if n)
+            + f" in {total.seconds:.1f} s"
+        )
+
+    def _index_paths(self, share: str, paths: dict[str, float]) -> None:
+        indexer = self.runtime.indexer
+        report = indexer.sync_share(share) if RESCAN in paths else indexer.sync_paths(share, paths)
+        for f in report.failures:
+            log.warning("%s:%s %s: %s", f["share"], f["path"], f["status"], f["reason"])
+        changes = {k: n for k, n in report.to_dict()["documents"].items() if n and k != "unchanged"}
+        if changes:
+            self.say(f"{share}: " + ", ".join(f"{n} {k}" for k, n in changes.items()))
