@@ -113,6 +113,29 @@ def test_run_indexes_changes_serves_queries_and_stops_cleanly(service: Service) 
     assert status["documents"]["deleted"] == 1 and status["service"] is None
 
 
+def test_search_context_through_the_running_service(service: Service) -> None:
+    """``search --context N`` gives each hit its neighbouring chunks, whether the CLI opens the
+    index itself or (as here) goes through the service that holds it."""
+    words = ["anvil", "bolster", "crown", "die"]
+    paragraphs = [f"Section {i} of the press manual: " + f"the {w} of the ram is checked. " * 50
+                  for i, w in enumerate(words)]  # fmt: skip
+    (service.root / "press.md").write_text("\n\n".join(paragraphs) + "\n")
+    wait_until(lambda: any(h["metadata"]["path"] == "press.md" for h in service.search("press manual ram", k=10)),
+               60, "press.md searchable")  # fmt: skip
+    assert (service.data / "service.json").exists()  # the CLI will go through the service
+    proc = run_cli("search", "the bolster of the ram", "--data-dir", str(service.data),
+                   "--k", "1", "--context", "1", "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    [hit] = json.loads(proc.stdout)
+    index = hit["metadata"]["chunk_index"]
+    assert "bolster" in hit["page_content"]  # a chunk of section 1: one before it, some after
+    assert 0 < index < hit["metadata"]["chunk_count"] - 1
+    context = hit["context"]
+    assert [c["chunk_index"] for c in context["before"]] == [index - 1]
+    assert [c["chunk_index"] for c in context["after"]] == [index + 1]
+    assert all(c["page_content"] for c in context["before"] + context["after"])
+
+
 def test_second_service_on_the_same_data_dir_gets_a_clear_error(service: Service) -> None:
     proc = run_cli(
         "run",

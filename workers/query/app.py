@@ -61,11 +61,15 @@ def create_app(
         q: Annotated[str, Query(min_length=1, max_length=4000)],
         k: Annotated[int, Query(ge=1, le=200)] = 10,
         mode: SearchMode = "hybrid",
+        context: Annotated[int, Query(ge=0, le=5)] = 0,
         group: Annotated[
             list[str] | None, Query()
         ] = None,  # read by principal(); listed for the docs
     ) -> list[dict[str, Any]]:
-        return [hit.to_dict() for hit in searcher.search(q, as_principal, k=k, mode=mode)]
+        """Top-k chunks the caller may read; ``context``: each with its N neighbouring chunks
+        before and after (same version, same ACL)."""
+        hits = searcher.search(q, as_principal, k=k, mode=mode, context=context)
+        return [hit.to_dict() for hit in hits]
 
     @app.get("/documents/{doc_id}")
     def document(
