@@ -45,7 +45,7 @@ def _is_verb(word: str) -> bool:
     return lower in _VERBS or bool(_VERB_SUFFIX.match(lower)) or bool(_JA_VERB.search(word))
 
 
-def _spacy_model_installed() -> bool:
+def spacy_model_installed() -> bool:
     return importlib.util.find_spec("en_core_web_sm") is not None
 
 
@@ -80,7 +80,7 @@ def install() -> str:
     """Make unstructured's NLP offline-safe in this process; return which NLP is in use."""
     import unstructured.nlp.tokenize as tokenize
 
-    if _spacy_model_installed():
+    if spacy_model_installed():
         return "spaCy en_core_web_sm"
     nlp = build_fallback()
     # _run_pipeline looks _get_nlp up in the module at call time, so this one assignment

@@ -121,6 +121,22 @@ def make_searcher(
     return Searcher(store, embedder, sparse, reranker, settings.rerank_candidates)
 
 
+def open_searcher(settings: Settings, warm: bool = False) -> tuple[VectorIndex, Searcher]:
+    """The query side alone (the index and a searcher; no catalog, no parse pool), as the local
+    search client and ``shareindex api`` use it. The caller closes the store."""
+    sparse = make_sparse(settings)
+    store = open_store(settings)
+    try:
+        embedder = make_embedder(settings)
+        if warm:
+            embedder.warm_up()
+        store.ensure_collection(embedder.model_name, embedder.dimension, sparse.tokenizer)
+        return store, make_searcher(settings, store, embedder, sparse)
+    except BaseException:
+        store.close()
+        raise
+
+
 def open_store(settings: Settings) -> VectorIndex:
     prepare_data_dir(settings)
     client = open_client(

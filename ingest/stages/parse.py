@@ -18,8 +18,7 @@ import hashlib
 import io
 import json
 import logging
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,12 +27,8 @@ from ingest.errors import (
     CorruptDocument,
     EmptyDocument,
     IngestError,
-    OcrIncomplete,
-    PagesNeedGpu,
     ParserCrashed,
     UnsupportedType,
-    VlmRejected,
-    VlmUnavailable,
 )
 from ingest.guards import (
     ZIP_FORMATS,
@@ -44,14 +39,9 @@ from ingest.guards import (
 )
 from ingest.images import IMAGE_FILETYPES
 from ingest.models import Element, ElementKind, ParsedDocument, SourceFile
-from ingest.stages import ocr
 from ingest.stages.ocr import OcrOptions
-from ingest.stages.vlm import (
-    PageTranscriber,
-    layout_key,
-    markdown_elements,
-    transcribe_page,
-)
+from ingest.stages.pages import PageOptions, read_image, with_read_pages
+from ingest.stages.vlm import PageTranscriber
 from ingest.text import is_cjk, normalize_space
 
 log = logging.getLogger(__name__)
@@ -103,6 +93,14 @@ class ParseOptions:
     #: to a worker of the gpu queue (a cpu-queue worker of the distributed mode)
     transcribe_here: bool = True
 
+    @property
+    def pages(self) -> PageOptions:
+        return PageOptions(
+            languages=self.languages, ocr=self.ocr, cache=self.cache,
+            page_transcriber=self.page_transcriber, layout_all_pages=self.layout_all_pages,
+            transcribe_here=self.transcribe_here,
+        )  # fmt: skip
+
     def for_share(self, share: str) -> ParseOptions:
         languages = dict(self.languages_by_share).get(share)
         return replace(self, languages=languages) if languages else self
@@ -152,7 +150,7 @@ def parse_bytes(data: bytes, filetype: str, options: ParseOptions) -> list[Eleme
     if filetype == "json":
         return list(_json_elements(decode_text(data)))
     if filetype in IMAGE_FILETYPES:
-        return _image_elements(data, filetype, options)
+        return read_image(data, filetype, options.pages)
     try:
         raw = _PARTITIONERS[filetype](data, options)
     except IngestError:
@@ -165,7 +163,7 @@ def parse_bytes(data: bytes, filetype: str, options: ParseOptions) -> list[Eleme
         ) from exc
     elements = [el for el in (_convert(e) for e in raw) if el is not None]
     if filetype == "pdf" and options.ocr.enabled:
-        elements = _with_ocr_pages(data, elements, options)
+        elements = with_read_pages(data, elements, options.pages)
     return elements
 
 
@@ -180,131 +178,6 @@ def _no_text_reason(data: bytes, filetype: str, options: ParseOptions) -> str:
             return f"{filetype.upper()} image: OCR is disabled and captioning is off"
         return f"no text recognised in this {filetype.upper()} image"
     return f"no text found in this {filetype.upper()} file"
-
-
-def _image_elements(data: bytes, filetype: str, options: ParseOptions) -> list[Element]:
-    what = f"{filetype.upper()} image"
-    if options.page_transcriber is not None:  # the layout mode: an image is a page
-        pages = list(ocr.image_pages(data, what))
-        elements: list[Element] = []
-        for number, png in enumerate(pages, start=1):
-            page = number if len(pages) > 1 else None
-            cached = _cached_page(png, None, page, options)
-            elements += cached if cached is not None else _read_page(png, None, page, options)
-        return elements
-    if not options.ocr.enabled:
-        ocr.image_pages(data, what)  # still refuse a corrupt image with its reason
-        return []
-    return ocr.ocr_image(data, options.languages, options.ocr, options.cache, what)
-
-
-def _with_ocr_pages(data: bytes, elements: list[Element], options: ParseOptions) -> list[Element]:
-    """The text-layer elements, with OCR elements in place of pages that have no text layer."""
-    extracted: dict[int, int] = {}
-    for el in elements:
-        if el.page_number is not None:
-            extracted[el.page_number] = extracted.get(el.page_number, 0) + len(el.text.strip())
-    pages = ocr.pdf_pages_to_ocr(data, options.ocr, extracted)
-    scanned = set(pages)
-    if options.page_transcriber is not None and options.layout_all_pages:
-        pages = list(range(1, check_pdf(data) + 1))  # text layers too: the VLM reads the layout
-    if not pages:
-        return elements
-    if len(pages) > options.ocr.max_pages:
-        log.warning("OCR of %d pages limited to %d", len(pages), options.ocr.max_pages)
-        pages = pages[: options.ocr.max_pages]
-    read = set(pages)
-    kept = [el for el in elements if el.page_number not in read]
-    # a page with a text layer keeps it while the VLM is unavailable (never Tesseract)
-    text_layers = {n: [el for el in elements if el.page_number == n] for n in read - scanned}
-    added = _read_pages(data, pages, options, text_layers)
-    # stable sort: each page's elements stay in reading order
-    return sorted(kept + added, key=lambda el: el.page_number or 0)
-
-
-def _read_pages(
-    data: bytes,
-    pages: Sequence[int],
-    options: ParseOptions,
-    text_layers: Mapping[int, list[Element]] | None = None,
-) -> list[Element]:
-    """OCR (or VLM) elements of the given pages, within the OCR time budget.
-
-    A long scan that would outlast the parse time limit stops at the budget with a transient
-    error: the pages read so far are in the cache, so each attempt reads pages the one before
-    did not (pages from the cache do not count against the budget) and none is read twice.
-    """
-    budget = options.ocr.time_budget_s if options.cache is not None else None
-    spent = 0.0
-    elements: list[Element] = []
-    rendered = ocr.render_pdf_pages(data, pages, options.ocr)
-    for done, (number, (png, dpi)) in enumerate(zip(pages, rendered, strict=True), start=1):
-        cached = _cached_page(png, dpi, number, options)
-        if cached is not None:
-            elements += cached
-            continue
-        started = time.monotonic()
-        elements += _read_page(png, dpi, number, options, (text_layers or {}).get(number))
-        spent += time.monotonic() - started
-        if budget is not None and done < len(pages) and spent > budget:
-            raise OcrIncomplete(
-                f"OCR read {done} of {len(pages)} scanned pages within {budget:g} s; "
-                "the rest is read on the next attempt (pages read are cached)"
-            )
-    return elements
-
-
-def _cached_page(
-    png: bytes, dpi: int | None, number: int | None, options: ParseOptions
-) -> list[Element] | None:
-    cache, transcriber = options.cache, options.page_transcriber
-    if cache is None:
-        return None
-    if transcriber is not None:
-        try:
-            markdown = cache.get(layout_key(transcriber, png))
-        except (VlmUnavailable, VlmRejected):  # the model name could not be asked for
-            return None
-        return markdown_elements(markdown, number) if markdown is not None else None
-    text = cache.get(ocr.ocr_key(png, options.languages, options.ocr, dpi))
-    return ocr.text_elements(text, number) if text is not None else None
-
-
-def _read_page(
-    png: bytes,
-    dpi: int | None,
-    number: int | None,
-    options: ParseOptions,
-    text_layer: list[Element] | None = None,
-) -> list[Element]:
-    if options.page_transcriber is not None:
-        if not options.transcribe_here:
-            raise PagesNeedGpu(
-                "pages to transcribe by the VLM: parsed by a worker of the gpu queue"
-            )
-        try:
-            markdown = transcribe_page(options.page_transcriber, png, options.cache)
-            return markdown_elements(markdown, number)
-        except VlmRejected as exc:  # this page only, for good: read it otherwise
-            log.warning("page %s not transcribed by the VLM: %s", number or 1, exc)
-            if text_layer is not None:
-                return text_layer
-            if not options.ocr.enabled:
-                raise
-        except VlmUnavailable as exc:  # for now: read it otherwise, and again when it is back
-            if text_layer is None and not options.ocr.enabled:
-                raise
-            log.warning("page %s read without the VLM for now: %s", number or 1, exc)
-            stand_in = text_layer or _ocr_page(png, dpi, number, options)
-            return [replace(el, provisional=True) for el in stand_in]
-    return _ocr_page(png, dpi, number, options)
-
-
-def _ocr_page(
-    png: bytes, dpi: int | None, number: int | None, options: ParseOptions
-) -> list[Element]:
-    text = ocr.read_png(png, options.languages, options.ocr, options.cache, dpi=dpi)
-    return ocr.text_elements(text, number)
 
 
 def _partition_text(data: bytes, options: ParseOptions) -> list[Any]:

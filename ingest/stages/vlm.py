@@ -1,4 +1,4 @@
-"""Caption stage: images -> descriptions, and page images -> Markdown, from a VLM.
+"""The VLM (vLLM's OpenAI-compatible API): images -> descriptions, page images -> Markdown.
 
 ``VlmClient`` talks to vLLM's OpenAI-compatible ``/v1/chat/completions``: one user message with
 the prompt and the image as a base64 PNG data URL, ``temperature`` 0 so that the same image gives
@@ -15,7 +15,6 @@ import base64
 import hashlib
 import logging
 import random
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -24,8 +23,6 @@ from typing import Any, Protocol
 from ingest.cache import ContentCache, content_key
 from ingest.errors import VlmRejected, VlmUnavailable
 from ingest.images import first_frame, fit, to_png
-from ingest.models import Element
-from ingest.text import normalize_space
 
 log = logging.getLogger(__name__)
 
@@ -306,77 +303,3 @@ def caption_image(
     if cache is not None:
         cache.put(key, text)
     return text
-
-
-def layout_key(transcriber: PageTranscriber, page_png: bytes) -> str:
-    return content_key("layout", page_png, transcriber.cache_tag("layout"), CAPTION_VERSION)
-
-
-def transcribe_page(
-    transcriber: PageTranscriber, page_png: bytes, cache: ContentCache | None = None
-) -> str:
-    key = layout_key(transcriber, page_png)
-    if cache is not None and (hit := cache.get(key)) is not None:
-        return hit
-    text = transcriber.transcribe_page(page_png)
-    if cache is not None:
-        cache.put(key, text)
-    return text
-
-
-# -- the transcription's Markdown as elements -----------------------------------------------------
-
-_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$")
-_LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+(.*)$")
-_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
-_FENCE = re.compile(r"^\s*```")
-
-
-def markdown_elements(markdown: str, page: int | None) -> list[Element]:
-    """Headings, paragraphs, list items and tables of a VLM's Markdown transcription."""
-    elements: list[Element] = []
-    paragraph: list[str] = []
-    table: list[str] = []
-
-    def flush() -> None:
-        if paragraph:
-            text = normalize_space("\n".join(paragraph))
-            if text:
-                elements.append(Element(kind="text", text=text, page_number=page))
-            paragraph.clear()
-        if table:
-            elements.append(_table_element(table, page))
-            table.clear()
-
-    for line in markdown.splitlines():
-        if _FENCE.match(line):  # some models wrap the whole answer in ```markdown
-            continue
-        if line.strip().startswith("|"):
-            if paragraph:
-                flush()
-            table.append(line)
-            continue
-        if table or not line.strip():
-            flush()
-        if not line.strip():
-            continue
-        if heading := _HEADING.match(line):
-            flush()
-            elements.append(Element(kind="title", text=heading.group(1), page_number=page))
-        elif item := _LIST_ITEM.match(line):
-            flush()
-            elements.append(Element(kind="list_item", text=item.group(1).strip(), page_number=page))
-        else:
-            paragraph.append(line)
-    flush()
-    return [e for e in elements if e.text.strip()]
-
-
-def _table_element(lines: list[str], page: int | None) -> Element:
-    rows = tuple(
-        tuple(cell.strip() for cell in line.strip().strip("|").split("|"))
-        for line in lines
-        if not _TABLE_RULE.match(line)
-    )
-    text = "\n".join(" | ".join(row) for row in rows)
-    return Element(kind="table", text=text, page_number=page, rows=rows or None)

@@ -18,6 +18,7 @@ from PIL import Image
 
 from ingest import nlp_fallback
 from ingest.cache import MemoryCache
+from ingest.captions import caption_figures, document_figures
 from ingest.errors import (
     CorruptDocument,
     PagesNeedGpu,
@@ -26,10 +27,11 @@ from ingest.errors import (
     VlmUnavailable,
 )
 from ingest.models import Chunk, Element, ParsedDocument, PreparedDocument, SourceFile
-from ingest.pipeline import caption_figures, document_figures, prepare
+from ingest.pipeline import prepare
 from ingest.stages.chunk import ChunkOptions, DocumentChunker
 from ingest.stages.figures import FigureOptions, extract_figures
 from ingest.stages.ocr import OcrOptions, read_png
+from ingest.stages.pages import markdown_elements
 from ingest.stages.parse import ParseOptions
 from ingest.stages.vlm import (
     DEFAULT_PAGE_PROMPT,
@@ -37,7 +39,6 @@ from ingest.stages.vlm import (
     VlmOptions,
     caption_image,
     completions_url,
-    markdown_elements,
 )
 from tests import scans
 from tests.helpers import free_port

@@ -11,7 +11,7 @@ def installed() -> str:
 
 
 def test_fallback_is_used_when_the_spacy_model_is_missing(installed: str) -> None:
-    if nlp_fallback._spacy_model_installed():
+    if nlp_fallback.spacy_model_installed():
         assert installed == "spaCy en_core_web_sm"
     else:
         assert installed == nlp_fallback.FALLBACK

@@ -64,22 +64,14 @@ class ServiceClient:
 
 class LocalClient:
     def __init__(self, settings: Settings) -> None:
-        from workers.runtime import make_embedder, make_searcher, make_sparse, open_store
+        from workers.runtime import open_searcher
 
         if settings.embedded and not settings.qdrant_path.exists():
             raise ConfigError(
                 f"no index in {settings.data_dir}: run 'shareindex sync' or 'shareindex run' first"
             )
         self.settings = settings
-        sparse = make_sparse(settings)
-        self.store = open_store(settings)
-        try:
-            embedder = make_embedder(settings)
-            self.store.ensure_collection(embedder.model_name, embedder.dimension, sparse.tokenizer)
-            self.searcher = make_searcher(settings, self.store, embedder, sparse)
-        except BaseException:
-            self.store.close()
-            raise
+        self.store, self.searcher = open_searcher(settings)
 
     def search(self, query: str, user: str | None, groups: tuple[str, ...], k: int, mode: str,
                context: int = 0) -> list[dict[str, Any]]:  # fmt: skip

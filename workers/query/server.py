@@ -140,3 +140,31 @@ def serve_queries(
     )
     server.start()
     return server
+
+
+def run_api(settings: Settings, say: Callable[[str], object] = print) -> None:
+    """``shareindex api``: the query API alone, against a Qdrant server, until SIGINT/SIGTERM."""
+    import signal
+
+    from workers.runtime import open_catalog, open_searcher
+
+    if settings.embedded:
+        raise ConfigError(
+            "'shareindex api' needs a Qdrant server (SHAREINDEX_QDRANT_URL): in Qdrant local mode "
+            "the process that holds the index serves the queries ('shareindex run', or the "
+            "worker of the distributed mode)"
+        )
+    check_port_free(settings.api_host, settings.api_port)
+    store, searcher = open_searcher(settings, warm=True)
+    catalog = open_catalog(settings)
+    try:
+        server = serve_queries(settings, searcher, catalog, local_token=False)
+        say(f"query API on {server.url}")
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        stop.wait()
+        server.stop()
+    finally:
+        store.close()
+        catalog.close()

@@ -23,7 +23,7 @@ from index.writer import DocumentVersion, VersionedWriter
 from ingest.captions import FIGURE_FILETYPES, FigureCaptioner
 from ingest.errors import FileChanged, IngestError, TransientError
 from ingest.models import EmbeddedChunk, PreparedDocument
-from ingest.pipeline import EmbeddingPlan, plan_embedding
+from ingest.pipeline import EmbeddingPlan, ReuseLookup, plan_embedding
 from ingest.stages.embed import SentenceEmbedder
 from ingest.stages.sparse import SparseEncoder
 from workers import metrics
@@ -92,10 +92,10 @@ class DocumentProcessor:
     def commit_many(
         self, ready: list[tuple[WorkItem, PreparedDocument]], report: SyncReport
     ) -> None:
-        """Embed several documents in batches across them, and write each."""
-        self._embed_and_write(ready, report)
+        """Embed several documents in batches across them, and write each (on this thread)."""
+        results = self._embed_now([doc for _, doc in ready], self._reuse_lookup(ready), report)
+        self._write_batch(ready, results, report)
 
-    # -- processing ---------------------------------------------------------------------------
     def process(self, work: list[WorkItem], report: SyncReport, share: str) -> None:
         """Three things at once: the parse processes read the next documents, the embedding
         thread runs the model on one batch, and this thread writes the batch before it (the
@@ -148,7 +148,7 @@ class DocumentProcessor:
             model.shutdown(wait=True)  # an error here: the batch in the model is left pending
             bar.close()
 
-    def _reuse_lookup(self, ready: list[tuple[WorkItem, PreparedDocument]]) -> Any:
+    def _reuse_lookup(self, ready: list[tuple[WorkItem, PreparedDocument]]) -> ReuseLookup:
         """Vectors a previous version of each document already has, by text hash."""
         by_doc = {id(doc): item for item, doc in ready}
 
@@ -176,13 +176,14 @@ class DocumentProcessor:
         report.embedded += len(plan.todo)
         metrics.EMBEDDINGS.inc(len(plan.todo))
 
-    def _embed_and_write(
-        self, ready: list[tuple[WorkItem, PreparedDocument]], report: SyncReport
-    ) -> None:
-        plan = plan_embedding([doc for _, doc in ready], self._reuse_lookup(ready))
+    def _embed_now(
+        self, docs: list[PreparedDocument], reuse: ReuseLookup, report: SyncReport
+    ) -> list[list[EmbeddedChunk]]:
+        """Embed on this thread (the Celery path, captions): plan, run the model, assemble."""
+        plan = plan_embedding(docs, reuse)
         results = plan.assemble(self.embedder.embed_documents(plan.texts), self.sparse)
         self._count_embedded(plan, report)
-        self._write_batch(ready, results, report)
+        return results
 
     def _write_batch(
         self,
@@ -234,9 +235,7 @@ class DocumentProcessor:
                     version = current.version if current else 0
                     return self.store.stored_vectors(item.doc_id, version) if version else {}
 
-                plan = plan_embedding([full], reuse)
-                [embedded] = plan.assemble(self.embedder.embed_documents(plan.texts), self.sparse)
-                self._count_embedded(plan, report)
+                [embedded] = self._embed_now([full], reuse, report)
                 if not self._write(item, full, embedded):
                     return  # the file moved on: its newer version gets the captions
         except FileChanged:

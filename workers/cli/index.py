@@ -1,0 +1,139 @@
+"""Indexing commands: ``sync``, ``run``, ``retry --failed``, ``status``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ingest.paths import display
+from workers.cli.common import (
+    EXIT_FAILED_DOCS,
+    EXIT_OK,
+    add_common,
+    add_shares,
+    announce_nlp,
+    need_shares,
+    progress,
+    settings_of,
+)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("sync", help="reconcile shares with the index once, then exit")
+    add_common(p)
+    add_shares(p)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("run", help="embedded service: reconcile, watch, index, serve the query API")
+    add_common(p)
+    add_shares(p)
+    p.add_argument("--port", type=int, help="query API port on 127.0.0.1 (default 8765)")
+    p.add_argument("--poll", action="append", default=[], metavar="NAME",
+                   help="watch this share by polling (network mounts: SMB, NFS); may repeat")  # fmt: skip
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("retry", help="process failed documents again (after a fix)")
+    add_common(p)
+    p.add_argument("--failed", action="store_true", required=True,
+                   help="replay the documents whose status is failed")  # fmt: skip
+    p.add_argument("--share", action="append", default=[], metavar="NAME[=PATH]",
+                   help="only this share; may repeat (NAME=PATH also tells where it is)")  # fmt: skip
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_retry)
+
+    p = sub.add_parser("status", help="documents by status, failures with reasons, what is pending")
+    add_common(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from workers.runtime import open_runtime
+    from workers.sync.indexer import SyncReport
+
+    settings = settings_of(args)
+    need_shares(settings)
+    announce_nlp()
+    runtime = open_runtime(settings, progress=progress, warm=False)
+    total = SyncReport()
+    try:
+        for name in settings.shares:
+            total.add(runtime.indexer.sync_share(name))
+    finally:
+        runtime.close()
+    summary = total.to_dict()
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False, indent=2))
+    else:
+        d, c = summary["documents"], summary["chunks"]
+        print(", ".join(f"{n} {k}" for k, n in d.items()) + f"; chunks: {c['embedded']} embedded, "
+              f"{c['reused']} reused; {summary['seconds']:.1f} s")  # fmt: skip
+        for f in summary["failures"]:
+            print(f"  failed {f['share']}:{display(f['path'])}: {f['reason']}")
+    return EXIT_FAILED_DOCS if total.failed else EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from workers.query.server import check_port_free
+    from workers.runtime import open_runtime
+    from workers.settings import config_file_in_use
+    from workers.watch.embedded import EmbeddedService
+
+    def load() -> Any:
+        return settings_of(args, api_port=args.port, polling_shares=args.poll or None)
+
+    settings = load()
+    need_shares(settings)
+    check_port_free(settings.api_host, settings.api_port)
+    announce_nlp()
+    print("loading the embedding model and the index...", file=sys.stderr)
+    runtime = open_runtime(settings)
+    try:
+        config_file = config_file_in_use(args.config)
+        service = EmbeddedService(
+            settings, runtime, lambda m: print(m, flush=True), config_file, load
+        )
+        return service.run()
+    finally:
+        runtime.close()
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from workers.sync.retry import retry_failed
+
+    names = {spec.partition("=")[0] for spec in args.share}
+    args.share = [spec for spec in args.share if "=" in spec]
+    result = retry_failed(settings_of(args), names, progress)
+    report = result.get("report", {})
+    for share in report.get("unconfigured_shares", []):
+        print(f"warning: share {share!r} is not configured; its documents stay pending",
+              file=sys.stderr)  # fmt: skip
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        n = result["retried"]
+        print(f"{n} failed document(s) retried" + (f": {result['how']}" if n else ""))
+        for failure in report.get("failures", []):
+            print(
+                f"  still failing {failure['share']}:{display(failure['path'])}: {failure['reason']}"
+            )
+    return EXIT_FAILED_DOCS if report.get("documents", {}).get("failed", 0) else EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from workers.query.server import read_service_info
+    from workers.runtime import open_catalog
+    from workers.status import format_status, status_report
+
+    settings = settings_of(args)
+    catalog = open_catalog(settings)
+    try:
+        info = read_service_info(settings.data_dir)
+        report = status_report(catalog, {"pid": info["pid"], "url": info["url"]} if info else None)
+    finally:
+        catalog.close()
+    print(json.dumps(report, ensure_ascii=False, indent=2) if args.json else format_status(report))
+    return EXIT_OK
