@@ -14,6 +14,7 @@ import os
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 
 from ingest.errors import OutsideShare
 from ingest.paths import to_bytes
@@ -21,6 +22,17 @@ from ingest.paths import to_bytes
 #: below this a whole path is handed to the kernel as it is (PATH_MAX is 4,096 with the NUL)
 _SHORT = 3800
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@lru_cache(maxsize=256)
+def real_root(root: str) -> bytes:
+    """The share root with its links resolved, remembered until ``forget_roots`` (each pass
+    over a share starts with it: a root re-pointed between passes is seen at the next)."""
+    return os.path.realpath(os.fsencode(root))
+
+
+def forget_roots() -> None:
+    real_root.cache_clear()
 
 
 def components(relpath: str) -> list[bytes]:
@@ -40,7 +52,7 @@ def parent_fd(root: str, relpath: str) -> Iterator[tuple[int, bytes]]:
     names = components(relpath)
     if not names:
         raise OutsideShare("the share root is not a document")
-    fd = os.open(os.path.realpath(os.fsencode(root)), _DIR_FLAGS)
+    fd = os.open(real_root(root), _DIR_FLAGS)
     try:
         for name in names[:-1]:
             try:
@@ -70,9 +82,9 @@ def metadata_path(root: str, relpath: str) -> Iterator[bytes]:
     """A path naming ``relpath`` for calls that take a path but no folder descriptor (lstat,
     getxattr): the plain path when it is short enough, else the last name under the opened
     folder through ``/proc/self/fd`` (the final name is never followed by l* calls)."""
-    real_root = os.path.realpath(os.fsencode(root))
+    top = real_root(root)
     names = components(relpath)
-    plain = os.path.join(real_root, *names) if names else real_root
+    plain = os.path.join(top, *names) if names else top
     if len(plain) < _SHORT:
         yield plain
         return

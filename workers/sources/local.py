@@ -126,6 +126,7 @@ class LocalFolder:
 
     def new_pass(self) -> None:
         self.resolver.reset()
+        sharefs.forget_roots()
 
     def watch(self, out: queue.Queue[Change], polling: bool, interval_s: float) -> BaseObserver:
         """inotify; a polling observer for a network mount (no inotify events for writes made
