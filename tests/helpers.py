@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from index.vectors import StoredPoint, VectorIndex
@@ -49,3 +50,12 @@ def run_together(task: Callable[[], Any], threads: int) -> list[BaseException]:
 def all_points(store: VectorIndex) -> list[StoredPoint]:
     """Every point of the store, with payloads."""
     return list(store.points())
+
+
+def open_index(data_dir: Path, **settings: Any) -> VectorIndex:
+    """The index of a data dir, as the commands open it (the embedded index by default); the
+    process that held it must have stopped."""
+    from workers.runtime import open_store
+    from workers.settings import load_settings
+
+    return open_store(load_settings(data_dir=data_dir, **settings))

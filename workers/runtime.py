@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from index.acl import RuleBook
 from index.cache import SqlContentCache
 from index.catalog import Catalog, SqlCatalog
+from index.edge import EdgeIndex
+from index.migrate import migrate_local_mode, needs_migration
 from index.qdrant import QdrantIndex, open_client
 from index.search import Searcher
 from index.vectors import VectorIndex
@@ -137,14 +141,28 @@ def open_searcher(settings: Settings, warm: bool = False) -> tuple[VectorIndex, 
         raise
 
 
-def open_store(settings: Settings) -> VectorIndex:
+def open_store(settings: Settings, say: Callable[[str], object] | None = None) -> VectorIndex:
+    """The index: a Qdrant server (``qdrant_url``), else the embedded index in the data dir
+    (Qdrant Edge; a local-mode index of an earlier release is migrated first)."""
     prepare_data_dir(settings)
-    client = open_client(
-        path=str(settings.qdrant_path),
-        url=settings.qdrant_url,
-        api_key=settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
+    if settings.qdrant_url or settings.embedded_index == "qdrant-local":
+        api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+        client = open_client(
+            path=str(settings.qdrant_path), url=settings.qdrant_url, api_key=api_key
+        )
+        return QdrantIndex(client, settings.collection)
+    if needs_migration(settings.qdrant_path, settings.collection, settings.index_path):
+        migrate_local_mode(settings.qdrant_path, settings.collection, settings.index_path,
+                           say or _to_stderr)  # fmt: skip
+    return EdgeIndex(
+        settings.index_path,
+        optimize_after=settings.index_optimize_after,
+        idle_s=settings.index_optimize_idle_s,
     )
-    return QdrantIndex(client, settings.collection)
+
+
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def open_catalog(settings: Settings) -> Catalog:

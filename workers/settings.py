@@ -106,6 +106,14 @@ class Settings(BaseSettings):
     vlm_url: str | None = None
     vlm_model: str | None = None
     collection: str = "shareindex"
+    #: the embedded index (no qdrant_url): "edge", Qdrant Edge in this process (the Qdrant
+    #: engine: HNSW, payload indexes); "qdrant-local", qdrant-client's local mode (pure Python,
+    #: brute force: a development tool, kept as a fallback and for tests)
+    embedded_index: Literal["edge", "qdrant-local"] = "edge"
+    #: the embedded index builds its HNSW index once this many points were written since the
+    #: last build and writes paused for index_optimize_idle_s (0: never in the background)
+    index_optimize_after: int = Field(default=20_000, ge=0)
+    index_optimize_idle_s: float = Field(default=5.0, gt=0)
 
     # embedding
     embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
@@ -305,7 +313,13 @@ class Settings(BaseSettings):
 
     @property
     def qdrant_path(self) -> Path:
+        """qdrant-client's local mode (``embedded_index = "qdrant-local"``, or before 0.2)."""
         return self.data_dir / "qdrant"
+
+    @property
+    def index_path(self) -> Path:
+        """The embedded index: a Qdrant Edge shard."""
+        return self.data_dir / "index"
 
     @property
     def catalog(self) -> str:
@@ -320,7 +334,7 @@ class Settings(BaseSettings):
 
     @property
     def embedded(self) -> bool:
-        """Qdrant local mode: only one process may hold the index."""
+        """The index lives in the data dir (no Qdrant server): one process may hold it."""
         return self.qdrant_url is None
 
 

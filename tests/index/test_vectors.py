@@ -1,6 +1,6 @@
 """The one contract suite of ``index.vectors.VectorIndex``: every implementation runs it (Qdrant
-through qdrant-client in local mode, the same client API as a server; the in-memory fake the unit
-tests use)."""
+Edge, the embedded default; qdrant-client in local mode, the same client API as a Qdrant server;
+the in-memory fake the unit tests use)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from index.acl import Principal
+from index.edge import EdgeIndex
 from index.qdrant import QdrantIndex, open_client
 from index.schema import build_metadata, point_id
 from index.vectors import IndexPoint, ModelMismatch, VectorIndex, make_point
@@ -20,10 +21,12 @@ from tests.fakes import MemoryIndex
 DIM = 4
 
 
-@pytest.fixture(params=["qdrant-local", "memory"])
+@pytest.fixture(params=["edge", "qdrant-local", "memory"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorIndex]:
     idx: VectorIndex
-    if request.param == "qdrant-local":
+    if request.param == "edge":
+        idx = EdgeIndex(tmp_path / "edge")
+    elif request.param == "qdrant-local":
         idx = QdrantIndex(open_client(path=str(tmp_path / "q")), "test")
     else:
         idx = MemoryIndex()

@@ -22,9 +22,8 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from index.catalog import FAILED, INDEXED, Catalog, SqlCatalog
-from index.qdrant import QdrantIndex, open_client
 from tests.conftest import run_cli
-from tests.helpers import all_points, free_port, wait_until
+from tests.helpers import all_points, free_port, open_index, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -121,7 +120,8 @@ class Cluster:
 
     def points(self) -> list[Any]:
         """Every point of the index; the worker holding it must be stopped."""
-        store = QdrantIndex(open_client(path=str(self.data / "qdrant")), "shareindex")
+        engine = self.env.get("SHAREINDEX_EMBEDDED_INDEX", "edge")
+        store = open_index(self.data, embedded_index=engine)
         try:
             return all_points(store)
         finally:
@@ -296,6 +296,11 @@ def _behind_s(cluster: Cluster) -> float | None:
 def test_index_store_unavailable_for_a_while_tasks_retry_and_nothing_is_lost(
     cluster: Cluster,
 ) -> None:
+    """The index refuses every write for a while (its storage locked by another process): the
+    tasks retry with backoff, and every document arrives once. The index here is qdrant-client's
+    local mode, whose SQLite storage another process can lock; the retry path is the same for
+    any index (a Qdrant server down, Edge out of disk)."""
+    cluster.env["SHAREINDEX_EMBEDDED_INDEX"] = "qdrant-local"
     (cluster.share / "first.txt").write_text("The first document creates the collection.\n")
     worker = cluster.worker()
     cluster.watcher()

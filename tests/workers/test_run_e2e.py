@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import run_cli
-from tests.helpers import all_points, free_port, wait_until
+from tests.helpers import all_points, free_port, open_index, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -152,9 +152,7 @@ def test_second_service_on_the_same_data_dir_gets_a_clear_error(service: Service
 
 
 def _all_points(data: Path) -> list[Any]:
-    from index.qdrant import QdrantIndex, open_client
-
-    store = QdrantIndex(open_client(path=str(data / "qdrant")), "shareindex")
+    store = open_index(data)
     try:
         return all_points(store)
     finally:
@@ -171,6 +169,17 @@ def _indexed(data: Path) -> int:
             )
     except sqlite3.Error:
         return 0
+
+
+def _committed(data: Path) -> dict[str, tuple[int, int]]:
+    """path -> (version, chunk count) of every document the catalog says is indexed."""
+    import sqlite3
+
+    with sqlite3.connect(f"file:{data / 'catalog.db'}?mode=ro", uri=True, timeout=5) as db:
+        rows = db.execute(
+            "SELECT path, version, chunk_count FROM documents WHERE status = 'indexed'"
+        ).fetchall()
+    return {path: (version, count) for path, version, count in rows}
 
 
 def test_killed_mid_indexing_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
@@ -190,6 +199,15 @@ def test_killed_mid_indexing_loses_nothing_and_duplicates_nothing(tmp_path: Path
         if svc.proc.poll() is None:
             svc.proc.kill()
     assert 0 < _indexed(svc.data) < total, "not killed in the middle"
+    # what the catalog had committed as indexed is in the index, complete (the index's
+    # write-ahead log kept it through the kill)
+    committed = _committed(svc.data)
+    points = _all_points(svc.data)
+    for path, (version, count) in committed.items():
+        mine = sorted(p.payload["metadata"]["chunk_index"] for p in points
+                      if p.payload["metadata"]["path"] == path
+                      and p.payload["metadata"]["version"] == version)  # fmt: skip
+        assert mine == list(range(count)), path
     proc = run_cli("sync", "--share", f"docs={root}", "--data-dir", str(svc.data), "--json")
     assert proc.returncode == 0, proc.stderr
     status = json.loads(run_cli("status", "--data-dir", str(svc.data), "--json").stdout)

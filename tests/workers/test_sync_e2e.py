@@ -14,11 +14,11 @@ import pytest
 
 from index.acl import Principal
 from index.catalog import SqlCatalog
-from index.qdrant import QdrantIndex, open_client
 from index.search import Searcher
+from index.vectors import VectorIndex
 from tests.conftest import CORPUS_ENV, run_cli
 from tests.corpus import BAD_EXPECTED, NEEDLES, OUTSIDE_SECRET, write_bad_corpus, write_good_corpus
-from tests.helpers import all_points
+from tests.helpers import all_points, open_index
 
 pytestmark = pytest.mark.integration
 
@@ -86,8 +86,8 @@ def synced(tmp_path_factory: pytest.TempPathFactory) -> Synced:
 
 
 @pytest.fixture
-def index(synced: Synced, embedder) -> Iterator[tuple[QdrantIndex, Searcher]]:
-    store = QdrantIndex(open_client(path=str(synced.data / "qdrant")), "shareindex")
+def index(synced: Synced, embedder) -> Iterator[tuple[VectorIndex, Searcher]]:
+    store = open_index(synced.data)
     yield store, Searcher(store, embedder)
     store.close()
 
@@ -213,7 +213,7 @@ def test_cli_search_json_shape(synced: Synced) -> None:
 
 
 def test_resync_is_incremental_and_idempotent(synced: Synced) -> None:
-    store = QdrantIndex(open_client(path=str(synced.data / "qdrant")), "shareindex")
+    store = open_index(synced.data)
     before = sorted(str(p.id) for p in all_points(store))
     store.close()
 
@@ -239,7 +239,7 @@ def test_resync_is_incremental_and_idempotent(synced: Synced) -> None:
     assert edited["chunks"]["embedded"] <= 2  # the new section only
     assert edited["chunks"]["reused"] >= 5  # the untouched sections kept their vectors
 
-    store = QdrantIndex(open_client(path=str(synced.data / "qdrant")), "shareindex")
+    store = open_index(synced.data)
     try:
         after = all_points(store)
         versions = {

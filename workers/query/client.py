@@ -66,7 +66,9 @@ class LocalClient:
     def __init__(self, settings: Settings) -> None:
         from workers.runtime import open_searcher
 
-        if settings.embedded and not settings.qdrant_path.exists():
+        if settings.embedded and not (
+            settings.index_path.exists() or settings.qdrant_path.exists()
+        ):
             raise ConfigError(
                 f"no index in {settings.data_dir}: run 'shareindex sync' or 'shareindex run' first"
             )

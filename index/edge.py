@@ -1,0 +1,384 @@
+"""``VectorIndex`` on Qdrant Edge: the Qdrant engine in this process (the embedded default).
+
+The same segments, HNSW, payload indexes, sparse vectors with the IDF modifier, prefetch + RRF
+fusion and filters as a Qdrant server, in one shard folder of the data dir, with a write-ahead
+log (a kill -9 loses nothing that was written). One process per shard (a second gets
+``IndexLocked``). Filters are built with qdrant-client's models, as for a server, and translated
+here, so that the ACL filter has one definition (``index.acl.acl_filter``).
+
+New points are searchable at once (Edge searches segments without an HNSW index by brute force);
+the HNSW index is built by ``optimize``, which the ``Optimizer`` runs in the background when
+enough points wait for it and writes have paused: queries and writes go on meanwhile.
+
+The collection's metadata (embedding model, dimension, sparse tokenizer) is kept beside the shard
+in ``collection.json``; Edge itself knows only the vector sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import qdrant_edge as qe
+from qdrant_client import models
+
+from index.acl import Principal, acl_filter
+from index.schema import (
+    CONTENT_KEY,
+    DENSE,
+    INDEXED_FIELDS,
+    METADATA_KEY,
+    SPARSE,
+    location_metadata,
+    point_id,
+)
+from index.vectors import (
+    Hit,
+    IndexLocked,
+    IndexPoint,
+    ModelMismatch,
+    SearchMode,
+    StoredPoint,
+    StoreError,
+)
+from ingest.models import SparseVector
+from ingest.pipeline import StoredVectors
+
+log = logging.getLogger(__name__)
+
+SHARD = "shard"
+META = "collection.json"
+_WRITE_BATCH = 512
+_PAGE = 512
+#: the RRF constant of qdrant-client and the Qdrant server (the same ranks fuse the same)
+_RRF_K = 2
+_SCHEMA = {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer}
+
+
+class EdgeIndex:
+    """One Edge shard in ``folder`` (``<folder>/shard``, ``<folder>/collection.json``)."""
+
+    def __init__(
+        self, folder: str | Path, optimize_after: int = 20_000, idle_s: float = 5.0
+    ) -> None:
+        self.folder = Path(folder)
+        self._shard: Any = None
+        self._write = threading.RLock()
+        if (self.folder / SHARD).exists():
+            self._shard = _load(self.folder / SHARD)
+        self.optimizer = Optimizer(self, optimize_after, idle_s)
+
+    @property
+    def shard(self) -> Any:
+        if self._shard is None:
+            raise StoreError(f"no collection in {self.folder}: ensure_collection first")
+        return self._shard
+
+    # -- collection ------------------------------------------------------------------------
+    def ensure_collection(
+        self, model: str, dimension: int, sparse_tokenizer: str = "bigram"
+    ) -> None:
+        wanted = {"embedding_model": model, "dimension": dimension,
+                  "sparse_tokenizer": sparse_tokenizer}  # fmt: skip
+        meta_path = self.folder / META
+        with self._write:
+            if self._shard is None:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                config = qe.EdgeConfig(
+                    vectors={DENSE: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)},
+                    sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+                )  # fmt: skip
+                self._shard = qe.EdgeShard.create(str(self.folder / SHARD), config)
+                for field, kind in INDEXED_FIELDS.items():
+                    self._shard.update(qe.UpdateOperation.create_field_index(field, _SCHEMA[kind]))
+                self._shard.flush()
+                meta_path.write_text(json.dumps(wanted, indent=2))
+                return
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        if meta.get("embedding_model") != model or meta.get("dimension") != dimension:
+            raise ModelMismatch(
+                f"the index in {self.folder} was built with embedding model "
+                f"{meta.get('embedding_model')!r} ({meta.get('dimension')} dims), not {model!r} "
+                f"({dimension} dims); use that model, or a new data dir"
+            )
+        built = meta.get("sparse_tokenizer", "bigram")
+        if built != sparse_tokenizer:
+            raise ModelMismatch(
+                f"the index in {self.folder} was built with sparse tokenizer {built!r}, not "
+                f"{sparse_tokenizer!r}; use that tokenizer, or a new data dir"
+            )
+
+    def close(self) -> None:
+        self.optimizer.stop()
+        with self._write:
+            if self._shard is not None:
+                self._shard.flush()
+                self._shard.close()
+                self._shard = None
+
+    def flush(self) -> None:
+        with self._write:
+            self.shard.flush()
+
+    # -- writes ----------------------------------------------------------------------------
+    def _update(self, operation: Any) -> None:
+        with self._write:
+            self.shard.update(operation)
+        self.optimizer.wrote()
+
+    def upsert(self, points: Sequence[IndexPoint]) -> None:
+        for start in range(0, len(points), _WRITE_BATCH):
+            batch = [_point(p) for p in points[start : start + _WRITE_BATCH]]
+            self._update(qe.UpdateOperation.upsert_points(batch))
+        self.optimizer.added(len(points))
+
+    def delete_version(self, doc_id: str, version: int) -> None:
+        self._delete(_and(_match("metadata.doc_id", doc_id), _match("metadata.version", version)))
+
+    def delete_versions_before(self, doc_id: str, version: int) -> None:
+        older = qe.FieldCondition("metadata.version", range=qe.RangeFloat(lt=version))
+        self._delete(_and(_match("metadata.doc_id", doc_id), older))
+
+    def delete_chunks(self, doc_id: str, version: int, indexes: Sequence[int]) -> None:
+        if indexes:
+            ids: list[int | UUID | str] = [point_id(doc_id, version, i) for i in indexes]
+            self._update(qe.UpdateOperation.delete_points(ids))
+
+    def delete_document(self, doc_id: str) -> None:
+        self._delete(_and(_match("metadata.doc_id", doc_id)))
+
+    def _delete(self, flt: Any) -> None:
+        self._update(qe.UpdateOperation.delete_points_by_filter(flt))
+
+    def set_acl(self, doc_id: str, acl: list[str], acl_deny: list[str]) -> None:
+        self._set_metadata(doc_id, {"acl": acl, "acl_deny": acl_deny})
+
+    def set_location(self, doc_id: str, path: str, mtime_ns: int) -> None:
+        self._set_metadata(doc_id, location_metadata(path, mtime_ns))
+
+    def _set_metadata(self, doc_id: str, fields: dict[str, Any]) -> None:
+        flt = _and(_match("metadata.doc_id", doc_id))
+        self._update(qe.UpdateOperation.set_payload_by_filter(flt, fields, key=METADATA_KEY))
+
+    # -- reads -----------------------------------------------------------------------------
+    def stored_vectors(self, doc_id: str, version: int) -> dict[str, StoredVectors]:
+        flt = _and(_match("metadata.doc_id", doc_id), _match("metadata.version", version))
+        out: dict[str, StoredVectors] = {}
+        for point in self._pages(flt, with_vectors=True):
+            if point.dense is not None and point.sparse is not None:
+                out[point.metadata["text_hash"]] = StoredVectors(point.dense, point.sparse)
+        return out
+
+    def _pages(self, flt: Any, with_vectors: bool) -> Iterator[StoredPoint]:
+        offset = None
+        while True:
+            records, offset = self.shard.scroll(
+                qe.ScrollRequest(
+                    offset=offset,
+                    limit=_PAGE,
+                    filter=flt,
+                    with_payload=True,
+                    with_vector=with_vectors,
+                )  # fmt: skip
+            )
+            yield from (_stored(r) for r in records)
+            if offset is None:
+                return
+
+    def points(self, with_vectors: bool = False) -> Iterator[StoredPoint]:
+        return self._pages(None, with_vectors)
+
+    def document_points(self, doc_id: str) -> list[StoredPoint]:
+        return list(self._pages(_and(_match("metadata.doc_id", doc_id)), False))
+
+    def count(self) -> int:
+        return int(self.shard.count(qe.CountRequest(exact=True)))
+
+    def search(
+        self,
+        principal: Principal,
+        dense: Sequence[float],
+        sparse: SparseVector,
+        k: int = 10,
+        mode: SearchMode = "hybrid",
+    ) -> list[Hit]:
+        """Top-k chunks ``principal`` may read. The ACL filter is applied inside every prefetch."""
+        flt = edge_filter(acl_filter(principal))
+        dense_q = qe.Query.Nearest(list(dense), using=DENSE)
+        sparse_q = qe.Query.Nearest(qe.SparseVector(list(sparse.indices), list(sparse.values)),
+                                    using=SPARSE)  # fmt: skip
+        if mode == "dense" or (mode == "hybrid" and not sparse.indices):
+            request = qe.QueryRequest(limit=k, query=dense_q, filter=flt, with_payload=True)
+        elif mode == "sparse":
+            request = qe.QueryRequest(limit=k, query=sparse_q, filter=flt, with_payload=True)
+        else:
+            request = qe.QueryRequest(
+                limit=k,
+                prefetches=[qe.Prefetch(k * 4, query=dense_q, filter=flt),
+                            qe.Prefetch(k * 4, query=sparse_q, filter=flt)],
+                # no outer filter: the fused points come only from the filtered prefetches
+                query=qe.Fusion.Rrf(k=_RRF_K),  # type: ignore[arg-type]
+                with_payload=True,
+            )  # fmt: skip
+        return [
+            Hit((p.payload or {}).get(CONTENT_KEY, ""), float(p.score),
+                (p.payload or {}).get(METADATA_KEY, {}))
+            for p in self.shard.query(request)
+        ]  # fmt: skip
+
+    def document_chunks(
+        self,
+        doc_id: str,
+        principal: Principal,
+        indexes: list[int] | None = None,
+        version: int | None = None,
+    ) -> list[Hit]:
+        conditions = [edge_filter(acl_filter(principal)), _match("metadata.doc_id", doc_id)]
+        if indexes is not None:
+            conditions.append(qe.FieldCondition("metadata.chunk_index", match=qe.MatchAny(indexes)))
+        if version is not None:
+            conditions.append(_match("metadata.version", version))
+        records = list(self._pages(qe.Filter(must=conditions), False))
+        if not records:
+            return []
+        newest = max(r.metadata["version"] for r in records)
+        chunks = sorted((r for r in records if r.metadata["version"] == newest),
+                        key=lambda r: r.metadata["chunk_index"])  # fmt: skip
+        return [Hit(r.payload.get(CONTENT_KEY, ""), 1.0, r.metadata) for r in chunks]
+
+    # -- maintenance -----------------------------------------------------------------------
+    def unindexed(self) -> int:
+        """Points written since the index was last optimized."""
+        return self.optimizer.pending
+
+    def optimize(self) -> bool:
+        """Build the HNSW indexes and merge segments (blocks the caller, not the others)."""
+        started = time.monotonic()
+        done = bool(self.shard.optimize())
+        log.info("index optimized in %.1f s", time.monotonic() - started)
+        return done
+
+
+class Optimizer:
+    """Runs ``optimize`` on its own thread once ``after`` points wait for an index and no write
+    came for ``idle_s`` seconds (the end of a batch, an idle service)."""
+
+    def __init__(self, index: EdgeIndex, after: int, idle_s: float) -> None:
+        self.index = index
+        self.after = after
+        self.idle_s = idle_s
+        self.pending = 0
+        self._last_write = time.monotonic()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.runs = 0
+
+    def added(self, n: int) -> None:
+        self.pending += n
+        if self.after > 0 and self.pending >= self.after and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="index-optimizer", daemon=True)
+            self._thread.start()
+
+    def wrote(self) -> None:
+        self._last_write = time.monotonic()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            quiet = time.monotonic() - self._last_write
+            if self.pending >= self.after and quiet >= self.idle_s:
+                self.pending = 0
+                try:
+                    self.index.optimize()
+                    self.runs += 1
+                except Exception:  # the index stays searchable by brute force; tried again later
+                    log.exception("optimizing the index failed")
+                continue
+            self._wake.wait(max(0.5, self.idle_s - quiet))
+            self._wake.clear()
+
+
+def _load(path: Path) -> Any:
+    try:
+        return qe.EdgeShard.load(str(path))
+    except Exception as exc:
+        if "WouldBlock" in str(exc) or "lock" in str(exc).lower():
+            raise IndexLocked(
+                f"the index in {path.parent} is held by another ShareIndex process (one process "
+                "per embedded index); stop it, or query through its API"
+            ) from exc
+        raise StoreError(f"cannot open the index in {path.parent}: {exc}") from exc
+
+
+def _match(key: str, value: str | int) -> Any:
+    return qe.FieldCondition(key, match=qe.MatchValue(value))
+
+
+def _and(*conditions: Any) -> Any:
+    return qe.Filter(must=list(conditions))
+
+
+def edge_filter(flt: models.Filter) -> Any:
+    """A qdrant-client filter (the one the server gets) as Edge's: field conditions with a
+    value, any-of or range match, and nested filters."""
+    return qe.Filter(
+        must=_conditions(flt.must),
+        should=_conditions(flt.should),
+        must_not=_conditions(flt.must_not),
+    )
+
+
+def _conditions(conditions: Any) -> list[Any] | None:
+    if conditions is None:
+        return None
+    if not isinstance(conditions, list):
+        conditions = [conditions]
+    return [_condition(c) for c in conditions]
+
+
+def _condition(c: Any) -> Any:
+    if isinstance(c, models.Filter):
+        return edge_filter(c)
+    if not isinstance(c, models.FieldCondition):
+        raise StoreError(f"filter condition not supported by the embedded index: {c!r}")
+    if isinstance(c.match, models.MatchValue):
+        return qe.FieldCondition(c.key, match=qe.MatchValue(c.match.value))
+    if isinstance(c.match, models.MatchAny):
+        return qe.FieldCondition(c.key, match=qe.MatchAny(list(c.match.any)))  # type: ignore[arg-type]
+    if isinstance(c.range, models.Range):
+        r = c.range
+        return qe.FieldCondition(c.key, range=qe.RangeFloat(lt=r.lt, gt=r.gt, lte=r.lte, gte=r.gte))
+    raise StoreError(f"filter condition not supported by the embedded index: {c!r}")
+
+
+def _point(p: IndexPoint) -> Any:
+    vector: dict[str, Any] = {
+        DENSE: list(p.dense),
+        SPARSE: qe.SparseVector(list(p.sparse.indices), list(p.sparse.values)),
+    }
+    return qe.Point(p.id, vector, p.payload)
+
+
+def _stored(record: Any) -> StoredPoint:
+    vectors = record.vector if isinstance(record.vector, dict) else {}
+    dense, sparse = vectors.get(DENSE), vectors.get(SPARSE)
+    return StoredPoint(
+        id=str(record.id),
+        payload=record.payload or {},
+        dense=tuple(float(x) for x in dense) if isinstance(dense, list) else None,
+        sparse=SparseVector(tuple(sparse.indices), tuple(sparse.values))
+        if sparse is not None and hasattr(sparse, "indices")
+        else None,
+    )
