@@ -36,7 +36,7 @@ def corpus_chunks(n_docs: int, tmp: Path) -> list[str]:
     runtime = open_runtime(settings)
     try:
         runtime.indexer.sync_share("bench")
-        return chunk_texts(runtime.store.client, settings.collection)
+        return chunk_texts(runtime.store)
     finally:
         runtime.close()
 

@@ -147,7 +147,7 @@ def embedding_bound(settings: Any) -> dict[str, Any]:
 
     store = open_store(settings)
     try:
-        texts = chunk_texts(store.client, settings.collection)
+        texts = chunk_texts(store)
     finally:
         store.close()
     embedder = make_embedder(settings)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import export_model_once, write_result
+from bench.common import chunk_texts, export_model_once, write_result
 
 
 class PeakRSS:
@@ -52,18 +52,6 @@ class PeakRSS:
         self._thread.join()
 
 
-def _chunk_texts(store: Any, collection: str) -> list[str]:
-    texts: list[str] = []
-    offset = None
-    while True:
-        points, offset = store.client.scroll(
-            collection, limit=1000, offset=offset, with_payload=True
-        )
-        texts += [p.payload["page_content"] for p in points]
-        if offset is None:
-            return texts
-
-
 def run(n_docs: int, workdir: Path) -> dict[str, Any]:
     from bench.corpus import write_mixed_corpus
     from workers.runtime import open_runtime
@@ -83,7 +71,7 @@ def run(n_docs: int, workdir: Path) -> dict[str, Any]:
             t1 = time.monotonic()
             report = runtime.indexer.sync_share("bench")
             sync_s = time.monotonic() - t1
-            texts = _chunk_texts(runtime.store, settings.collection)
+            texts = chunk_texts(runtime.store)
             t2 = time.monotonic()
             runtime.embedder.embed_documents(texts)
             embed_s = time.monotonic() - t2

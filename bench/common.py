@@ -89,15 +89,9 @@ def run_measured(
     return Measured(round(wall, 2), round(rss.peak / 2**20, 1), stdout, stderr, proc.returncode)
 
 
-def chunk_texts(client: Any, collection: str) -> list[str]:
-    """Every chunk text in a collection (``page_content`` of each point)."""
-    texts: list[str] = []
-    offset = None
-    while True:
-        points, offset = client.scroll(collection, limit=1000, offset=offset, with_payload=True)
-        texts += [p.payload["page_content"] for p in points]
-        if offset is None:
-            return texts
+def chunk_texts(store: Any) -> list[str]:
+    """Every chunk text of an index (``page_content`` of each point)."""
+    return [p.payload["page_content"] for p in store.points()]
 
 
 def machine() -> dict[str, Any]:

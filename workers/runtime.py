@@ -141,9 +141,13 @@ def open_searcher(settings: Settings, warm: bool = False) -> tuple[VectorIndex, 
         raise
 
 
-def open_store(settings: Settings, say: Callable[[str], object] | None = None) -> VectorIndex:
+def open_store(
+    settings: Settings, say: Callable[[str], object] | None = None, *, background: bool = True
+) -> VectorIndex:
     """The index: a Qdrant server (``qdrant_url``), else the embedded index in the data dir
-    (Qdrant Edge; a local-mode index of an earlier release is migrated first)."""
+    (Qdrant Edge; a local-mode index of an earlier release is migrated first). ``background``:
+    the embedded index builds its HNSW index on its own when writes pause (a service, a worker);
+    a one-shot command leaves that to ``finish_writes``."""
     prepare_data_dir(settings)
     if settings.qdrant_url or settings.embedded_index == "qdrant-local":
         api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
@@ -156,9 +160,19 @@ def open_store(settings: Settings, say: Callable[[str], object] | None = None) -
                            say or _to_stderr)  # fmt: skip
     return EdgeIndex(
         settings.index_path,
-        optimize_after=settings.index_optimize_after,
+        optimize_after=settings.index_optimize_after if background else 0,
         idle_s=settings.index_optimize_idle_s,
     )
+
+
+def finish_writes(settings: Settings, store: VectorIndex, say: Callable[[str], object]) -> None:
+    """After a one-shot command's writes: build the embedded index's HNSW index when enough new
+    points wait for it (the next searches are then fast from the start)."""
+    if isinstance(store, EdgeIndex):
+        waiting = store.unindexed()
+        if settings.index_optimize_after and waiting >= settings.index_optimize_after:
+            say(f"building the search index of {waiting:,} new points...")
+            store.optimize()
 
 
 def _to_stderr(message: str) -> None:
@@ -210,6 +224,7 @@ def open_runtime(
     warm: bool = True,
     transcribe: bool = True,
     queue: Celery | None = None,
+    background: bool = True,
 ) -> Runtime:
     """Everything an indexing process needs. Parsing: a pool of parse processes; ``inline`` in
     this process (a Celery prefork child); ``none`` (a process that only embeds).
@@ -223,7 +238,10 @@ def open_runtime(
 
     ``queue``: the distributed mode's Celery app: planned documents go to the queue instead of
     being processed here, and a write error is raised (for the task's retry) instead of being
-    recorded and swallowed."""
+    recorded and swallowed.
+
+    ``background`` off (a one-shot command): no index building in the background; call
+    ``finish_writes`` at the end."""
     embedder = make_embedder(settings)
     tok = tokenizer_file(embedder.model_path)
     if tok is None:
@@ -272,7 +290,7 @@ def open_runtime(
     store = None
     pool: Parser | None = None
     try:
-        store = open_store(settings)
+        store = open_store(settings, background=background)
         if parsing == "pool":
             pool = ParsePool(job, settings.parse_workers, settings.parse_timeout_s, start=warm)
         elif parsing == "inline":

@@ -51,17 +51,18 @@ def register(sub: Any) -> None:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from workers.runtime import open_runtime
-    from workers.sync.indexer import SyncReport
+    from workers.runtime import finish_writes, open_runtime
+    from workers.sync.report import SyncReport
 
     settings = settings_of(args)
     need_shares(settings)
     announce_nlp()
-    runtime = open_runtime(settings, progress=progress, warm=False)
+    runtime = open_runtime(settings, progress=progress, warm=False, background=False)
     total = SyncReport()
     try:
         for name in settings.shares:
             total.add(runtime.indexer.sync_share(name))
+        finish_writes(settings, runtime.store, lambda m: print(m, file=sys.stderr, flush=True))
     finally:
         runtime.close()
     summary = total.to_dict()

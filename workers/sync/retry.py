@@ -51,7 +51,7 @@ def process_now(
 ) -> dict[str, Any]:
     if not settings.shares:
         raise ConfigError("no share given: use --share NAME=PATH (or 'shares' in the config file)")
-    runtime = open_runtime(settings, progress=progress, warm=False)
+    runtime = open_runtime(settings, progress=progress, warm=False, background=False)
     total = SyncReport()
     unconfigured: list[str] = []
     try:
