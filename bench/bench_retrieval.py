@@ -47,13 +47,14 @@ def measure_quality(tmp: Path) -> dict[str, Any]:
         client.close()
 
 
-def measure_latency(tmp: Path, sizes: list[int], queries: int) -> dict[str, Any]:
+def measure_latency(tmp: Path, sizes: list[int], queries: int, engine: str) -> dict[str, Any]:
+    """ACL-filtered search latency of the index alone (no model, no HTTP) as it grows."""
     import numpy as np
-    from qdrant_client import models
 
     from index.acl import Principal
+    from index.edge import EdgeIndex
     from index.qdrant import QdrantIndex, open_client
-    from index.schema import DENSE, SPARSE
+    from index.vectors import VectorIndex, make_point
     from ingest.models import SparseVector
 
     rng = np.random.default_rng(0)
@@ -67,7 +68,11 @@ def measure_latency(tmp: Path, sizes: list[int], queries: int) -> dict[str, Any]
         ["user:alice", "group:hr"],
     ]
     out: dict[str, Any] = {}
-    store = QdrantIndex(open_client(path=str(tmp / "latency")), "latency")
+    store: VectorIndex
+    if engine == "edge":
+        store = EdgeIndex(tmp / f"latency-{engine}", optimize_after=0)
+    else:
+        store = QdrantIndex(open_client(path=str(tmp / f"latency-{engine}")), "latency")
     store.ensure_collection("synthetic", 384)
     written = 0
     for size in sizes:
@@ -78,16 +83,16 @@ def measure_latency(tmp: Path, sizes: list[int], queries: int) -> dict[str, Any]
             for i in range(batch):
                 n = written + i
                 terms = sorted(r.sample(range(50_000), 30))
-                points.append(models.PointStruct(
-                    id=n,
-                    vector={DENSE: vectors[i].tolist(),
-                            SPARSE: models.SparseVector(indices=terms, values=[r.random() for _ in terms])},
-                    payload={"page_content": f"chunk {n}", "metadata": {
-                        "doc_id": f"d{n // 5}", "version": 1, "chunk_index": n % 5,
-                        "acl": r.choice(acl_choices), "acl_deny": []}},
-                ))  # fmt: skip
+                sparse = SparseVector(tuple(terms), tuple(r.random() for _ in terms))
+                meta = {"doc_id": f"d{n // 5}", "version": 1, "chunk_index": n % 5,
+                        "acl": r.choice(acl_choices), "acl_deny": []}  # fmt: skip
+                points.append(
+                    make_point(f"d{n // 5}", 1, n % 5, f"chunk {n}", vectors[i], sparse, meta)
+                )
             store.upsert(points)
             written += batch
+        if isinstance(store, EdgeIndex):
+            store.optimize()  # what the running service does when writes pause
         modes: dict[str, Any] = {}
         for mode in ("dense", "sparse", "hybrid"):
             times = []
@@ -126,9 +131,13 @@ def main() -> None:
         result = {
             "benchmark": "retrieval",
             "quality_eval_set": measure_quality(Path(tmp)),
-            "latency_qdrant_local_acl_filtered": measure_latency(
-                Path(tmp), [int(s) for s in args.sizes.split(",")], args.queries
-            ),
+            # the embedded index (Qdrant Edge), and qdrant-client's local mode for comparison
+            "latency_acl_filtered": {
+                engine: measure_latency(
+                    Path(tmp), [int(s) for s in args.sizes.split(",")], args.queries, engine
+                )
+                for engine in ("edge", "qdrant-local")
+            },
         }
     write_result(result, args.out)
 
