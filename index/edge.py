@@ -90,16 +90,16 @@ class EdgeIndex:
         with self._write:
             if self._shard is None:
                 self.folder.mkdir(parents=True, exist_ok=True)
+                # the metadata first (atomically): a crash after it leaves a shard to create
+                tmp = meta_path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(wanted, indent=2))
+                tmp.replace(meta_path)
                 config = qe.EdgeConfig(
                     vectors={DENSE: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)},
                     sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
                 )  # fmt: skip
                 self._shard = qe.EdgeShard.create(str(self.folder / SHARD), config)
-                for field, kind in INDEXED_FIELDS.items():
-                    self._shard.update(qe.UpdateOperation.create_field_index(field, _SCHEMA[kind]))
-                self._shard.flush()
-                meta_path.write_text(json.dumps(wanted, indent=2))
-                return
+            self._ensure_payload_indexes()
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         if meta.get("embedding_model") != model or meta.get("dimension") != dimension:
             raise ModelMismatch(
@@ -113,6 +113,15 @@ class EdgeIndex:
                 f"the index in {self.folder} was built with sparse tokenizer {built!r}, not "
                 f"{sparse_tokenizer!r}; use that tokenizer, or a new data dir"
             )
+
+    def _ensure_payload_indexes(self) -> None:
+        """Every filter field indexed (created now if a crash or an older shard left one out)."""
+        have = set(self.shard.info().payload_schema)
+        missing = {f: k for f, k in INDEXED_FIELDS.items() if f not in have}
+        for field, kind in missing.items():
+            self.shard.update(qe.UpdateOperation.create_field_index(field, _SCHEMA[kind]))
+        if missing:
+            self.shard.flush()
 
     def close(self) -> None:
         self.optimizer.stop()
@@ -277,14 +286,18 @@ class Optimizer:
         self._last_write = time.monotonic()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.runs = 0
 
     def added(self, n: int) -> None:
-        self.pending += n
-        if self.after > 0 and self.pending >= self.after and self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="index-optimizer", daemon=True)
-            self._thread.start()
+        with self._lock:  # writers on several threads start one optimizer thread, not two
+            self.pending += n
+            if self.after > 0 and self.pending >= self.after and self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="index-optimizer", daemon=True
+                )
+                self._thread.start()
 
     def wrote(self) -> None:
         self._last_write = time.monotonic()

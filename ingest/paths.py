@@ -26,7 +26,8 @@ import os
 import re
 import unicodedata
 
-_ESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2})")
+#: what ``from_bytes`` writes: an escaped backslash, or a byte that is not UTF-8 (0x80 and up)
+_ESCAPE = re.compile(r"\\(\\|x[89a-f][0-9a-f])")
 #: legacy encodings tried for names that are not UTF-8, best first on a tie
 NAME_ENCODINGS = ("cp932", "euc_jp")
 
@@ -61,6 +62,8 @@ def from_os(name: str) -> str:
 
 def to_bytes(path: str) -> bytes:
     """The bytes on disk of a text form; raises BadPath for a string no name maps to."""
+    if "\x00" in path:
+        raise BadPath("a file name never holds a NUL character")
     if "\\" not in path:
         try:
             return path.encode("utf-8")

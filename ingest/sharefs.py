@@ -4,7 +4,8 @@ Paths are text forms (``ingest.paths``). A share may nest folders past the kerne
 (4,096 bytes: 60 folders of 250-byte names), where a plain ``open`` or ``stat`` of the whole path
 fails with ENAMETOOLONG. Here the folders are opened one by one, each relative to the one above
 (``openat`` with O_NOFOLLOW | O_DIRECTORY), so a long path works and a parent that is a symbolic
-link is refused instead of followed.
+link is refused instead of followed (for reads and for metadata alike: a watcher event under a
+linked folder never describes a file outside the share).
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ from functools import lru_cache
 from ingest.errors import OutsideShare
 from ingest.paths import to_bytes
 
-#: below this a whole path is handed to the kernel as it is (PATH_MAX is 4,096 with the NUL)
-_SHORT = 3800
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -45,14 +44,17 @@ def components(relpath: str) -> list[bytes]:
 
 
 @contextmanager
-def parent_fd(root: str, relpath: str) -> Iterator[tuple[int, bytes]]:
+def parent_fd(root: str, relpath: str, cached_root: bool = False) -> Iterator[tuple[int, bytes]]:
     """(an open descriptor of ``relpath``'s folder, its last name), every folder on the way
     opened without following a link. OutsideShare if one is a symbolic link; OSError as the
-    kernel says otherwise (ENOENT, EACCES, ENOTDIR)."""
+    kernel says otherwise (ENOENT, EACCES, ENOTDIR). ``cached_root``: the root as resolved at the
+    start of the pass (metadata of many files); reads resolve it each time (a parse process
+    lives longer than a pass)."""
     names = components(relpath)
     if not names:
         raise OutsideShare("the share root is not a document")
-    fd = os.open(real_root(root), _DIR_FLAGS)
+    top = real_root(root) if cached_root else os.path.realpath(os.fsencode(root))
+    fd = os.open(top, _DIR_FLAGS)
     try:
         for name in names[:-1]:
             try:
@@ -80,15 +82,13 @@ def _is_link(name: bytes, dir_fd: int) -> bool:
 @contextmanager
 def metadata_path(root: str, relpath: str) -> Iterator[bytes]:
     """A path naming ``relpath`` for calls that take a path but no folder descriptor (lstat,
-    getxattr): the plain path when it is short enough, else the last name under the opened
-    folder through ``/proc/self/fd`` (the final name is never followed by l* calls)."""
-    top = real_root(root)
-    names = components(relpath)
-    plain = os.path.join(top, *names) if names else top
-    if len(plain) < _SHORT:
-        yield plain
+    getxattr): the last name under its folder, opened folder by folder without following a
+    link, through ``/proc/self/fd`` (l* calls never follow the final name). The share root
+    itself ("") is its resolved path."""
+    if not components(relpath):
+        yield real_root(root)
         return
-    with parent_fd(root, relpath) as (fd, name):
+    with parent_fd(root, relpath, cached_root=True) as (fd, name):
         yield b"/proc/self/fd/%d/%s" % (fd, name)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -155,9 +157,10 @@ def open_store(
             path=str(settings.qdrant_path), url=settings.qdrant_url, api_key=api_key
         )
         return QdrantIndex(client, settings.collection)
-    if needs_migration(settings.qdrant_path, settings.collection, settings.index_path):
-        migrate_local_mode(settings.qdrant_path, settings.collection, settings.index_path,
-                           say or _to_stderr)  # fmt: skip
+    with _migration_lock(settings):  # two processes starting together: one migrates
+        if needs_migration(settings.qdrant_path, settings.collection, settings.index_path):
+            migrate_local_mode(settings.qdrant_path, settings.collection, settings.index_path,
+                               say or _to_stderr)  # fmt: skip
     return EdgeIndex(
         settings.index_path,
         optimize_after=settings.index_optimize_after if background else 0,
@@ -175,6 +178,16 @@ def finish_writes(settings: Settings, store: VectorIndex, say: Callable[[str], o
             store.optimize()
 
 
+@contextmanager
+def _migration_lock(settings: Settings) -> Iterator[None]:
+    with open(settings.data_dir / ".index-migration.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _to_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -185,9 +198,12 @@ def open_catalog(settings: Settings) -> Catalog:
 
 
 def open_sources(settings: Settings, rules: RuleBook) -> dict[str, Source]:
-    """Each configured share as a Source (the share rules shared by all, replaceable)."""
-    resolver = PermissionResolver(rules)
-    return {name: LocalFolder(name, str(root), resolver) for name, root in settings.shares.items()}
+    """Each configured share as a Source, each with its own permission reader (the share rules
+    shared by all, replaceable)."""
+    return {
+        name: LocalFolder(name, str(root), PermissionResolver(rules))
+        for name, root in settings.shares.items()
+    }
 
 
 @dataclass

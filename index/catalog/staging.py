@@ -3,7 +3,7 @@ the embed message, so parsed data never travels through the broker."""
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from index.catalog.base import SqlBase
 from index.catalog.tables import (
@@ -30,9 +30,13 @@ class StagingArea(SqlBase):
             row = s.get(StagedRow, doc_id)
             return row.data if row is not None and row.token == token else None
 
-    def staged_waiting(self, limit: int, exclude: str = "") -> list[tuple[str, str]]:
+    def staged_waiting(
+        self, limit: int, exclude: str = "", max_unfinished: int | None = None
+    ) -> list[tuple[str, str]]:
         """(doc id, token) of parsed documents waiting for the embed step that no worker holds,
-        oldest first: an embed task takes some along, for batches across documents."""
+        oldest first: an embed task takes some along, for batches across documents. With
+        ``max_unfinished``, not those whose workers died under them that often (a suspected
+        poison document is left to its own message, never to another's batch)."""
         with self.session() as s:
             rows = s.execute(
                 select(StagedRow.doc_id, StagedRow.token)
@@ -42,6 +46,7 @@ class StagingArea(SqlBase):
                     DocumentRow.dispatch_token == StagedRow.token,
                     DocumentRow.lease_owner.is_(None),
                     StagedRow.doc_id != exclude,
+                    func.coalesce(DocumentRow.unfinished, 0) < (max_unfinished or 2**31),
                 )
                 .order_by(StagedRow.created_at)
                 .limit(limit)

@@ -50,7 +50,7 @@ def test_utf8_names_keep_their_form() -> None:
 
 
 def test_strings_no_name_maps_to_are_refused() -> None:
-    for bad in ("a\\b", "trailing\\", "x\\xZZ", "\udc83"):
+    for bad in ("a\\b", "trailing\\", "x\\xZZ", "\udc83", "a\\x41", "a\\x2f", "nul\x00"):
         with pytest.raises(paths.BadPath):
             paths.to_bytes(bad)
         assert not paths.is_text_form(bad)
@@ -110,6 +110,8 @@ def test_a_parent_folder_that_is_a_link_is_refused(tmp_path: Path) -> None:
     (share / "linked").symlink_to(outside)
     with pytest.raises(OutsideShare, match="parent directory is a symbolic link"):
         read_file_in_share(str(share), "linked/secret.txt", 1000)
+    with pytest.raises(OutsideShare):  # not even its size, owner or ACL
+        sharefs.lstat(str(share), "linked/secret.txt")
     for bad in ("../outside/secret.txt", "/etc/passwd"):
         with pytest.raises(OutsideShare):
             read_file_in_share(str(share), bad, 1000)

@@ -135,6 +135,18 @@ def test_status_and_search_show_readable_names(share: Share) -> None:
     assert "names:line\\nbreak.txt [" in shown.stdout
 
 
+def test_acl_explain_takes_such_a_name_as_typed_or_as_shown(share: Share) -> None:
+    rel = "報告/議事録.txt".encode("cp932")
+    typed = os.fsdecode(bytes(share.root) + b"/" + rel)  # what a shell hands over: the bytes
+    shown = "names:" + paths.from_bytes(rel)  # the path search results and status give
+    for target in (typed, shown):
+        proc = run_cli("acl", "explain", target, "--share", f"names={share.root}", "--json")
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads(proc.stdout)
+        assert paths.to_bytes(report["path"]) == rel
+        assert report["index_allows"]  # 0644 under 0755 folders: everyone
+
+
 def test_a_resync_is_unchanged_and_moves_and_deletes_follow_the_bytes(share: Share) -> None:
     rc, report = share.sync()
     assert report["documents"]["unchanged"] == len(FILES) + 1, report

@@ -283,6 +283,54 @@ def test_an_embed_task_takes_waiting_documents_along(tmp_path: Path, redis_url: 
     assert set(ctx.heartbeat._held) == {"own"}  # those taken along are let go (run_step drops own)
 
 
+def _staged_docs(tmp_path: Path, catalog: Any, names: list[str]) -> dict[str, str]:
+    tokens = {}
+    for doc in names:
+        (tmp_path / "share" / f"{doc}.txt").write_text(f"{doc} text\n")
+        catalog.upsert_seen(doc, "docs", f"{doc}.txt", 9, 1, [])
+        tokens[doc] = catalog.dispatch(doc, 60)
+        parsed = PreparedDocument(
+            SourceFile("docs", str(tmp_path / "share"), f"{doc}.txt", 9, 1),
+            ParsedDocument("h" * 64, 9, 1, (), "text"), (Chunk(0, f"{doc} text", "text"),),
+        )  # fmt: skip
+        catalog.stage(doc, tokens[doc], encode_prepared(parsed, changed_at=1.0))
+    return tokens
+
+
+def test_a_document_whose_worker_died_is_never_taken_along(tmp_path: Path, redis_url: str) -> None:
+    """A suspected poison document (its worker died under it) is left to its own message: taken
+    along again, it would take the task's own document down with it each time."""
+    ctx, catalog = context_for(tmp_path, redis_url)
+    tokens = _staged_docs(tmp_path, catalog, ["own", "suspect", "fine"])
+    catalog.take("suspect", tokens["suspect"], "dead:1", -1)  # a worker died holding it
+    committed: list[list[str]] = []
+    ctx.runtime.processor.commit_many = lambda ready, report: committed.append(
+        [item.doc_id for item, _ in ready]
+    )
+    embed_document(ctx, {"doc_id": "own", "token": tokens["own"], "changed_at": 1.0})
+    assert committed == [["own", "fine"]]
+
+
+def test_a_failed_batch_lets_go_of_what_it_took_along(tmp_path: Path, redis_url: str) -> None:
+    """The write fails (the index is down): the task's own document is retried by the task, the
+    documents it took along are released at once for their own messages, not held until their
+    leases run out."""
+    ctx, catalog = context_for(tmp_path, redis_url)
+    tokens = _staged_docs(tmp_path, catalog, ["own", "w1", "w2"])
+
+    def failing(ready: list[Any], report: Any) -> None:
+        raise IndexUnavailable("the index is down")
+
+    ctx.runtime.processor.commit_many = failing
+    with pytest.raises(IndexUnavailable):
+        embed_document(ctx, {"doc_id": "own", "token": tokens["own"], "changed_at": 1.0})
+    for doc in ("w1", "w2"):
+        record = catalog.get(doc)
+        assert record is not None and record.lease_owner is None and record.status == "pending"
+        assert take_document(ctx, {"doc_id": doc, "token": tokens[doc], "changed_at": 0.0})
+    assert catalog.get("own").lease_owner == "test:1"  # type: ignore[union-attr]
+
+
 def test_transient_and_permanent_errors() -> None:
     from qdrant_client.http.exceptions import UnexpectedResponse
 

@@ -8,6 +8,7 @@ is recorded on the document and never retried; a document whose worker died unde
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -237,9 +238,11 @@ def embed_document(ctx: WorkerContext, ref: Ref) -> str:
         ctx.dispatcher.documents([(record.id, ref["changed_at"])])
         return "reparse"
     jobs = [(ref, item, decode_prepared(data))]
+    committed = False
     try:
         take_along(ctx, jobs)
         ctx.runtime.processor.commit_many([(job, doc) for _, job, doc in jobs], SyncReport())
+        committed = True
         outcome = "indexed"
         for job_ref, job, _ in jobs:
             catalog.unstage(job.doc_id)
@@ -250,15 +253,22 @@ def embed_document(ctx: WorkerContext, ref: Ref) -> str:
                 outcome = "superseded" if job is item else outcome
         return outcome
     finally:
-        for _, job, _ in jobs[1:]:
+        for job_ref, job, _ in jobs[1:]:
             ctx.heartbeat.drop(job.doc_id)
+            if not committed:  # this task retries its own document; the others are let go
+                with contextlib.suppress(Exception):  # the catalog may be what failed
+                    catalog.release(job.doc_id, job_ref["token"], 0)
 
 
 def take_along(ctx: WorkerContext, jobs: list[tuple[Ref, WorkItem, PreparedDocument]]) -> None:
     s = ctx.settings
     chunks, want = len(jobs[0][2].chunks), 4 * s.embedding_batch
     catalog = ctx.runtime.catalog
-    waiting = catalog.staged_waiting(s.embed_batch_documents - 1, exclude=jobs[0][1].doc_id)
+    # a document whose worker died under it is never taken along (if it is a poison, it must
+    # not take innocent documents down with it again): its own message deals with it
+    waiting = catalog.staged_waiting(
+        s.embed_batch_documents - 1, exclude=jobs[0][1].doc_id, max_unfinished=1
+    )
     for doc_id, token in waiting:
         if chunks >= want:
             return

@@ -15,6 +15,7 @@ from index.acl import (
     may_read,
     posix_check,
 )
+from ingest.paths import from_os, is_text_form
 from workers.settings import ConfigError, Settings
 from workers.sources.posix import PermissionResolver, explain_chain
 
@@ -22,13 +23,14 @@ from workers.sources.posix import PermissionResolver, explain_chain
 def locate(settings: Settings, target: str) -> tuple[str, str, str]:
     """(share, root, relative path) for ``SHARE:PATH`` or a path inside a configured share."""
     share, sep, rel = target.partition(":")
-    if sep and share in settings.shares:
-        return share, str(settings.shares[share]), rel.strip("/")
+    if sep and share in settings.shares:  # a text form (as search results show it), or raw
+        rel = rel.strip("/")
+        return share, str(settings.shares[share]), rel if is_text_form(rel) else from_os(rel)
     absolute = os.path.abspath(target)
     for name, root in settings.shares.items():
         prefix = str(root).rstrip("/") + "/"
         if absolute.startswith(prefix):
-            return name, str(root), absolute[len(prefix) :]
+            return name, str(root), from_os(absolute[len(prefix) :])
     raise ConfigError(
         f"{target} is not inside a configured share (give --share NAME=PATH, or SHARE:PATH)"
     )

@@ -50,14 +50,17 @@ def access_in_share(root: str, rel: str) -> FileAccess:
 
 
 class PermissionResolver:
-    """Effective readers of documents, with the directories' traversal cached for one pass."""
+    """Effective readers of documents, with the directories' traversal cached for one pass.
+
+    The cache is keyed by share root and folder: a resolver shared by several shares (or by
+    threads planning different shares) never answers for one share with another's folders."""
 
     def __init__(
         self, rules: RuleBook | Sequence[AclRule] = (), names: Directory | None = None
     ) -> None:
         self.rule_book = rules if isinstance(rules, RuleBook) else RuleBook(rules)
         self.names = names or SystemDirectory()
-        self._traverse: dict[str, Access] = {}
+        self._traverse: dict[tuple[str, str], Access] = {}
 
     def reset(self) -> None:
         """Forget cached directories: call at the start of each pass over a share."""
@@ -89,12 +92,12 @@ class PermissionResolver:
         return access
 
     def _dir(self, root: str, rel: str, above: Access | None) -> Access:
-        cached = self._traverse.get(rel)
+        cached = self._traverse.get((root, rel))
         if cached is None:
             directory = access_in_share(root, rel)
             own = object_access(directory, EXECUTE, self.names)
             cached = own if above is None else intersect(above, own, self.names)
-            self._traverse[rel] = cached
+            self._traverse[(root, rel)] = cached
         return cached
 
 

@@ -197,7 +197,7 @@ class DocumentProcessor:
                 written = self._write(item, doc, chunks)
             except Exception as exc:  # the store or the catalog failed: retry later, lose nothing
                 if not self.contain_write_errors:
-                    raise
+                    raise  # the task retries; what this batch committed keeps captions=pending
                 log.exception("writing %s/%s failed", item.share, item.entry.path)
                 reason = f"could not write to the index: {type(exc).__name__}: {exc}"
                 self.outcomes.error(
@@ -207,6 +207,9 @@ class DocumentProcessor:
             if not written:
                 report.superseded += 1
                 continue
+            if self._has_figures(doc):
+                # durable before the captions run: a failure from here has them redone later
+                self.catalog.set_captions(item.doc_id, "pending" if self.figures else "off")
             reused = sum(1 for c in chunks if c.reused)
             report.reused += reused
             metrics.REUSED.inc(reused)
@@ -216,14 +219,15 @@ class DocumentProcessor:
         for item, doc in committed:  # the text of the whole batch is searchable: now the figures
             self._add_captions(item, doc, report)
 
+    @staticmethod
+    def _has_figures(doc: PreparedDocument) -> bool:
+        return doc.parsed.filetype in FIGURE_FILETYPES
+
     def _add_captions(self, item: WorkItem, doc: PreparedDocument, report: SyncReport) -> None:
-        """Write the document again with its figures' captions appended (same version)."""
-        if not FIGURE_FILETYPES.intersection({doc.parsed.filetype}):
+        """Write the document again with its figures' captions appended (same version); the
+        document is marked captions=pending (or off) already."""
+        if self.figures is None or not self._has_figures(doc):
             return
-        if self.figures is None:
-            self.catalog.set_captions(item.doc_id, "off")
-            return
-        self.catalog.set_captions(item.doc_id, "pending")  # a crash from here: redone later
         status: str
         try:
             captions, status = self.figures.run(doc)
