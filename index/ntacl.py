@@ -122,7 +122,7 @@ def _parse_acl(data: bytes, offset: int) -> tuple[tuple[Ace, ...], tuple[str, ..
     if len(data) < offset + 8:
         raise BadDescriptor("an ACL past the end of the descriptor")
     revision, _, size, count, _ = struct.unpack_from("<BBHHH", data, offset)
-    if revision not in (2, 4) or len(data) < offset + size:
+    if revision not in (2, 3, 4) or len(data) < offset + size:  # Samba writes 3
         raise BadDescriptor(f"not an ACL (revision {revision}, size {size})")
     aces, skipped = [], []
     pos = offset + 8

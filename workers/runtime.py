@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from workers.distributed.dispatch import Dispatcher
 from workers.sources.base import Source
 from workers.sources.local import LocalFolder
+from workers.sources.smb import SmbShare
 from workers.sync.indexer import Indexer
 from workers.sync.parsepool import InlineParser, ParseJob, ParsePool, Parser
 from workers.sync.planner import Planner
@@ -200,10 +201,14 @@ def open_catalog(settings: Settings) -> Catalog:
 def open_sources(settings: Settings, rules: RuleBook) -> dict[str, Source]:
     """Each configured share as a Source, each with its own permission reader (the share rules
     shared by all, replaceable)."""
-    return {
-        name: LocalFolder(name, str(root), PermissionResolver(rules))
-        for name, root in settings.shares.items()
-    }
+    sources: dict[str, Source] = {}
+    password = settings.smb_password.get_secret_value() if settings.smb_password else None
+    for name, root in settings.shares.items():
+        if isinstance(root, str):  # smb://
+            sources[name] = SmbShare(name, root, settings.smb_username, password, rules)
+        else:
+            sources[name] = LocalFolder(name, str(root), PermissionResolver(rules))
+    return sources
 
 
 @dataclass
@@ -300,6 +305,7 @@ def open_runtime(
         chunk=ChunkOptions(max_tokens=max_tokens),
         tokenizer_file=tok,
         memory_mb=settings.parse_memory_mb,
+        smb_accounts=settings.smb_accounts,
     )
     sparse = make_sparse(settings)
     catalog = open_catalog(settings)

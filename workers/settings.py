@@ -95,8 +95,12 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(default_factory=default_data_dir)
-    #: share name -> root folder
-    shares: dict[str, Path] = Field(default_factory=dict)
+    #: share name -> root folder, or an SMB share: smb://HOST[:PORT]/SHARE[/FOLDER]
+    shares: dict[str, Path | str] = Field(default_factory=dict)
+    #: the service account for SMB shares (DOMAIN\user or user@realm): read and read
+    #: permissions on the whole tree
+    smb_username: str | None = None
+    smb_password: SecretStr | None = None
 
     # services (unset = embedded)
     broker_url: str | None = None
@@ -242,13 +246,21 @@ class Settings(BaseSettings):
 
     @field_validator("shares")
     @classmethod
-    def _check_shares(cls, shares: dict[str, Path]) -> dict[str, Path]:
+    def _check_shares(cls, shares: dict[str, Path | str]) -> dict[str, Path | str]:
+        checked: dict[str, Path | str] = {}
         for name, root in shares.items():
             if not _SHARE_NAME.match(name):
                 raise ValueError(f"share name {name!r} must be letters, digits, '_', '.', '-'")
-            if not root.is_dir():
-                raise ValueError(f"share {name!r}: {root} is not a directory")
-        return {name: root.resolve() for name, root in shares.items()}
+            if str(root).startswith("smb://"):
+                from ingest.smbfs import SmbLocation
+
+                checked[name] = SmbLocation.parse(str(root)).url  # ValueError says what is wrong
+                continue
+            folder = Path(root).expanduser()
+            if not folder.is_dir():
+                raise ValueError(f"share {name!r}: {folder} is not a directory")
+            checked[name] = folder.resolve()
+        return checked
 
     @model_validator(mode="after")
     def _check_names(self) -> Settings:
@@ -333,19 +345,29 @@ class Settings(BaseSettings):
         return [r.rule() for r in self.acl_rules]
 
     @property
+    def local_shares(self) -> dict[str, Path]:
+        return {n: r for n, r in self.shares.items() if isinstance(r, Path)}
+
+    @property
+    def smb_accounts(self) -> tuple[tuple[str, str | None, str | None], ...]:
+        password = self.smb_password.get_secret_value() if self.smb_password else None
+        return tuple((str(r), self.smb_username, password) for r in self.shares.values()
+                     if isinstance(r, str))  # fmt: skip
+
+    @property
     def embedded(self) -> bool:
         """The index lives in the data dir (no Qdrant server): one process may hold it."""
         return self.qdrant_url is None
 
 
-def parse_share(spec: str) -> tuple[str, Path]:
-    """``NAME=PATH`` from the command line."""
+def parse_share(spec: str) -> tuple[str, Path | str]:
+    """``NAME=PATH`` (or ``NAME=smb://HOST/SHARE``) from the command line."""
     name, sep, path = spec.partition("=")
     if not sep or not name or not path:
         raise ConfigError(
             f"--share {spec!r}: expected NAME=PATH, for example --share docs=/srv/docs"
         )
-    return name, Path(path).expanduser()
+    return name, path if path.startswith("smb://") else Path(path).expanduser()
 
 
 def config_file_in_use(config_file: str | None) -> str | None:

@@ -1,0 +1,248 @@
+"""Files on an SMB share (a Windows file server, a NAS), over SMB 2/3 with smbprotocol: no kernel
+mount, no root. Locations are ``smb://HOST[:PORT]/SHARE[/FOLDER...]``; paths below them are text
+forms (``ingest.paths``), ``/``-separated. Sessions are registered once per process with the
+service account's credentials (signing and encryption as the server requires)."""
+
+from __future__ import annotations
+
+import contextlib
+import stat as stat_module
+import threading
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from ingest.errors import (
+    EmptyDocument,
+    FileChanged,
+    OutsideShare,
+    TooLarge,
+    TransientError,
+    Unreadable,
+)
+from ingest.guards import FileContent
+
+_ATTR_DIRECTORY, _ATTR_REPARSE = 0x10, 0x400
+_SECURITY, _OWNER_GROUP_DACL = 3, 0x7
+_lock = threading.Lock()
+_registered: set[tuple[str, int]] = set()
+_accounts: dict[tuple[str, int], tuple[str | None, str | None]] = {}
+
+
+class FileLocked(TransientError):
+    """Another client holds the file open without sharing reads (tried again later)."""
+
+
+class ShareUnavailable(TransientError):
+    """The server cannot be reached, or refuses the session or the share (an outage until
+    fixed: the share's documents wait, nothing is lost)."""
+
+
+@dataclass(frozen=True)
+class SmbLocation:
+    host: str
+    port: int
+    share: str
+    folder: str  # below the share, "/"-separated, "" for the share itself
+
+    @classmethod
+    def parse(cls, url: str) -> SmbLocation:
+        parts = urlsplit(url)
+        segments = [unquote(s) for s in parts.path.split("/") if s]
+        if parts.scheme != "smb" or not parts.hostname or not segments:
+            raise ValueError(f"{url!r}: expected smb://HOST[:PORT]/SHARE[/FOLDER]")
+        if any(s in (".", "..") for s in segments):
+            raise ValueError(f"{url!r}: '.' and '..' are not allowed")
+        return cls(parts.hostname, parts.port or 445, segments[0], "/".join(segments[1:]))
+
+    @property
+    def url(self) -> str:
+        port = "" if self.port == 445 else f":{self.port}"
+        return f"smb://{self.host}{port}/{self.share}" + (f"/{self.folder}" if self.folder else "")
+
+    def unc(self, relpath: str = "") -> str:
+        """The UNC path smbclient takes: ``\\\\host\\share\\folder\\rel``."""
+        names = [n for n in (self.folder + "/" + relpath).split("/") if n]
+        if any(n in (".", "..") for n in names) or any("\\" in n for n in names):
+            raise OutsideShare(f"path {relpath!r} is not inside the share")
+        return "\\\\" + "\\".join([self.host, self.share, *names])
+
+
+def configure(location: SmbLocation, username: str | None, password: str | None) -> None:
+    """The service account for a server (each process: the parse processes too); the session is
+    opened on first use, so that a server down at start is an outage, not a crash."""
+    with _lock:
+        _accounts[(location.host, location.port)] = (username, password)
+
+
+def _session(location: SmbLocation) -> None:
+    import smbclient
+
+    key = (location.host, location.port)
+    with _lock:
+        if key in _registered:
+            return
+        username, password = _accounts.get(key, (None, None))
+        try:
+            smbclient.register_session(location.host, username=username, password=password,
+                                       port=location.port, connection_timeout=15)  # fmt: skip
+        except Exception as exc:
+            raise ShareUnavailable(f"cannot log in to {location.url}: {_reason(exc)}") from exc
+        _registered.add(key)
+
+
+def forget_session(location: SmbLocation) -> None:
+    """After the server dropped the connection: the next call logs in again."""
+    import smbclient
+
+    with _lock:
+        _registered.discard((location.host, location.port))
+        with contextlib.suppress(Exception):  # already gone
+            smbclient.delete_session(location.host, port=location.port)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+#: NTSTATUS codes a document's error is told by
+_GONE = {0xC0000034, 0xC000003A}  # OBJECT_NAME_NOT_FOUND, OBJECT_PATH_NOT_FOUND
+_LOCKED = {0xC0000043, 0xC0000054}  # SHARING_VIOLATION, FILE_LOCK_CONFLICT
+_DENIED = {0xC0000022}  # ACCESS_DENIED
+_NO_SHARE = {0xC00000CC, 0xC0000225}  # BAD_NETWORK_NAME, NOT_FOUND (the share)
+
+
+def _error(exc: BaseException, what: str) -> Exception:
+    """An smbprotocol (or network) error as the error a document records: gone, locked (tried
+    again), denied (recorded), or the share unavailable (an outage: retried, nothing lost)."""
+    status = getattr(exc, "ntstatus", None) or getattr(exc, "status", None)
+    if status in _GONE:
+        return FileChanged(f"{what}: the file disappeared")
+    if status in _LOCKED:
+        return FileLocked(f"{what}: locked by another client")
+    if status in _DENIED:
+        return Unreadable(f"{what}: access denied to the service account")
+    if status in _NO_SHARE:
+        return ShareUnavailable(f"{what}: the share does not exist on the server")
+    if isinstance(exc, OSError | ConnectionError | TimeoutError | EOFError):
+        return ShareUnavailable(f"{what}: {_reason(exc)}")
+    if type(exc).__module__.startswith(("smbprotocol", "spnego")):
+        return ShareUnavailable(f"{what}: {_reason(exc)}")  # logon failure, dropped session
+    return Unreadable(f"{what}: {_reason(exc)}")
+
+
+@dataclass(frozen=True)
+class SmbStat:
+    size: int
+    mtime_ns: int
+    is_dir: bool
+    is_link: bool
+    file_id: int
+
+
+def lstat(location: SmbLocation, relpath: str) -> SmbStat | None:
+    """The file now (not following a reparse point), or None when it is gone."""
+    import smbclient
+
+    _session(location)
+    try:
+        st = smbclient.lstat(location.unc(relpath))
+    except Exception as exc:
+        err = _error(exc, relpath)
+        if isinstance(err, FileChanged):
+            return None
+        raise err from exc
+    return _stat(st)
+
+
+def _stat(st: Any) -> SmbStat:
+    attributes = int(getattr(st, "st_file_attributes", 0))
+    return SmbStat(
+        size=int(st.st_size), mtime_ns=int(st.st_mtime_ns),
+        is_dir=bool(attributes & _ATTR_DIRECTORY) or stat_module.S_ISDIR(st.st_mode),
+        is_link=bool(attributes & _ATTR_REPARSE), file_id=int(getattr(st, "st_ino", 0)),
+    )  # fmt: skip
+
+
+def listdir(location: SmbLocation, relpath: str) -> list[tuple[str, SmbStat]]:
+    """(name, stat) of each entry of a folder, sorted by name."""
+    import smbclient
+
+    _session(location)
+    try:
+        entries = [(e.name, _stat(e.stat(follow_symlinks=False)))
+                   for e in smbclient.scandir(location.unc(relpath))]  # fmt: skip
+    except Exception as exc:
+        raise _error(exc, relpath or "(share root)") from exc
+    return sorted(entries)
+
+
+def read(location: SmbLocation, relpath: str, max_bytes: int) -> FileContent:
+    """The bytes of a file, within ``max_bytes`` (never following a reparse point)."""
+    import smbclient
+
+    st = lstat(location, relpath)
+    if st is None:
+        raise FileChanged("the file disappeared before it could be read")
+    if st.is_link:
+        raise OutsideShare("a reparse point (symbolic link or junction); not followed")
+    if st.size > max_bytes:
+        raise TooLarge(f"file is {st.size:,} bytes, over the limit of {max_bytes:,}")
+    if st.size == 0:
+        raise EmptyDocument("empty file (0 bytes)")
+    try:
+        with smbclient.open_file(location.unc(relpath), mode="rb", share_access="r") as fh:
+            data = fh.read(max_bytes + 1)
+    except Exception as exc:
+        raise _error(exc, relpath) from exc
+    if len(data) > max_bytes:
+        raise TooLarge(f"file grew past the limit of {max_bytes:,} bytes while being read")
+    return FileContent(data, st.mtime_ns)
+
+
+def security_descriptor(location: SmbLocation, relpath: str) -> bytes:
+    """The file's self-relative security descriptor (owner, group, DACL), by SMB2 QUERY_INFO
+    on a handle opened with READ_CONTROL only."""
+    from smbclient._pool import get_smb_tree
+    from smbprotocol.open import (
+        CreateDisposition,
+        CreateOptions,
+        FilePipePrinterAccessMask,
+        ImpersonationLevel,
+        Open,
+        ShareAccess,
+        SMB2QueryInfoRequest,
+        SMB2QueryInfoResponse,
+    )
+
+    _session(location)
+    try:
+        tree, path = get_smb_tree(location.unc(relpath))
+        handle = Open(tree, path)
+        handle.create(
+            ImpersonationLevel.Impersonation,
+            FilePipePrinterAccessMask.READ_CONTROL | FilePipePrinterAccessMask.FILE_READ_ATTRIBUTES,
+            0,
+            ShareAccess.FILE_SHARE_READ
+            | ShareAccess.FILE_SHARE_WRITE
+            | ShareAccess.FILE_SHARE_DELETE,
+            CreateDisposition.FILE_OPEN,
+            CreateOptions.FILE_OPEN_REPARSE_POINT,
+        )
+        try:
+            request = SMB2QueryInfoRequest()
+            request["info_type"] = _SECURITY
+            request["file_info_class"] = 0
+            request["output_buffer_length"] = 65536
+            request["additional_information"] = _OWNER_GROUP_DACL
+            request["file_id"] = handle.file_id
+            connection = tree.session.connection
+            sent = connection.send(request, sid=tree.session.session_id, tid=tree.tree_connect_id)
+            response = SMB2QueryInfoResponse()
+            response.unpack(connection.receive(sent)["data"].get_value())
+            return bytes(response["buffer"].get_value())
+        finally:
+            handle.close()
+    except Exception as exc:
+        raise _error(exc, relpath) from exc

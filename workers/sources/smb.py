@@ -1,0 +1,144 @@
+"""A share on a Windows file server or NAS (``smb://HOST[:PORT]/SHARE[/FOLDER]``), read over SMB
+with the service account: list, stat, read, and permissions from each file's security
+descriptor as Windows evaluates them (``index.ntacl``); tokens are ``sid:S-1-...``. A file whose
+descriptor cannot be read is readable by nobody. Reparse points (links, junctions) are never
+followed. Changes are found by polling (a snapshot of the tree compared every interval); the
+reconcile catches anything else."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import stat
+import threading
+import time
+from collections.abc import Iterator
+
+from index.acl import NOBODY, Access, RuleBook, SystemDirectory, apply_rules
+from index.ntacl import BadDescriptor, parse_descriptor, read_access
+from ingest import smbfs
+from ingest.errors import IngestError
+from ingest.guards import FileContent
+from ingest.paths import from_bytes
+from workers.sources.base import Change, FileEntry, is_ignored
+
+log = logging.getLogger(__name__)
+
+_FILE, _DIR, _LINK = stat.S_IFREG | 0o444, stat.S_IFDIR | 0o555, stat.S_IFLNK | 0o777
+
+
+class SmbShare:
+    """``Source`` on an SMB share."""
+
+    def __init__(self, name: str, url: str, username: str | None, password: str | None,
+                 rules: RuleBook) -> None:  # fmt: skip
+        self.name = name
+        self.smb = smbfs.SmbLocation.parse(url)
+        self.location = self.smb.url
+        self.rules = rules
+        smbfs.configure(self.smb, username, password)
+
+    # -- listing ---------------------------------------------------------------------------
+    def scan(self, ignore: list[str]) -> Iterator[FileEntry]:
+        folders = [""]
+        while folders:
+            rel_dir = folders.pop()
+            try:
+                entries = smbfs.listdir(self.smb, rel_dir)
+            except smbfs.ShareUnavailable:
+                if rel_dir == "":
+                    raise  # the share itself: an outage of the whole pass
+                continue  # a folder gone or unreadable: the next reconcile sees it
+            except IngestError:
+                continue
+            for name, st in entries:
+                if is_ignored(name, ignore):
+                    continue
+                rel = f"{rel_dir}/{_text(name)}" if rel_dir else _text(name)
+                if st.is_dir and not st.is_link:
+                    folders.append(rel)
+                else:
+                    yield _entry(rel, st)
+
+    def stat(self, path: str) -> FileEntry | None:
+        st = smbfs.lstat(self.smb, path)
+        return _entry(path, st) if st is not None else None
+
+    def read(self, path: str, max_bytes: int) -> FileContent:
+        return smbfs.read(self.smb, path, max_bytes)
+
+    # -- permissions -----------------------------------------------------------------------
+    def permissions(self, path: str) -> tuple[Access, str | None]:
+        try:
+            sd = parse_descriptor(smbfs.security_descriptor(self.smb, path))
+        except (IngestError, BadDescriptor) as exc:
+            if isinstance(exc, smbfs.ShareUnavailable):
+                raise  # an outage, not this file's permissions
+            return NOBODY, f"cannot read the security descriptor: {exc}; readable by nobody"
+        access = read_access(sd)
+        tokens = Access(frozenset(f"sid:{s}" for s in access.allow),
+                        frozenset(f"sid:{s}" for s in access.deny))  # fmt: skip
+        return apply_rules(tokens, self.rules.rules, self.name, path, SystemDirectory()), None
+
+    def new_pass(self) -> None:
+        pass
+
+    # -- changes ---------------------------------------------------------------------------
+    def watch(self, out: queue.Queue[Change], polling: bool, interval_s: float) -> SmbPoller:
+        poller = SmbPoller(self, out, max(interval_s, 1.0))
+        poller.start()
+        return poller
+
+
+class SmbPoller:
+    """Compares the share's tree every interval and reports each path that appeared, changed
+    or vanished (by size, mtime and file id)."""
+
+    def __init__(self, share: SmbShare, out: queue.Queue[Change], interval_s: float) -> None:
+        self.share = share
+        self.out = out
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"smb-poll-{share.name}",
+                                        daemon=True)  # fmt: skip
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _snapshot(self) -> dict[str, tuple[int, int]] | None:
+        try:
+            return {e.path: (e.size, e.mtime_ns) for e in self.share.scan([])}
+        except Exception as exc:  # the server is down: the next round tries again
+            log.warning("polling %s failed: %s", self.share.location, exc)
+            return None
+
+    def _run(self) -> None:
+        before = self._snapshot()
+        while not self._stop.wait(self.interval_s):
+            now = self._snapshot()
+            if now is None or before is None:
+                before = now if now is not None else before
+                continue
+            at, wall = time.monotonic(), time.time()
+            for path in sorted(set(before) | set(now)):
+                if before.get(path) != now.get(path):
+                    self.out.put(Change(self.share.name, path, at, wall, "close"))
+            before = now
+
+
+def _text(name: str) -> str:
+    """SMB names are UTF-16: their text form is themselves (a lone surrogate escaped)."""
+    return from_bytes(name.encode("utf-8", "surrogatepass"))
+
+
+def _entry(rel: str, st: smbfs.SmbStat) -> FileEntry:
+    if st.is_link:
+        return FileEntry(rel, st.size, st.mtime_ns, _LINK, 0, 0,
+                         "a reparse point (symbolic link or junction); not followed")  # fmt: skip
+    return FileEntry(rel, st.size, st.mtime_ns, _DIR if st.is_dir else _FILE, 0, 0)
