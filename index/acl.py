@@ -35,12 +35,15 @@ class Principal:
 
     user: str | None = None
     groups: tuple[str, ...] = field(default=())
+    #: Windows identities (from the directory): the user's SID and all its groups' SIDs
+    sids: tuple[str, ...] = field(default=())
 
     def tokens(self) -> list[str]:
         out = [EVERYONE]
         if self.user:
             out.append(f"user:{self.user}")
         out.extend(f"group:{g}" for g in self.groups)
+        out.extend(f"sid:{s}" for s in self.sids)
         return out
 
 

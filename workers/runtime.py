@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from celery import Celery
 
     from workers.distributed.dispatch import Dispatcher
+from workers.directory import LdapDirectory
 from workers.sources.base import Source
 from workers.sources.local import LocalFolder
 from workers.sources.smb import SmbShare
@@ -108,6 +109,19 @@ def make_figure_captioner(settings: Settings, job: ParseJob) -> FigureCaptioner 
         chunker=DocumentChunker(HFTokenCounter(job.tokenizer_file), job.chunk),
         parse=job.parse if read_figures else None,
     )
+
+
+def make_directory(settings: Settings) -> LdapDirectory | None:
+    """The directory users of SMB shares are resolved in; None when none is configured."""
+    if not settings.directory_url:
+        return None
+    password = settings.directory_password
+    return LdapDirectory(
+        settings.directory_url, settings.directory_username,
+        password.get_secret_value() if password else None,
+        ca_file=settings.directory_ca_file, tls_verify=settings.directory_tls_verify,
+        base_dn=settings.directory_base_dn, cache_s=settings.directory_cache_s,
+    )  # fmt: skip
 
 
 def make_sparse(settings: Settings) -> SparseEncoder:

@@ -101,6 +101,17 @@ class Settings(BaseSettings):
     #: permissions on the whole tree
     smb_username: str | None = None
     smb_password: SecretStr | None = None
+    #: the directory users of SMB shares are resolved in (Active Directory or any LDAP server
+    #: with objectSid and tokenGroups): ldaps://HOST, or ldap://HOST with StartTLS
+    directory_url: str | None = None
+    directory_username: str | None = None
+    directory_password: SecretStr | None = None
+    directory_ca_file: str | None = None
+    directory_tls_verify: bool = True
+    #: default: the directory's defaultNamingContext
+    directory_base_dn: str | None = None
+    #: group memberships are cached this long (a change in the directory applies after it)
+    directory_cache_s: float = Field(default=300, ge=0)
 
     # services (unset = embedded)
     broker_url: str | None = None

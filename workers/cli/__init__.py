@@ -33,10 +33,12 @@ def _fatal_errors() -> tuple[type[BaseException], ...]:
     from index.catalog import CatalogError
     from index.vectors import StoreError
     from ingest.stages.model_files import ModelUnavailable
+    from workers.directory import DirectoryUnavailable, UnknownPrincipal
     from workers.query.client import ServiceError
     from workers.settings import ConfigError
 
-    return (ConfigError, CatalogError, StoreError, ModelUnavailable, ServiceError)
+    return (ConfigError, CatalogError, StoreError, ModelUnavailable, ServiceError,
+            UnknownPrincipal, DirectoryUnavailable)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

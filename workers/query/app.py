@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from index.acl import Principal
 from index.search import Searcher
 from index.vectors import SearchMode
+from workers.directory import DirectoryUnavailable, UnknownPrincipal
 from workers.metrics import BacklogCollector
 from workers.query.auth import Authenticator, Caller, Forbidden, Unauthenticated
 
@@ -44,8 +45,10 @@ def create_app(
     ) -> Principal:
         try:
             return auth.principal(who, user, request.query_params.getlist("group"))
-        except Forbidden as exc:
+        except (Forbidden, UnknownPrincipal) as exc:  # never another user's, never anonymous
             raise HTTPException(403, str(exc)) from exc
+        except DirectoryUnavailable as exc:
+            raise HTTPException(503, str(exc)) from exc
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from index.acl import Directory, Principal, SystemDirectory
+from workers.directory import LdapDirectory
 
 
 class Unauthenticated(Exception):
@@ -56,10 +57,12 @@ class Authenticator:
         tokens: Sequence[TokenEntry],
         names: Directory | None = None,
         expand_groups: bool = True,
+        directory: LdapDirectory | None = None,
     ) -> None:
         self.tokens = list(tokens)
         self.names = names or SystemDirectory()
         self.expand_groups = expand_groups
+        self.directory = directory
 
     def caller(self, authorization: str | None) -> Caller:
         if not authorization or not authorization.startswith("Bearer "):
@@ -84,13 +87,24 @@ class Authenticator:
         return self._expand(caller.user, caller.groups)
 
     def _expand(self, user: str | None, groups: tuple[str, ...]) -> Principal:
-        return principal_of(user, groups, self.expand_groups, self.names)
+        return principal_of(user, groups, self.expand_groups, self.names, self.directory)
 
 
 def principal_of(
-    user: str | None, groups: tuple[str, ...], expand: bool, names: Directory | None = None
-) -> Principal:
-    """A principal; with ``expand``, the user's groups from the system database are added."""
+    user: str | None, groups: tuple[str, ...], expand: bool, names: Directory | None = None,
+    directory: LdapDirectory | None = None,
+) -> Principal:  # fmt: skip
+    """A principal; with ``expand``, the user's groups from the system database are added; with
+    a directory, the user's SIDs (UnknownPrincipal when it has no such user: never searched as
+    anonymous)."""
+    sids: tuple[str, ...] = ()
+    if user and directory is not None:
+        sids = directory.sids_of(user)
     if user and expand:
-        groups = tuple(sorted(set(groups) | (names or SystemDirectory()).groups_of(user)))
-    return Principal(user=user, groups=groups)
+        groups = tuple(
+            sorted(
+                set(groups)
+                | (names or SystemDirectory()).groups_of(user.split("\\")[-1].split("@")[0])
+            )
+        )
+    return Principal(user=user, groups=groups, sids=sids)

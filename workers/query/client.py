@@ -64,7 +64,7 @@ class ServiceClient:
 
 class LocalClient:
     def __init__(self, settings: Settings) -> None:
-        from workers.runtime import open_searcher
+        from workers.runtime import make_directory, open_searcher
 
         if settings.embedded and not (
             settings.index_path.exists() or settings.qdrant_path.exists()
@@ -73,13 +73,14 @@ class LocalClient:
                 f"no index in {settings.data_dir}: run 'shareindex sync' or 'shareindex run' first"
             )
         self.settings = settings
+        self.directory = make_directory(settings)
         self.store, self.searcher = open_searcher(settings)
 
     def search(self, query: str, user: str | None, groups: tuple[str, ...], k: int, mode: str,
                context: int = 0) -> list[dict[str, Any]]:  # fmt: skip
         from workers.query.auth import principal_of
 
-        principal = principal_of(user, groups, self.settings.expand_groups)
+        principal = principal_of(user, groups, self.settings.expand_groups, None, self.directory)
         hits = self.searcher.search(query, principal, k=k, mode=_mode(mode), context=context)
         return [h.to_dict() for h in hits]
 

@@ -72,7 +72,11 @@ class QueryServer:
         if local_token:
             self.token, local_hash = new_token()
             entries.insert(0, TokenEntry(local_hash, Caller("local", on_behalf=True, admin=True)))
-        self.auth = Authenticator(entries, expand_groups=settings.expand_groups)
+        from workers.runtime import make_directory
+
+        self.auth = Authenticator(
+            entries, expand_groups=settings.expand_groups, directory=make_directory(settings)
+        )
         self.app = create_app(searcher, status, self.auth, pending_since)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None

@@ -1,0 +1,153 @@
+"""Who a user of a Windows file server is: their SIDs from Active Directory (or any LDAP directory
+with ``objectSid`` and ``tokenGroups``), looked up at query time, so that a change of group
+membership in the directory applies at once (within ``directory_cache_s``), without touching the
+index.
+
+A user is named ``alice``, ``CORP\\alice`` or ``alice@corp.example``; the SIDs are the user's
+own, every group's (nested groups and the primary group included: ``tokenGroups``), plus Everyone
+and Authenticated Users. The service account binds with a simple bind over TLS (``ldaps://``, or
+``ldap://`` with StartTLS).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from typing import Any
+
+from index.ntacl import AUTHENTICATED_USERS_SID, EVERYONE_SID, parse_sid
+
+log = logging.getLogger(__name__)
+
+
+class UnknownPrincipal(LookupError):
+    """The user is not in the directory (never searched as "everyone")."""
+
+
+class DirectoryUnavailable(RuntimeError):
+    """The directory cannot be reached or refuses the service account."""
+
+
+class LdapDirectory:
+    def __init__(self, url: str, username: str | None, password: str | None, *,
+                 ca_file: str | None = None, tls_verify: bool = True,
+                 base_dn: str | None = None, cache_s: float = 300) -> None:  # fmt: skip
+        self.url = url
+        self.username = username
+        self.password = password
+        self.ca_file = ca_file
+        self.tls_verify = tls_verify
+        self.base_dn = base_dn
+        self.cache_s = cache_s
+        self._conn: Any = None
+        self._lock = threading.Lock()
+        self._sids: dict[str, tuple[float, tuple[str, ...]]] = {}
+        self._names: dict[str, str | None] = {}
+        if not tls_verify:
+            log.warning("the directory's TLS certificate is not verified (directory_tls_verify "
+                        "= false): anyone on the network path could answer as the directory")  # fmt: skip
+
+    # -- lookups ---------------------------------------------------------------------------
+    def sids_of(self, user: str) -> tuple[str, ...]:
+        """The user's SID, every group's, Everyone and Authenticated Users; UnknownPrincipal
+        when the directory has no such user."""
+        now = time.monotonic()
+        cached = self._sids.get(user.lower())
+        if cached and now - cached[0] < self.cache_s:
+            return cached[1]
+        dn, own = self._find_user(user)
+        groups = self._search(dn, "(objectClass=*)", ["tokenGroups"], scope_base=True)
+        values = groups[0]["raw_attributes"].get("tokenGroups", []) if groups else []
+        sids = (own, *sorted({_sid(v) for v in values}), EVERYONE_SID, AUTHENTICATED_USERS_SID)
+        self._sids[user.lower()] = (now, sids)
+        return sids
+
+    def name_of(self, sid: str) -> str | None:
+        """The account name of a SID (``acl explain``), None when the directory has none."""
+        if sid not in self._names:
+            found = self._search(self._base(), f"(objectSid={sid})", ["sAMAccountName"])
+            raw = found[0]["raw_attributes"].get("sAMAccountName") if found else None
+            self._names[sid] = raw[0].decode() if raw else None
+        return self._names[sid]
+
+    def _find_user(self, user: str) -> tuple[str, str]:
+        name = user.split("\\", 1)[-1]
+        clauses = [f"(sAMAccountName={_escape(name.split('@', 1)[0])})"]
+        if "@" in name:
+            clauses.append(f"(userPrincipalName={_escape(name)})")
+        query = f"(&(objectClass=user)(|{''.join(clauses)}))"
+        found = self._search(self._base(), query, ["objectSid"])
+        if not found:
+            raise UnknownPrincipal(f"no user {user!r} in the directory {self.url}")
+        entry = found[0]
+        return str(entry["dn"]), _sid(entry["raw_attributes"]["objectSid"][0])
+
+    # -- the connection --------------------------------------------------------------------
+    def _base(self) -> str:
+        if self.base_dn:
+            return self.base_dn
+        conn = self._connection()
+        contexts = conn.server.info.other.get("defaultNamingContext") if conn.server.info else None
+        if not contexts:
+            raise DirectoryUnavailable(
+                f"{self.url} names no defaultNamingContext: set directory_base_dn"
+            )
+        self.base_dn = str(contexts[0])
+        return self.base_dn
+
+    def _search(
+        self, base_dn: str, query: str, attributes: list[str], *, scope_base: bool = False
+    ) -> list[dict[str, Any]]:
+        from ldap3 import BASE, SUBTREE
+
+        for attempt in (1, 2):  # a connection the directory dropped is opened again once
+            conn = self._connection()
+            try:
+                with self._lock:
+                    conn.search(base_dn, query, BASE if scope_base else SUBTREE,
+                                attributes=attributes)  # fmt: skip
+                    return [e for e in conn.response or [] if e.get("type") == "searchResEntry"]
+            except Exception as exc:
+                self._conn = None
+                if attempt == 2:
+                    raise DirectoryUnavailable(f"{self.url}: {exc}") from exc
+        return []
+
+    def _connection(self) -> Any:
+        from ldap3 import Connection, Server, Tls
+
+        with self._lock:
+            if self._conn is not None and self._conn.bound:
+                return self._conn
+            tls = Tls(validate=ssl.CERT_REQUIRED if self.tls_verify else ssl.CERT_NONE,
+                      ca_certs_file=self.ca_file)  # fmt: skip
+            secure = self.url.startswith("ldaps://")
+            server = Server(self.url, use_ssl=secure, tls=tls, get_info="DSA", connect_timeout=10)
+            try:
+                conn = Connection(server, user=self.username, password=self.password,
+                                  receive_timeout=15, raise_exceptions=True)  # fmt: skip
+                conn.open()
+                if not secure:
+                    conn.start_tls()
+                conn.bind()
+            except Exception as exc:
+                raise DirectoryUnavailable(f"cannot bind to {self.url}: {exc}") from exc
+            self._conn = conn
+            return conn
+
+
+def _sid(value: Any) -> str:
+    raw = value if isinstance(value, bytes) else str(value).encode("latin-1")
+    if raw.startswith(b"S-1-"):
+        return raw.decode()
+    return parse_sid(raw)[0]
+
+
+def _escape(value: str) -> str:
+    """RFC 4515 escaping of a value in a search filter."""
+    out = []
+    for ch in value:
+        out.append(f"\\{ord(ch):02x}" if ch in "*()\\\x00" else ch)
+    return "".join(out)
