@@ -45,12 +45,13 @@ class SmbShare:
             rel_dir = folders.pop()
             try:
                 entries = smbfs.listdir(self.smb, rel_dir)
-            except smbfs.ShareUnavailable:
-                if rel_dir == "":
-                    raise  # the share itself: an outage of the whole pass
+            except IngestError as exc:
+                if rel_dir == "":  # the share itself: the whole pass stops, loudly
+                    raise smbfs.ShareUnavailable(f"cannot list {self.location}: {exc}") from exc
+                if isinstance(exc, smbfs.ShareUnavailable):
+                    raise
+                log.warning("folder %s of %s not listed: %s", rel_dir, self.location, exc)
                 continue  # a folder gone or unreadable: the next reconcile sees it
-            except IngestError:
-                continue
             for name, st in entries:
                 if is_ignored(name, ignore):
                     continue

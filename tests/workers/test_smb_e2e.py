@@ -1,0 +1,181 @@
+"""Windows file servers end to end, against a real Samba Active Directory domain controller on a
+loopback address of its own (tests/samba.py): a share read over SMB, permissions from the NTFS
+security descriptors, users and nested groups from the directory. No mock of SMB or LDAP."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from index.acl import Principal, may_read
+from tests.conftest import run_cli
+from tests.samba import SambaDC, start_dc, stop_dc
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def dc() -> Iterator[SambaDC]:
+    if os.geteuid() != 0 or not shutil.which("samba-tool"):
+        if os.environ.get("CI"):
+            pytest.fail("the Windows file server tests need root and Samba (make installs it)")
+        pytest.skip("needs root and Samba's AD DC packages")
+    server = start_dc()
+    try:
+        yield server
+    finally:
+        stop_dc(server)
+
+
+@dataclass
+class Indexed:
+    dc: SambaDC
+    data: Path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {**self.dc.env(), "SHAREINDEX_DIRECTORY_CACHE_S": "0", **extra}
+
+    def sync(self) -> dict[str, Any]:
+        proc = run_cli("sync", "--share", f"corp={self.dc.url}", "--data-dir", str(self.data),
+                       "--json", env=self.env())  # fmt: skip
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+        return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+    def found(self, user: str, query: str) -> set[str]:
+        proc = run_cli("search", query, "--user", user, "--k", "20", "--json",
+                       "--data-dir", str(self.data), env=self.env())  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return {h["metadata"]["path"] for h in json.loads(proc.stdout)}
+
+
+@pytest.fixture(scope="module")
+def indexed(dc: SambaDC, tmp_path_factory: pytest.TempPathFactory) -> Indexed:
+    d = dc.domain
+    for user in ("alice", "bob", "carol"):
+        dc.user(user)
+    dc.group("HR", "alice")
+    dc.group("Staff", "HR", "bob")  # alice is in Staff through HR
+    dc.mkdir("hr")
+    # inheritable ACEs on the folder reach the files written after them
+    dc.acl("hr", f"{d}\\HR:ALLOWED/OI|CI/READ", f"{d}\\svc:ALLOWED/OI|CI/READ",
+           f"{d}\\Administrator:ALLOWED/OI|CI/FULL")  # fmt: skip
+    dc.put("hr/plan.txt", "The walrus reorganisation plan moves payroll to the second floor.\n")
+    dc.put("staff.txt", "The staff canteen serves the otter soup on Fridays.\n")
+    dc.acl("staff.txt", f"{d}\\Staff:ALLOWED/0x0/READ", f"{d}\\svc:ALLOWED/0x0/READ")
+    dc.put("deny.txt", "The heron audit findings are not for alice.\n")
+    dc.acl("deny.txt", f"{d}\\alice:DENIED/0x0/READ", f"{d}\\Staff:ALLOWED/0x0/READ",
+           f"{d}\\svc:ALLOWED/0x0/READ")  # fmt: skip
+    dc.put("bob.txt", "Bob's notes on the lynx forklift lease.\n")
+    dc.acl("bob.txt", f"{d}\\bob:ALLOWED/0x0/READ", f"{d}\\svc:ALLOWED/0x0/READ")
+    result = Indexed(dc, tmp_path_factory.mktemp("smb") / "data")
+    report = result.sync()
+    assert report["documents"]["new"] == 4, report
+    return result
+
+
+def test_nested_groups_inherited_aces_and_a_deny_that_beats_an_allow(indexed: Indexed) -> None:
+    assert indexed.found("alice", "walrus reorganisation payroll") >= {"hr/plan.txt"}
+    assert "hr/plan.txt" not in indexed.found("bob", "walrus reorganisation payroll")
+    assert "staff.txt" in indexed.found("alice", "otter soup canteen")  # Staff through HR
+    assert "staff.txt" in indexed.found("bob", "otter soup canteen")
+    assert "deny.txt" not in indexed.found("alice", "heron audit findings")  # denied by name
+    assert "deny.txt" in indexed.found("bob", "heron audit findings")
+    assert "bob.txt" in indexed.found("bob", "lynx forklift lease")  # one user only
+    assert "bob.txt" not in indexed.found("alice", "lynx forklift lease")
+    assert "bob.txt" not in indexed.found("carol", "lynx forklift lease")
+
+
+def test_an_unknown_user_is_refused_never_searched_as_anyone(indexed: Indexed) -> None:
+    proc = run_cli("search", "otter soup", "--user", "mallory", "--data-dir", str(indexed.data),
+                   env=indexed.env())  # fmt: skip
+    assert proc.returncode == 1
+    assert "no user 'mallory' in the directory" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_an_acl_change_on_the_server_is_a_payload_update(indexed: Indexed) -> None:
+    d = indexed.dc.domain
+    indexed.dc.acl("bob.txt", f"{d}\\bob:ALLOWED/0x0/READ", f"{d}\\alice:ALLOWED/0x0/READ",
+                   f"{d}\\svc:ALLOWED/0x0/READ")  # fmt: skip
+    report = indexed.sync()
+    assert report["chunks"]["embedded"] == 0 and report["documents"]["changed"] == 0, report
+    assert "bob.txt" in indexed.found("alice", "lynx forklift lease")
+
+
+def test_a_group_change_in_the_directory_applies_without_a_sync(indexed: Indexed) -> None:
+    assert "hr/plan.txt" not in indexed.found("carol", "walrus reorganisation payroll")
+    indexed.dc.add_members("HR", "carol")
+    assert "hr/plan.txt" in indexed.found("carol", "walrus reorganisation payroll")
+
+
+def test_the_index_decides_as_the_domain_controller(indexed: Indexed) -> None:
+    """Random ACLs on files, random memberships: for every user and file, the index lets the
+    user read exactly when the DC itself lets them open the file."""
+    from workers.directory import LdapDirectory
+
+    dc, d = indexed.dc, indexed.dc.domain
+    rng = random.Random(20261129)
+    users = [f"pu{i}" for i in range(4)]
+    groups = [f"PG{i}" for i in range(3)]
+    for user in users:
+        dc.user(user)
+    for group in groups:
+        dc.group(group, *[u for u in users if rng.random() < 0.5])
+    principals = [*users, *groups, "Domain Users"]
+    files = []
+    for n in range(8):
+        rel = f"prop{n}.txt"
+        dc.put(rel, f"Property test file {n}.\n")
+        aces = []
+        for _ in range(rng.randint(1, 3)):  # Windows' order: denies before allows
+            kind = "DENIED" if rng.random() < 0.3 else "ALLOWED"
+            # a deny of Domain Users would shut out the service account too (the file is then
+            # failed, "access denied to the service account": its own test below)
+            who = rng.choice(principals if kind == "ALLOWED" else principals[:-1])
+            aces.append((kind, who))
+        aces.sort(key=lambda a: a[0] != "DENIED")
+        dc.acl(rel, *[f"{d}\\{who}:{kind}/0x0/READ" for kind, who in aces],
+               f"{d}\\svc:ALLOWED/0x0/READ")  # fmt: skip
+        files.append(rel)
+    indexed.sync()
+    env = dc.env()
+    directory = LdapDirectory(env["SHAREINDEX_DIRECTORY_URL"], env["SHAREINDEX_DIRECTORY_USERNAME"],
+                              env["SHAREINDEX_DIRECTORY_PASSWORD"], tls_verify=False, cache_s=0)  # fmt: skip
+    catalog = _acls(indexed.data)
+    compared = 0
+    for user in users:
+        principal = Principal(user, sids=directory.sids_of(user))
+        for rel in files:
+            allow, deny = catalog[rel]
+            assert may_read(principal, allow, deny) == dc.can_read(user, rel), (user, rel)
+            compared += 1
+    assert compared == len(users) * len(files)
+
+
+def _acls(data: Path) -> dict[str, tuple[list[str], list[str]]]:
+    import sqlite3
+
+    with sqlite3.connect(f"file:{data / 'catalog.db'}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT path, acl, acl_deny FROM documents").fetchall()
+    return {path: (json.loads(acl), json.loads(deny)) for path, acl, deny in rows}
+
+
+def test_a_file_the_service_account_may_not_read_fails_with_its_reason(indexed: Indexed) -> None:
+    d = indexed.dc.domain
+    indexed.dc.put("locked-out.txt", "The service account is denied this file.\n")
+    indexed.dc.acl("locked-out.txt", f"{d}\\Domain Users:DENIED/0x0/READ",
+                   f"{d}\\Administrator:ALLOWED/0x0/FULL")  # fmt: skip
+    proc = run_cli("sync", "--share", f"corp={indexed.dc.url}", "--data-dir", str(indexed.data),
+                   "--json", env=indexed.env())  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    [failure] = json.loads(proc.stdout)["failures"]
+    assert failure["path"] == "locked-out.txt"
+    assert "access denied to the service account" in failure["reason"]
