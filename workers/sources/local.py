@@ -20,11 +20,12 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from index.acl import Access
+from index.acl import NOBODY, Access
 from ingest import paths, sharefs
 from ingest.errors import IngestError
 from ingest.guards import FileContent, describe_mode, link_target, read_file_in_share
 from workers.sources.base import RESCAN, Change, FileEntry, is_ignored
+from workers.sources.mounts import network_mount_note
 from workers.sources.posix import PermissionResolver
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -111,6 +112,8 @@ class LocalFolder:
         self.name = name
         self.location = root
         self.resolver = permissions
+        #: a CIFS/NFS mount: its mode bits are invented by the client, never taken
+        self.untrusted = network_mount_note(root)
 
     def scan(self, ignore: list[str]) -> Iterator[FileEntry]:
         return scan(self.location, ignore)
@@ -122,11 +125,14 @@ class LocalFolder:
         return read_file_in_share(self.location, path, max_bytes)
 
     def permissions(self, path: str) -> tuple[Access, str | None]:
+        if self.untrusted:
+            return NOBODY, self.untrusted
         return self.resolver.resolve(self.name, self.location, path)
 
     def new_pass(self) -> None:
         self.resolver.reset()
         sharefs.forget_roots()
+        self.untrusted = network_mount_note(self.location)  # a mount may come or go
 
     def watch(self, out: queue.Queue[Change], polling: bool, interval_s: float) -> BaseObserver:
         """inotify; a polling observer for a network mount (no inotify events for writes made
