@@ -11,6 +11,7 @@ and Authenticated Users. The service account binds with a simple bind over TLS (
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 import threading
@@ -85,6 +86,13 @@ class LdapDirectory:
         return str(entry["dn"]), _sid(entry["raw_attributes"]["objectSid"][0])
 
     # -- the connection --------------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # dropped by the directory: nothing to release
+                conn.unbind()
+
     def _base(self) -> str:
         if self.base_dn:
             return self.base_dn

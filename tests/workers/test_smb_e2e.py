@@ -93,6 +93,29 @@ def test_nested_groups_inherited_aces_and_a_deny_that_beats_an_allow(indexed: In
     assert "bob.txt" not in indexed.found("carol", "lynx forklift lease")
 
 
+def test_acl_explain_names_the_sids_and_the_deciding_ace(indexed: Indexed) -> None:
+    share = ("--share", f"corp={indexed.dc.url}", "--data-dir", str(indexed.data))
+    proc = run_cli("acl", "explain", "corp:deny.txt", "--user", "alice", "--json", *share,
+                   env=indexed.env())  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    names = {s["name"] for s in report["user_sids"]}
+    assert {"alice", "HR", "Staff", "Everyone"} <= names  # Staff only through HR
+    first = report["dacl"][0]
+    assert (first["type"], first["name"], first["decided"]) == ("deny", "alice", True)
+    assert not report["windows_allows"] and not report["index_allows"]
+    assert report["verdict"] == "cannot read: ACE 1 decided (deny alice)"
+    # bob holds Staff, the third ACE; given as the file's URL, in text form
+    proc = run_cli("acl", "explain", f"{indexed.dc.url}/deny.txt", "--user", "bob", *share,
+                   env=indexed.env())  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "=>  3 allow Staff" in proc.stdout
+    assert "verdict: CAN read: ACE 3 decided (allow Staff)" in proc.stdout
+    proc = run_cli("acl", "explain", "corp:deny.txt", "--user", "bob", "--group", "x", *share,
+                   env=indexed.env())  # fmt: skip
+    assert proc.returncode == 1 and "groups are read from the directory" in proc.stderr
+
+
 def test_an_unknown_user_is_refused_never_searched_as_anyone(indexed: Indexed) -> None:
     proc = run_cli("search", "otter soup", "--user", "mallory", "--data-dir", str(indexed.data),
                    env=indexed.env())  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from typing import Any
+from urllib.parse import unquote
 
 from index.acl import (
     EXECUTE,
@@ -26,14 +27,32 @@ def locate(settings: Settings, target: str) -> tuple[str, str, str]:
     if sep and share in settings.shares:  # a text form (as search results show it), or raw
         rel = rel.strip("/")
         return share, str(settings.shares[share]), rel if is_text_form(rel) else from_os(rel)
+    if target.startswith("smb://"):  # a file's URL: under which share's URL it lies
+        for name, root in settings.shares.items():
+            prefix = str(root).rstrip("/") + "/"
+            if isinstance(root, str) and target.startswith(prefix):
+                return name, root, unquote(target[len(prefix) :]).strip("/")
+        raise ConfigError(f"{target} is not inside a configured SMB share")
     absolute = os.path.abspath(target)
-    for name, root in settings.shares.items():
+    for name, root in settings.local_shares.items():
         prefix = str(root).rstrip("/") + "/"
         if absolute.startswith(prefix):
             return name, str(root), from_os(absolute[len(prefix) :])
     raise ConfigError(
         f"{target} is not inside a configured share (give --share NAME=PATH, or SHARE:PATH)"
     )
+
+
+def matching_rules(settings: Settings, share: str, path: str) -> list[dict[str, Any]]:
+    """The configured ACL rules that apply to ``path`` of ``share``, numbered as configured."""
+    rules = []
+    for n, rule in enumerate(settings.rules(), 1):
+        if rule.matches(share, path):
+            effect = {"restrict_to": list(rule.restrict_to), "grant": list(rule.grant),
+                      "deny": list(rule.deny)}  # fmt: skip
+            rules.append({"rule": n, "share": rule.share, "path": rule.path,
+                          **{k: v for k, v in effect.items() if v}})  # fmt: skip
+    return rules
 
 
 def _describe(obj: FileAccess, names: Directory) -> str:
@@ -64,22 +83,7 @@ def explain(settings: Settings, target: str, principal: Principal) -> dict[str, 
                       "owner_group_mode": _describe(obj, names), "allowed": ok, "decided_by": why})  # fmt: skip
     fs_ok = all(step["allowed"] for step in steps)
     access, note = resolver.resolve(share, root, path)
-    rules = []
-    for n, rule in enumerate(settings.rules(), 1):
-        if rule.matches(share, path):
-            effect = {
-                "restrict_to": list(rule.restrict_to),
-                "grant": list(rule.grant),
-                "deny": list(rule.deny),
-            }
-            rules.append(
-                {
-                    "rule": n,
-                    "share": rule.share,
-                    "path": rule.path,
-                    **{k: v for k, v in effect.items() if v},
-                }
-            )
+    rules = matching_rules(settings, share, path)
     index_ok = may_read(principal, access.allow, access.deny)
     deciding = [t for t in principal.tokens() if t in access.deny] if not index_ok else []
     verdict = "CAN read" if index_ok else "cannot read"
@@ -110,12 +114,16 @@ def format_explanation(report: dict[str, Any]) -> str:
             f"  {mark} {step['check']:<8} {step['object']:<30} {step['owner_group_mode']:<22} {step['decided_by']}"
         )
     lines.append(f"filesystem: {'allows' if report['filesystem_allows'] else 'refuses'}")
-    for rule in report.get("rules", []):
-        lines.append(f"rule {rule['rule']} ({rule['share'] or 'all shares'}, {rule['path']}): "
-                     + "; ".join(f"{k} {' '.join(v)}" for k, v in rule.items() if isinstance(v, list)))  # fmt: skip
+    lines.extend(format_rules(report.get("rules", [])))
     if report.get("note"):
         lines.append(f"note: {report['note']}")
     if "acl" in report:
         lines.append(f"index tokens: allow {report['acl']}, deny {report['acl_deny']}")
     lines.append(f"verdict: {report['verdict']}")
     return "\n".join(lines)
+
+
+def format_rules(rules: list[dict[str, Any]]) -> list[str]:
+    return [f"rule {rule['rule']} ({rule['share'] or 'all shares'}, {rule['path']}): "
+            + "; ".join(f"{k} {' '.join(v)}" for k, v in rule.items() if isinstance(v, list))
+            for rule in rules]  # fmt: skip
