@@ -25,7 +25,6 @@ from ingest.guards import FileContent
 _ATTR_DIRECTORY, _ATTR_REPARSE = 0x10, 0x400
 _SECURITY, _OWNER_GROUP_DACL = 3, 0x7
 _lock = threading.Lock()
-_registered: set[tuple[str, int]] = set()
 _accounts: dict[tuple[str, int], tuple[str | None, str | None]] = {}
 
 
@@ -76,29 +75,18 @@ def configure(location: SmbLocation, username: str | None, password: str | None)
 
 
 def _session(location: SmbLocation) -> None:
+    """The service account's session on the server: smbclient's pool keeps it; a connection the
+    server dropped is made again here, with the account (smbclient alone would retry without)."""
     import smbclient
 
     key = (location.host, location.port)
     with _lock:
-        if key in _registered:
-            return
         username, password = _accounts.get(key, (None, None))
         try:
             smbclient.register_session(location.host, username=username, password=password,
                                        port=location.port, connection_timeout=15)  # fmt: skip
         except Exception as exc:
             raise ShareUnavailable(f"cannot log in to {location.url}: {_reason(exc)}") from exc
-        _registered.add(key)
-
-
-def forget_session(location: SmbLocation) -> None:
-    """After the server dropped the connection: the next call logs in again."""
-    import smbclient
-
-    with _lock:
-        _registered.discard((location.host, location.port))
-        with contextlib.suppress(Exception):  # already gone
-            smbclient.delete_session(location.host, port=location.port)
 
 
 def _reason(exc: BaseException) -> str:
@@ -246,3 +234,100 @@ def security_descriptor(location: SmbLocation, relpath: str) -> bytes:
             handle.close()
     except Exception as exc:
         raise _error(exc, relpath) from exc
+
+
+# -- change notifications ----------------------------------------------------------------------
+#: FILE_ACTION_* of MS-FSCC 2.7.1
+ADDED, REMOVED, MODIFIED, RENAMED_OLD, RENAMED_NEW = 1, 2, 3, 4, 5
+_STREAM_ACTIONS = {6: MODIFIED, 7: MODIFIED, 8: MODIFIED, 9: REMOVED}  # streams; removed by delete
+#: what each watch asks for: names, sizes and writes; the security descriptor
+CONTENT = 0x1 | 0x2 | 0x8 | 0x10 | 0x40  # FILE_NAME, DIR_NAME, SIZE, LAST_WRITE, CREATION
+SECURITY = 0x100
+#: NOT_SUPPORTED, INVALID_DEVICE_REQUEST, NOT_IMPLEMENTED: the server sends no notifications
+_NO_NOTIFY = {0xC00000BB, 0xC0000010, 0xC0000002}
+
+
+class NotifyUnsupported(Unreadable):
+    """The server does not send change notifications (the share is polled instead)."""
+
+
+class TreeWatch:
+    """An SMB2 CHANGE_NOTIFY with WATCH_TREE on the share's folder, asking for ``completion``;
+    re-armed after each answer (the server keeps what happens between two requests)."""
+
+    def __init__(self, location: SmbLocation, completion: int) -> None:
+        from smbclient._pool import get_smb_tree
+        from smbprotocol.open import (
+            CreateDisposition,
+            CreateOptions,
+            DirectoryAccessMask,
+            FileAttributes,
+            ImpersonationLevel,
+            Open,
+            ShareAccess,
+        )
+
+        _session(location)
+        self.completion = completion
+        self._watcher: Any = None
+        try:
+            tree, path = get_smb_tree(location.unc(""))
+            self._open = Open(tree, path)
+            self._open.create(
+                ImpersonationLevel.Impersonation,
+                DirectoryAccessMask.FILE_LIST_DIRECTORY,
+                FileAttributes.FILE_ATTRIBUTE_DIRECTORY,
+                ShareAccess.FILE_SHARE_READ
+                | ShareAccess.FILE_SHARE_WRITE
+                | ShareAccess.FILE_SHARE_DELETE,
+                CreateDisposition.FILE_OPEN,
+                CreateOptions.FILE_DIRECTORY_FILE,
+            )
+        except Exception as exc:
+            raise _error(exc, "(share root)") from exc
+
+    def arm(self) -> None:
+        """Ask for the next changes, unless a request is outstanding."""
+        from smbprotocol.change_notify import ChangeNotifyFlags, FileSystemWatcher
+
+        if self._watcher is not None:
+            return
+        watcher = FileSystemWatcher(self._open)
+        try:
+            watcher.start(self.completion, flags=ChangeNotifyFlags.SMB2_WATCH_TREE)
+        except Exception as exc:
+            raise _error(exc, "change notification") from exc
+        self._watcher = watcher
+
+    @property
+    def ready(self) -> bool:
+        return self._watcher is not None and bool(self._watcher.response_event.is_set())
+
+    def take(self) -> list[tuple[int, str]]:
+        """The (action, path) pairs of the answer, paths ``/``-separated below the share's folder;
+        an empty list when the server's buffer overflowed (the tree must be compared again)."""
+        watcher, self._watcher = self._watcher, None
+        failure = watcher._t_exc  # a failure in smbprotocol's receiving thread (result hides it)
+        if failure is not None:
+            status = getattr(failure, "ntstatus", None) or getattr(failure, "status", None)
+            if status in _NO_NOTIFY:
+                raise NotifyUnsupported(f"the server sends no change notifications ({failure})")
+            raise _error(failure, "change notification") from failure
+        if watcher.cancelled:
+            return []
+        actions = []
+        for info in watcher.result or []:
+            action = int(info["action"].get_value())
+            name = str(info["file_name"].get_value())
+            if action in _STREAM_ACTIONS:  # "name:stream": the file itself changed
+                action, name = _STREAM_ACTIONS[action], name.split(":", 1)[0]
+            actions.append((action, name.replace("\\", "/")))
+        return actions
+
+    def close(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        with contextlib.suppress(Exception):  # the connection may be gone already
+            if watcher is not None and not watcher.response_event.is_set():
+                watcher.cancel()
+        with contextlib.suppress(Exception):
+            self._open.close()

@@ -5,6 +5,7 @@ machine never meet. Users, groups and ACLs are made with Samba's own tools, over
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -141,6 +142,18 @@ class SambaDC:
             raise
         finally:
             smbclient.reset_connection_cache(connection_cache=cache)
+
+    def drop_connections(self) -> list[int]:
+        """Kill the smbd process of every client connection (the server drops them, as a
+        restarted or failed-over file server does); the pids killed."""
+        proc = subprocess.run(["smbstatus", "-s", self.conf, "-p"], capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+        pids = [int(line.split()[0]) for line in proc.stdout.splitlines()
+                if line.split() and line.split()[0].isdigit()]  # fmt: skip
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return pids
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -8,6 +8,7 @@ import json
 import os
 import random
 import shutil
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,3 +203,77 @@ def test_a_file_the_service_account_may_not_read_fails_with_its_reason(indexed: 
     [failure] = json.loads(proc.stdout)["failures"]
     assert failure["path"] == "locked-out.txt"
     assert "access denied to the service account" in failure["reason"]
+
+
+def test_the_running_service_follows_the_share_through_change_notifications(
+    dc: SambaDC, tmp_path: Path
+) -> None:
+    """`run` on an SMB share: the server's change notifications (the reconcile is an hour away)
+    bring a new file, an ACL change (a payload update), a rename, a new folder and a delete; after
+    the server dropped every connection, the watch comes back and nothing is missed."""
+    from index.search import Searcher
+    from tests.helpers import free_port, wait_until
+    from workers.directory import LdapDirectory
+    from workers.runtime import open_runtime
+    from workers.settings import load_settings
+    from workers.watch.embedded import EmbeddedService
+
+    d = dc.domain
+    for user in ("alice", "bob"):
+        dc.user(user)
+    dc.group("Live", "alice")
+    dc.mkdir("live")
+    dc.acl("live", f"{d}\\Live:ALLOWED/OI|CI/READ", f"{d}\\svc:ALLOWED/OI|CI/READ",
+           f"{d}\\Administrator:ALLOWED/OI|CI/FULL")  # fmt: skip
+    env = dc.env()
+    settings = load_settings(
+        data_dir=tmp_path / "data", shares={"live": f"{dc.url}/live"}, api_port=free_port(),
+        smb_username=env["SHAREINDEX_SMB_USERNAME"], smb_password=env["SHAREINDEX_SMB_PASSWORD"],
+        debounce_s=0.2, reconcile_interval_s=3600,
+    )  # fmt: skip
+    runtime = open_runtime(settings)
+    said: list[str] = []
+    service = EmbeddedService(settings, runtime, say=said.append)
+    thread = threading.Thread(target=service.run, kwargs={"handle_signals": False}, daemon=True)
+    thread.start()
+    searcher = Searcher(runtime.store, runtime.embedder)
+    directory = LdapDirectory(env["SHAREINDEX_DIRECTORY_URL"], env["SHAREINDEX_DIRECTORY_USERNAME"],
+                              env["SHAREINDEX_DIRECTORY_PASSWORD"], tls_verify=False, cache_s=0)  # fmt: skip
+
+    def found(user: str, text: str) -> list[str]:
+        principal = Principal(user, sids=directory.sids_of(user))
+        return [h.metadata["path"] for h in searcher.search(text, principal, k=5)
+                if h.page_content.strip() == text]  # fmt: skip
+
+    pelican = "The pelican budget closes on the third of March."
+    try:
+        wait_until(lambda: any("reconciled" in line for line in said), 120, "the first reconcile")
+        dc.put("live/pelican.txt", pelican + "\n")
+        wait_until(lambda: found("alice", pelican) == ["pelican.txt"], 120, "the new file")
+        assert found("bob", pelican) == []
+        version = runtime.catalog.find("live", "pelican.txt").version  # type: ignore[union-attr]
+        dc.acl("live/pelican.txt", f"{d}\\bob:ALLOWED/0x0/READ", f"{d}\\svc:ALLOWED/0x0/READ")
+        wait_until(lambda: found("bob", pelican) == ["pelican.txt"], 120, "the ACL change")
+        assert found("alice", pelican) == []
+        record = runtime.catalog.find("live", "pelican.txt")
+        assert record is not None and record.version == version  # permissions only: no new version
+        dc.smbclient('rename "live/pelican.txt" "live/pelican-2027.txt"')
+        wait_until(lambda: found("bob", pelican) == ["pelican-2027.txt"], 120, "the rename")
+        dc.mkdir("live/minutes")
+        osprey = "The osprey committee meets in the library."
+        dc.put("live/minutes/osprey.txt", osprey + "\n")
+        wait_until(lambda: found("alice", osprey) == ["minutes/osprey.txt"], 120, "a new folder")
+        dc.smbclient('del "live/pelican-2027.txt"')
+        wait_until(lambda: found("bob", pelican) == [], 120, "the delete")
+        # the server drops every client connection; a file written meanwhile is still found
+        dropped = dc.drop_connections()
+        assert dropped, "no client connection to drop"
+        heron = "The heron survey counts nests along the canal."
+        dc.put("live/heron.txt", heron + "\n")
+        wait_until(lambda: found("alice", heron) == ["heron.txt"], 180, "after the drop")
+        assert not [line for line in said if "failed" in line], said
+    finally:
+        service.request_stop()
+        thread.join(timeout=60)
+        runtime.close()
+        directory.close()

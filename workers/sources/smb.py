@@ -2,8 +2,9 @@
 with the service account: list, stat, read, and permissions from each file's security
 descriptor as Windows evaluates them (``index.ntacl``); tokens are ``sid:S-1-...``. A file whose
 descriptor cannot be read is readable by nobody. Reparse points (links, junctions) are never
-followed. Changes are found by polling (a snapshot of the tree compared every interval); the
-reconcile catches anything else."""
+followed. Changes are reported by the server (SMB2 CHANGE_NOTIFY on the whole tree), or found by
+polling (a snapshot of the tree compared every interval) where it sends none or the share is
+named in ``polling_shares``; the reconcile catches anything else."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from ingest import smbfs
 from ingest.errors import IngestError
 from ingest.guards import FileContent
 from ingest.paths import from_bytes
-from workers.sources.base import Change, FileEntry, is_ignored
+from workers.sources.base import RESCAN, Change, FileEntry, is_ignored
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +86,112 @@ class SmbShare:
         pass
 
     # -- changes ---------------------------------------------------------------------------
-    def watch(self, out: queue.Queue[Change], polling: bool, interval_s: float) -> SmbPoller:
-        poller = SmbPoller(self, out, max(interval_s, 1.0))
-        poller.start()
-        return poller
+    def watch(
+        self, out: queue.Queue[Change], polling: bool, interval_s: float
+    ) -> SmbNotifier | SmbPoller:
+        watch: SmbNotifier | SmbPoller
+        if polling:
+            watch = SmbPoller(self, out, max(interval_s, 1.0))
+        else:
+            watch = SmbNotifier(self, out, max(interval_s, 1.0))
+        watch.start()
+        return watch
+
+
+class SmbNotifier:
+    """The server's own change notifications (SMB2 CHANGE_NOTIFY, WATCH_TREE) on two handles of
+    the share's folder: names, sizes and writes; security descriptors. A file's event names the
+    file; a folder created, moved in or given new permissions asks for a reconcile of the share
+    (files appear below it, or who may read them changes). After the server dropped the watch it
+    is opened again, and the share reconciled (what happened meanwhile was not reported). A
+    server that sends no notifications is polled instead."""
+
+    def __init__(self, share: SmbShare, out: queue.Queue[Change], interval_s: float) -> None:
+        self.share = share
+        self.out = out
+        self.interval_s = interval_s
+        self.mode = "notify"
+        self._stop = threading.Event()
+        self._poller: SmbPoller | None = None
+        self._thread = threading.Thread(target=self._run, name=f"smb-notify-{share.name}",
+                                        daemon=True)  # fmt: skip
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.stop()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        backoff, missed = 1.0, False
+        while not self._stop.is_set():
+            watches: list[smbfs.TreeWatch] = []
+            try:
+                watches = [smbfs.TreeWatch(self.share.smb, smbfs.CONTENT),
+                           smbfs.TreeWatch(self.share.smb, smbfs.SECURITY)]  # fmt: skip
+                if missed:  # changes made while no watch was open
+                    self._put(RESCAN, "other")
+                    missed = False
+                while not self._stop.is_set():
+                    for w in watches:
+                        w.arm()
+                    ready = [w for w in watches if w.ready]
+                    if not ready:
+                        self._stop.wait(0.2)
+                        continue
+                    for w in ready:
+                        self._report(w.completion, w.take())
+                    backoff = 1.0
+            except smbfs.NotifyUnsupported as exc:
+                log.warning("%s: %s; polling it every %.0f s", self.share.location, exc,
+                            self.interval_s)  # fmt: skip
+                self._fall_back()
+                return
+            except Exception as exc:  # the server dropped the connection or is down
+                log.warning("change notifications of %s stopped (%s); watching again in %.0f s",
+                            self.share.location, exc, backoff)  # fmt: skip
+                missed = True
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 60.0)
+            finally:
+                for w in watches:
+                    w.close()
+
+    def _fall_back(self) -> None:
+        self.mode = "polling"
+        self._poller = SmbPoller(self.share, self.out, self.interval_s)
+        if not self._stop.is_set():
+            self._poller.start()
+
+    def _report(self, completion: int, actions: list[tuple[int, str]]) -> None:
+        if not actions:  # the server's buffer overflowed: compare the whole tree
+            self._put(RESCAN, "other")
+            return
+        for action, name in actions:
+            rel = "/".join(_text(n) for n in name.split("/") if n)
+            if not rel:
+                continue
+            if action in (smbfs.REMOVED, smbfs.RENAMED_OLD):
+                self._put(rel, "close")  # a file: gone; a folder: its files report their own
+                continue
+            try:
+                st = smbfs.lstat(self.share.smb, rel)
+            except IngestError:
+                st = None  # gone again, or unreadable: the planner looks at it itself
+            if st is not None and st.is_dir and not st.is_link:
+                folder_news = action in (smbfs.ADDED, smbfs.RENAMED_NEW)
+                if folder_news or completion == smbfs.SECURITY:
+                    self._put(RESCAN, "other")
+                continue  # a folder's own write time: its files report themselves
+            self._put(rel, "close")
+
+    def _put(self, path: str, kind: str) -> None:
+        self.out.put(Change(self.share.name, path, time.monotonic(), time.time(), kind))
 
 
 class SmbPoller:
