@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,6 +141,22 @@ class SambaDC:
             if exc.ntstatus == 0xC0000022:  # STATUS_ACCESS_DENIED
                 return False
             raise
+        finally:
+            smbclient.reset_connection_cache(connection_cache=cache)
+
+    @contextlib.contextmanager
+    def hold_open(self, rel: str) -> Iterator[None]:
+        """Another client (the Administrator, a connection of its own) holds ``rel`` open for
+        writing, sharing nothing: every other open of its data fails with a sharing violation."""
+        import smbclient
+
+        cache: dict[str, object] = {}
+        path = "\\\\" + self.ip + "\\corp\\" + rel.replace("/", "\\")
+        smbclient.register_session(self.ip, username=f"{self.domain}\\Administrator",
+                                   password=ADMIN_PASSWORD, connection_cache=cache)  # fmt: skip
+        try:
+            with smbclient.open_file(path, mode="r+b", share_access=None, connection_cache=cache):
+                yield
         finally:
             smbclient.reset_connection_cache(connection_cache=cache)
 

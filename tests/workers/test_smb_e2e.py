@@ -50,11 +50,14 @@ class Indexed:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
         return json.loads(proc.stdout)  # type: ignore[no-any-return]
 
-    def found(self, user: str, query: str) -> set[str]:
+    def hits(self, user: str, query: str) -> list[dict[str, Any]]:
         proc = run_cli("search", query, "--user", user, "--k", "20", "--json",
                        "--data-dir", str(self.data), env=self.env())  # fmt: skip
         assert proc.returncode == 0, proc.stderr
-        return {h["metadata"]["path"] for h in json.loads(proc.stdout)}
+        return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+    def found(self, user: str, query: str) -> set[str]:
+        return {h["metadata"]["path"] for h in self.hits(user, query)}
 
 
 @pytest.fixture(scope="module")
@@ -229,6 +232,9 @@ def test_the_running_service_follows_the_share_through_change_notifications(
     settings = load_settings(
         data_dir=tmp_path / "data", shares={"live": f"{dc.url}/live"}, api_port=free_port(),
         smb_username=env["SHAREINDEX_SMB_USERNAME"], smb_password=env["SHAREINDEX_SMB_PASSWORD"],
+        directory_url=env["SHAREINDEX_DIRECTORY_URL"], directory_tls_verify=False,
+        directory_username=env["SHAREINDEX_DIRECTORY_USERNAME"], directory_cache_s=0,
+        directory_password=env["SHAREINDEX_DIRECTORY_PASSWORD"],
         debounce_s=0.2, reconcile_interval_s=3600,
     )  # fmt: skip
     runtime = open_runtime(settings)
@@ -251,6 +257,14 @@ def test_the_running_service_follows_the_share_through_change_notifications(
         dc.put("live/pelican.txt", pelican + "\n")
         wait_until(lambda: found("alice", pelican) == ["pelican.txt"], 120, "the new file")
         assert found("bob", pelican) == []
+        # the query API resolves each spelling of a user through the directory, and refuses a
+        # user the directory does not have (never anonymous, never someone else's results)
+        for spelling in ("alice", f"{d}\\alice", f"alice@{dc.realm}"):
+            r = api(settings.api_port, tmp_path / "data", pelican, spelling)
+            assert r.status_code == 200, r.text
+            assert "pelican.txt" in [h["metadata"]["path"] for h in r.json()], spelling
+        r = api(settings.api_port, tmp_path / "data", pelican, "mallory")
+        assert r.status_code == 403 and "mallory" in r.json()["detail"], r.text
         version = runtime.catalog.find("live", "pelican.txt").version  # type: ignore[union-attr]
         dc.acl("live/pelican.txt", f"{d}\\bob:ALLOWED/0x0/READ", f"{d}\\svc:ALLOWED/0x0/READ")
         wait_until(lambda: found("bob", pelican) == ["pelican.txt"], 120, "the ACL change")
@@ -277,3 +291,80 @@ def test_the_running_service_follows_the_share_through_change_notifications(
         thread.join(timeout=60)
         runtime.close()
         directory.close()
+
+
+def _sync(indexed: Indexed, url: str, **env: str) -> tuple[int, str, str]:
+    proc = run_cli("sync", "--share", f"corp={url}", "--data-dir", str(indexed.data), "--json",
+                   env=indexed.env(**env))  # fmt: skip
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_a_share_that_cannot_be_reached_stops_the_pass_and_loses_nothing(indexed: Indexed) -> None:
+    """Wrong password, a server that does not answer, a share the server does not have: one
+    clear line each, exit 1, and the share's documents stay indexed and searchable."""
+    dc = indexed.dc
+    before = indexed.found("bob", "lynx forklift lease")
+    assert "bob.txt" in before
+    cases = [
+        (dc.url, {"SHAREINDEX_SMB_PASSWORD": "not-the-password"}, "cannot log in to"),
+        (f"smb://{dc.ip}:1/corp", {}, "cannot log in to"),  # nothing listens on port 1
+        (f"smb://{dc.ip}/no-such-share", {}, "the share does not exist on the server"),
+    ]
+    for url, env, message in cases:
+        code, _, stderr = _sync(indexed, url, **env)
+        assert code == 1, (url, stderr)
+        assert message in stderr, (url, stderr)
+        assert "Traceback" not in stderr
+    assert indexed.found("bob", "lynx forklift lease") == before
+    assert indexed.sync()["documents"]["deleted"] == 0
+
+
+def test_a_file_locked_by_another_client_waits_and_is_indexed_once_released(
+    indexed: Indexed,
+) -> None:
+    dc, d = indexed.dc, indexed.dc.domain
+    dc.put("locked.txt", "The kestrel inventory is held open by the scanner.\n")
+    dc.acl("locked.txt", f"{d}\\Staff:ALLOWED/0x0/READ", f"{d}\\svc:ALLOWED/0x0/READ",
+           f"{d}\\Administrator:ALLOWED/0x0/FULL")  # fmt: skip
+    with dc.hold_open("locked.txt"):  # another client: no sharing of reads
+        code, stdout, stderr = _sync(indexed, dc.url)
+        assert code == 3, stderr
+        [failure] = json.loads(stdout)["failures"]
+        assert (failure["path"], failure["status"]) == ("locked.txt", "pending"), failure
+        assert "locked by another client" in failure["reason"]
+        status = json.loads(run_cli("status", "--data-dir", str(indexed.data), "--json",
+                                    env=indexed.env()).stdout)  # fmt: skip
+        assert status["documents"]["pending"] >= 1, status
+    report = indexed.sync()
+    assert report["documents"]["new"] == 1 and report["failures"] == [], report
+    assert "locked.txt" in indexed.found("bob", "kestrel inventory scanner")
+
+
+def test_a_name_windows_forbids_is_read_under_the_name_the_server_gives(indexed: Indexed) -> None:
+    """A file made on the server's own disk with characters SMB forbids (``:`` ``?`` ``*``):
+    the server lists it under a mangled 8.3 name; it is indexed under that name, and the rest of
+    the share goes on."""
+    dc, d = indexed.dc, indexed.dc.domain
+    dc.put("forbidden-neighbour.txt", "The bittern ledger sits beside the odd name.\n")
+    dc.acl("forbidden-neighbour.txt", f"{d}\\Staff:ALLOWED/0x0/READ", f"{d}\\svc:ALLOWED/0x0/READ")
+    odd = dc.share_path / "q3: what? *now*.txt"
+    odd.write_text("The plover forecast was written on the server itself.\n")
+    try:
+        report = indexed.sync()
+        assert report["documents"]["new"] == 2, report
+        assert report["failures"] == [], report
+        # the share root's inheritable ACEs: the Administrator and the service account
+        hits = indexed.hits("Administrator", "plover forecast written on the server")
+        [name] = [h["metadata"]["path"] for h in hits if "plover" in h["page_content"]]
+        assert "~" in name and ":" not in name and "?" not in name, name
+        assert "forbidden-neighbour.txt" in indexed.found("bob", "bittern ledger odd name")
+    finally:
+        odd.unlink()
+
+
+def api(port: int, data: Path, query: str, user: str) -> Any:
+    import httpx
+
+    token = json.loads((data / "service.json").read_text())["token"]
+    return httpx.get(f"http://127.0.0.1:{port}/search", params={"q": query, "user": user},
+                     headers={"Authorization": f"Bearer {token}"}, timeout=30)  # fmt: skip

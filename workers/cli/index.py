@@ -10,6 +10,7 @@ from typing import Any
 from ingest.paths import display
 from workers.cli.common import (
     EXIT_FAILED_DOCS,
+    EXIT_FATAL,
     EXIT_OK,
     add_common,
     add_shares,
@@ -51,6 +52,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    from ingest.smbfs import ShareUnavailable
     from workers.runtime import finish_writes, open_runtime
     from workers.sync.report import SyncReport
 
@@ -58,10 +60,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
     need_shares(settings)
     announce_nlp()
     runtime = open_runtime(settings, progress=progress, warm=False, background=False)
-    total = SyncReport()
+    total, unavailable = SyncReport(), []
     try:
         for name in settings.shares:
-            total.add(runtime.indexer.sync_share(name))
+            try:
+                total.add(runtime.indexer.sync_share(name))
+            except ShareUnavailable as exc:  # the other shares go on; this one's index is kept
+                unavailable.append(f"share {name}: {exc}")
         finish_writes(settings, runtime.store, lambda m: print(m, file=sys.stderr, flush=True))
     finally:
         runtime.close()
@@ -74,6 +79,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
               f"{c['reused']} reused; {summary['seconds']:.1f} s")  # fmt: skip
         for f in summary["failures"]:
             print(f"  failed {f['share']}:{display(f['path'])}: {f['reason']}")
+    for line in unavailable:
+        print(f"shareindex: error: {line}", file=sys.stderr)
+    if unavailable:
+        return EXIT_FATAL
     return EXIT_FAILED_DOCS if total.failed else EXIT_OK
 
 

@@ -47,10 +47,10 @@ class SmbShare:
             try:
                 entries = smbfs.listdir(self.smb, rel_dir)
             except IngestError as exc:
-                if rel_dir == "":  # the share itself: the whole pass stops, loudly
-                    raise smbfs.ShareUnavailable(f"cannot list {self.location}: {exc}") from exc
                 if isinstance(exc, smbfs.ShareUnavailable):
                     raise
+                if rel_dir == "":  # the share itself: the whole pass stops, loudly
+                    raise smbfs.ShareUnavailable(f"cannot list {self.location}: {exc}") from exc
                 log.warning("folder %s of %s not listed: %s", rel_dir, self.location, exc)
                 continue  # a folder gone or unreadable: the next reconcile sees it
             for name, st in entries:
