@@ -216,10 +216,9 @@ def open_sources(settings: Settings, rules: RuleBook) -> dict[str, Source]:
     """Each configured share as a Source, each with its own permission reader (the share rules
     shared by all, replaceable)."""
     sources: dict[str, Source] = {}
-    password = settings.smb_password.get_secret_value() if settings.smb_password else None
     for name, root in settings.shares.items():
         if isinstance(root, str):  # smb://
-            sources[name] = SmbShare(name, root, settings.smb_username, password, rules)
+            sources[name] = SmbShare(name, root, *settings.smb_account(root), rules)
         else:
             sources[name] = LocalFolder(name, str(root), PermissionResolver(rules))
     return sources

@@ -11,6 +11,7 @@ import re
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -75,6 +76,14 @@ class AclRuleSetting(BaseModel):
         )
 
 
+class SmbHostAccount(BaseModel):
+    """The service account for one SMB server, where it is not ``smb_username``."""
+
+    model_config = ConfigDict(extra="forbid")
+    username: str
+    password: SecretStr
+
+
 class ApiToken(BaseModel):
     """A caller of the query API. Only the SHA-256 of the token is configured."""
 
@@ -101,6 +110,8 @@ class Settings(BaseSettings):
     #: permissions on the whole tree
     smb_username: str | None = None
     smb_password: SecretStr | None = None
+    #: per server ("HOST" or "HOST:PORT"): another account than smb_username/smb_password
+    smb_hosts: dict[str, SmbHostAccount] = Field(default_factory=dict)
     #: the directory users of SMB shares are resolved in (Active Directory or any LDAP server
     #: with objectSid and tokenGroups): ldaps://HOST, or ldap://HOST with StartTLS
     directory_url: str | None = None
@@ -359,10 +370,21 @@ class Settings(BaseSettings):
     def local_shares(self) -> dict[str, Path]:
         return {n: r for n, r in self.shares.items() if isinstance(r, Path)}
 
+    def smb_account(self, url: str) -> tuple[str | None, str | None]:
+        """(username, password) for the server of an smb:// URL: its ``smb_hosts`` entry
+        ("HOST:PORT", then "HOST"), else ``smb_username``/``smb_password``."""
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        hosts = {k.lower(): v for k, v in self.smb_hosts.items()}
+        account = hosts.get(f"{host}:{parts.port or 445}") or hosts.get(host)
+        if account is not None:
+            return account.username, account.password.get_secret_value()
+        password = self.smb_password.get_secret_value() if self.smb_password else None
+        return self.smb_username, password
+
     @property
     def smb_accounts(self) -> tuple[tuple[str, str | None, str | None], ...]:
-        password = self.smb_password.get_secret_value() if self.smb_password else None
-        return tuple((str(r), self.smb_username, password) for r in self.shares.values()
+        return tuple((str(r), *self.smb_account(str(r))) for r in self.shares.values()
                      if isinstance(r, str))  # fmt: skip
 
     @property

@@ -319,6 +319,20 @@ def test_a_share_that_cannot_be_reached_stops_the_pass_and_loses_nothing(indexed
     assert indexed.sync()["documents"]["deleted"] == 0
 
 
+def test_a_server_can_have_an_account_of_its_own(indexed: Indexed, tmp_path: Path) -> None:
+    """[smb_hosts."HOST"] in the TOML file wins over SHAREINDEX_SMB_USERNAME/PASSWORD."""
+    dc = indexed.dc
+    config = tmp_path / "shareindex.toml"
+    config.write_text(f'[smb_hosts."{dc.ip}"]\nusername = "{dc.domain}\\\\svc"\n'
+                      f'password = "{dc.env()["SHAREINDEX_SMB_PASSWORD"]}"\n')  # fmt: skip
+    wrong = {"SHAREINDEX_SMB_USERNAME": "CORP\\nobody", "SHAREINDEX_SMB_PASSWORD": "wrong"}
+    code, _, stderr = _sync(indexed, dc.url, **wrong)
+    assert code == 1 and "cannot log in to" in stderr, stderr
+    code, stdout, stderr = _sync(indexed, dc.url, SHAREINDEX_CONFIG=str(config), **wrong)
+    assert code in (0, 3), stderr
+    assert json.loads(stdout)["documents"]["deleted"] == 0
+
+
 def test_a_file_locked_by_another_client_waits_and_is_indexed_once_released(
     indexed: Indexed,
 ) -> None:
