@@ -382,3 +382,55 @@ def api(port: int, data: Path, query: str, user: str) -> Any:
     token = json.loads((data / "service.json").read_text())["token"]
     return httpx.get(f"http://127.0.0.1:{port}/search", params={"q": query, "user": user},
                      headers={"Authorization": f"Bearer {token}"}, timeout=30)  # fmt: skip
+
+
+def test_distributed_workers_read_the_share_over_smb(
+    dc: SambaDC, tmp_path: Path, redis_url: str
+) -> None:
+    """The watcher (change notifications) and a Celery worker, each reading the SMB share itself
+    (no shared mount): documents indexed with their SIDs, a new file followed, and a file the
+    service account could not read replayed by `retry --failed` once its ACL is fixed."""
+    from index.catalog import FAILED
+    from tests.helpers import wait_until
+    from tests.workers.test_distributed import Cluster
+
+    d = dc.domain
+    dc.user("alice")
+    dc.group("Dist", "alice")
+    dc.mkdir("dist")
+    dc.acl("dist", f"{d}\\Dist:ALLOWED/OI|CI/READ", f"{d}\\svc:ALLOWED/OI|CI/READ",
+           f"{d}\\Administrator:ALLOWED/OI|CI/FULL")  # fmt: skip
+    dc.put("dist/gannet.txt", "The gannet colony report counts two hundred nests.\n")
+    dc.put("dist/denied.txt", "The cormorant file was closed to the service account.\n")
+    dc.acl("dist/denied.txt", f"{d}\\Domain Users:DENIED/0x0/READ",
+           f"{d}\\Administrator:ALLOWED/0x0/FULL")  # fmt: skip
+    cluster = Cluster(tmp_path, redis_url)
+    cluster.env.update({**dc.env(), "SHAREINDEX_DIRECTORY_CACHE_S": "0",
+                        "SHAREINDEX_SHARES": json.dumps({"docs": f"{dc.url}/dist"})})  # fmt: skip
+    try:
+        cluster.worker()
+        watcher = cluster.watcher()
+        wait_until(lambda: cluster.indexed("gannet.txt")
+                   and (r := cluster.doc("denied.txt")) is not None and r.status == FAILED,
+                   120, "the first plan")  # fmt: skip
+        assert "access denied to the service account" in cluster.doc("denied.txt").error
+        dc.put("dist/tern.txt", "The tern census moved to the northern spit.\n")
+        wait_until(lambda: cluster.indexed("tern.txt"), 120, "a new file, notified")
+
+        def found(query: str) -> str:
+            proc = run_cli("search", query, "--user", "alice", "--json", env=cluster.env)
+            assert proc.returncode == 0, proc.stderr
+            return proc.stdout
+
+        assert '"tern.txt"' in found("tern census northern spit")
+        assert "sid:S-1-5-21-" in found("tern census northern spit")  # metadata.acl holds SIDs
+        watcher.stop()  # only retry --failed may bring it now
+        dc.acl("dist/denied.txt", f"{d}\\Dist:ALLOWED/0x0/READ", f"{d}\\svc:ALLOWED/0x0/READ",
+               f"{d}\\Administrator:ALLOWED/0x0/FULL")  # fmt: skip
+        proc = run_cli("retry", "--failed", "--json", env=cluster.env)
+        assert proc.returncode == 0, proc.stderr
+        assert '"dispatched": 1' in proc.stdout
+        wait_until(lambda: cluster.indexed("denied.txt"), 120, "the retried document")
+        assert '"denied.txt"' in found("cormorant file closed")
+    finally:
+        cluster.close()
