@@ -124,6 +124,21 @@ class Settings(BaseSettings):
     #: group memberships are cached this long (a change in the directory applies after it)
     directory_cache_s: float = Field(default=300, ge=0)
 
+    @field_validator(
+        "smb_username",
+        "smb_password",
+        "directory_url",
+        "directory_username",
+        "directory_password",
+        "directory_ca_file",
+        "directory_base_dn",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """Compose and ConfigMaps pass an unused variable as an empty string: it means unset."""
+        return None if value == "" else value
+
     # services (unset = embedded)
     broker_url: str | None = None
     qdrant_url: str | None = None

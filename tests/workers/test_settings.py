@@ -87,3 +87,26 @@ def test_processes_starting_together_all_find_the_data_dir_usable(tmp_path: Path
 
     assert run_together(start, 6) == []
     assert not any(p.name.startswith(".write-test") for p in (tmp_path / "data").iterdir())
+
+
+def test_an_smb_server_takes_its_own_account_else_the_default(tmp_path: Path) -> None:
+    config = tmp_path / "shareindex.toml"
+    config.write_text('[smb_hosts."FS2.corp.test"]\nusername = "CORP\\\\svc2"\npassword = "two"\n'
+                      '[smb_hosts."fs3:4445"]\nusername = "svc3@corp.test"\npassword = "three"\n')  # fmt: skip
+    settings = load_settings(str(config), smb_username="CORP\\svc", smb_password="one",
+                             shares={"a": "smb://fs2.corp.test/a", "b": "smb://fs1/b"})  # fmt: skip
+    assert settings.smb_account("smb://fs2.corp.test/a/x") == ("CORP\\svc2", "two")
+    assert settings.smb_account("smb://fs3:4445/c") == ("svc3@corp.test", "three")
+    assert settings.smb_account("smb://fs3/c") == ("CORP\\svc", "one")  # another port
+    assert settings.smb_account("smb://fs1/b") == ("CORP\\svc", "one")
+    assert dict((u, (n, p)) for u, n, p in settings.smb_accounts) == {
+        "smb://fs2.corp.test/a": ("CORP\\svc2", "two"), "smb://fs1/b": ("CORP\\svc", "one")}  # fmt: skip
+    assert "two" not in repr(settings)  # passwords stay secret in logs
+
+
+def test_empty_smb_and_directory_variables_are_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SMB_USERNAME", "SMB_PASSWORD", "DIRECTORY_URL", "DIRECTORY_CA_FILE"):
+        monkeypatch.setenv(f"SHAREINDEX_{name}", "")
+    settings = load_settings()
+    assert settings.smb_username is None and settings.smb_password is None
+    assert settings.directory_url is None and settings.directory_ca_file is None
