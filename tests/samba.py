@@ -99,10 +99,10 @@ class SambaDC:
         return subprocess.run(["smbclient", "-s", self.conf, f"//{self.ip}/corp", "-U", auth,
                                "-c", command], capture_output=True, text=True, timeout=120)  # fmt: skip
 
-    def put(self, rel: str, text: str) -> None:
+    def put(self, rel: str, content: str | bytes) -> None:
         """Write a file through SMB (it gets the descriptor Windows would give it)."""
         local = self.folder / "upload.tmp"
-        local.write_text(text)
+        local.write_bytes(content.encode() if isinstance(content, str) else content)
         folder, _, name = rel.rpartition("/")
         command = (f'cd "{folder}"; ' if folder else "") + f'put "{local}" "{name}"'
         proc = self.smbclient(command)
@@ -114,14 +114,24 @@ class SambaDC:
         if proc.returncode or "NT_STATUS" in proc.stdout:
             raise RuntimeError(f"mkdir {rel}: {proc.stdout}")
 
-    def acl(self, rel: str, *aces: str) -> None:
-        """Replace the DACL of ``rel`` (aces as ``CORP\\HR:ALLOWED/0x0/READ``), in this order."""
+    def acl(self, rel: str, *aces: str, propagate: bool = False) -> None:
+        """Replace the DACL of ``rel`` (aces as ``CORP\\HR:ALLOWED/0x0/READ``), in this order;
+        ``propagate``: a folder's inheritable ACEs rewritten into everything below it."""
         spec = ",".join(f"ACL:{a}" for a in aces)
+        more = ["--propagate-inheritance"] if propagate else []
         proc = subprocess.run(["smbcacls", "-s", self.conf, f"//{self.ip}/corp", rel,
-                               "-U", self.admin, "--set", spec],
+                               "-U", self.admin, *more, "--set", spec],
                               capture_output=True, text=True, timeout=60)  # fmt: skip
         if proc.returncode:
             raise RuntimeError(f"smbcacls {rel} {spec}: {proc.stdout} {proc.stderr}")
+
+    def break_inheritance(self, rel: str) -> None:
+        """The folder stops inheriting from its parent (the inherited ACEs removed)."""
+        proc = subprocess.run(["smbcacls", "-s", self.conf, f"//{self.ip}/corp", rel,
+                               "-U", self.admin, "--inherit=remove"],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        if proc.returncode:
+            raise RuntimeError(f"smbcacls {rel} --inherit=remove: {proc.stdout} {proc.stderr}")
 
     def can_read(self, user: str, rel: str) -> bool:
         """The DC's own verdict: ``user`` opens the file for reading over SMB (one SMB2 CREATE of

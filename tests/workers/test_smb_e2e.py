@@ -251,6 +251,11 @@ def test_the_running_service_follows_the_share_through_change_notifications(
         return [h.metadata["path"] for h in searcher.search(text, principal, k=5)
                 if h.page_content.strip() == text]  # fmt: skip
 
+    def found_words(user: str, query: str) -> list[str]:
+        principal = Principal(user, sids=directory.sids_of(user))
+        return [h.metadata["path"] for h in searcher.search(query, principal, k=5)
+                if all(w in h.page_content.lower() for w in query.split())]  # fmt: skip
+
     pelican = "The pelican budget closes on the third of March."
     try:
         wait_until(lambda: any("reconciled" in line for line in said), 120, "the first reconcile")
@@ -277,8 +282,32 @@ def test_the_running_service_follows_the_share_through_change_notifications(
         osprey = "The osprey committee meets in the library."
         dc.put("live/minutes/osprey.txt", osprey + "\n")
         wait_until(lambda: found("alice", osprey) == ["minutes/osprey.txt"], 120, "a new folder")
+        # an edit: a new version
+        budget = "The budget review adds a line for the new boathouse roof."
+        dc.put("live/pelican-2027.txt", f"{pelican}\n\n{budget}\n")
+        wait_until(lambda: found_words("bob", "boathouse roof") == ["pelican-2027.txt"], 120,
+                   "the edit")  # fmt: skip
+        record = runtime.catalog.find("live", "pelican-2027.txt")
+        assert record is not None and record.version == version + 1
+        # a scanned page: read over SMB by the parse process, OCR'd
+        from tests.scans import page_scan, scanned_pdf
+
+        dc.put("live/minutes/scan.pdf", scanned_pdf([page_scan(["Inspection of the weir gate",
+                                                                 "The weir gate hinge is cracked."])]))  # fmt: skip
+        wait_until(lambda: "minutes/scan.pdf" in found_words("alice", "weir gate hinge cracked"),
+                   180, "the scanned page")  # fmt: skip
+        # inheritance broken on a folder and new permissions propagated to its files (as
+        # Explorer does): payload updates only
+        osprey_version = runtime.catalog.find("live", "minutes/osprey.txt").version  # type: ignore[union-attr]
+        dc.break_inheritance("live/minutes")
+        dc.acl("live/minutes", f"{d}\\bob:ALLOWED/OI|CI/READ", f"{d}\\svc:ALLOWED/OI|CI/READ",
+               f"{d}\\Administrator:ALLOWED/OI|CI/FULL", propagate=True)  # fmt: skip
+        wait_until(lambda: found("bob", osprey) == ["minutes/osprey.txt"], 120, "the folder's ACL")
+        # alice's ACE stays on the file: smbcacls turned the inherited ACEs explicit there
+        assert found("alice", osprey) == ["minutes/osprey.txt"]
+        assert runtime.catalog.find("live", "minutes/osprey.txt").version == osprey_version  # type: ignore[union-attr]
         dc.smbclient('del "live/pelican-2027.txt"')
-        wait_until(lambda: found("bob", pelican) == [], 120, "the delete")
+        wait_until(lambda: found_words("bob", "boathouse roof") == [], 120, "the delete")
         # the server drops every client connection; a file written meanwhile is still found
         dropped = dc.drop_connections()
         assert dropped, "no client connection to drop"
