@@ -5,6 +5,7 @@ security descriptors, users and nested groups from the directory. No mock of SMB
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -463,3 +464,52 @@ def test_distributed_workers_read_the_share_over_smb(
         assert '"denied.txt"' in found("cormorant file closed")
     finally:
         cluster.close()
+
+
+def test_a_server_without_change_notifications_is_polled(
+    dc: SambaDC, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that answers CHANGE_NOTIFY with NOT_SUPPORTED: `run` polls the share instead
+    (the reconcile is an hour away), and says so. Samba always notifies, so the refusal is made
+    here: opening the watch raises what smbfs raises for that status; the share is the DC's."""
+    from index.search import Searcher
+    from ingest import smbfs
+    from tests.helpers import free_port, wait_until
+    from workers.directory import LdapDirectory
+    from workers.runtime import open_runtime
+    from workers.settings import load_settings
+    from workers.watch.embedded import EmbeddedService
+
+    def refused(self: smbfs.TreeWatch, location: smbfs.SmbLocation, completion: int) -> None:
+        raise smbfs.NotifyUnsupported("the server sends no change notifications (NOT_SUPPORTED)")
+
+    monkeypatch.setattr(smbfs.TreeWatch, "__init__", refused)
+    env = dc.env()
+    dc.mkdir("quiet")
+    settings = load_settings(
+        data_dir=tmp_path / "data", shares={"q": f"{dc.url}/quiet"},
+        smb_username=env["SHAREINDEX_SMB_USERNAME"], smb_password=env["SHAREINDEX_SMB_PASSWORD"],
+        api_port=free_port(), debounce_s=0.2, reconcile_interval_s=3600, polling_interval_s=1,
+    )  # fmt: skip
+    directory = LdapDirectory(env["SHAREINDEX_DIRECTORY_URL"], env["SHAREINDEX_DIRECTORY_USERNAME"],
+                              env["SHAREINDEX_DIRECTORY_PASSWORD"], tls_verify=False)  # fmt: skip
+    admin = Principal("Administrator", sids=directory.sids_of("Administrator"))
+    directory.close()
+    runtime = open_runtime(settings)
+    said: list[str] = []
+    service = EmbeddedService(settings, runtime, say=said.append)
+    thread = threading.Thread(target=service.run, kwargs={"handle_signals": False}, daemon=True)
+    searcher = Searcher(runtime.store, runtime.embedder)
+    text = "The quail register lists every hatchery by county."
+    with caplog.at_level(logging.WARNING, logger="workers.sources.smb"):
+        thread.start()
+        try:
+            wait_until(lambda: any("reconciled" in line for line in said), 120, "the reconcile")
+            wait_until(lambda: "polling it every 1 s" in caplog.text, 60, "the fallback")
+            dc.put("quiet/quail.txt", text + "\n")
+            wait_until(lambda: [h.metadata["path"] for h in searcher.search(text, admin, k=3)]
+                       == ["quail.txt"], 120, "the polled change")  # fmt: skip
+        finally:
+            service.request_stop()
+            thread.join(timeout=60)
+            runtime.close()
