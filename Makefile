@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEB_PACKAGES := tesseract-ocr tesseract-ocr-jpn tesseract-ocr-jpn-vert poppler-utils libmagic1 acl fonts-noto-cjk \
-	samba samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind smbclient ldap-utils
+	samba samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind smbclient ldap-utils \
+	libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui
 SHARE ?= demo=$(CURDIR)/demo/share
 DATA_DIR ?= $(CURDIR)/.data
 PORT ?= 8765

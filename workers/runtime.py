@@ -309,6 +309,8 @@ def open_runtime(
                 time_budget_s=settings.parse_timeout_s * 0.75,
             ),
             keep_textless_images=settings.vlm_url is not None,
+            # a conversion that hangs is stopped before the parse time limit, with its reason
+            convert_timeout_s=settings.parse_timeout_s * 0.8,
             # opened by URL inside each parse process: OCR is cached where it runs
             cache=SqlContentCache(settings.catalog),
             page_transcriber=make_vlm_client(settings) if settings.vlm_layout_mode else None,

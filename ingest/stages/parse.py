@@ -40,6 +40,7 @@ from ingest.guards import (
 from ingest.images import IMAGE_FILETYPES
 from ingest.models import Element, ElementKind, ParsedDocument, SourceFile
 from ingest.stages.ocr import OcrOptions
+from ingest.stages.office import CONVERTED, convert
 from ingest.stages.pages import PageOptions, read_image, with_read_pages
 from ingest.stages.vlm import PageTranscriber
 from ingest.text import is_cjk, normalize_space
@@ -57,7 +58,12 @@ FORMATS: dict[str, str] = {
     "json": "json",
     "png": "png", "jpg": "jpeg", "jpeg": "jpeg", "tif": "tiff", "tiff": "tiff",
     "bmp": "bmp", "webp": "webp",
+    **{extension: extension for extension in CONVERTED},  # through LibreOffice
 }  # fmt: skip
+
+#: converted formats that are zip containers themselves
+_ZIPPED = frozenset({"docm", "dotm", "dotx", "xlsm", "xltm", "xltx", "pptm", "potm", "potx",
+                     "ppsx", "odt", "ott", "ods", "ots", "odp", "otp"})  # fmt: skip
 
 _KINDS: dict[str, ElementKind] = {
     "Title": "title",
@@ -92,6 +98,8 @@ class ParseOptions:
     #: False: pages not in the cache are not transcribed here; PagesNeedGpu hands the document
     #: to a worker of the gpu queue (a cpu-queue worker of the distributed mode)
     transcribe_here: bool = True
+    #: time limit of one LibreOffice conversion (legacy Office, RTF, OpenDocument)
+    convert_timeout_s: float = 100.0
 
     @property
     def pages(self) -> PageOptions:
@@ -143,6 +151,10 @@ def parse(source: SourceFile, options: ParseOptions) -> ParsedDocument:
 
 
 def parse_bytes(data: bytes, filetype: str, options: ParseOptions) -> list[Element]:
+    if filetype in CONVERTED:  # read as the modern format LibreOffice makes of it
+        if filetype in _ZIPPED:  # OOXML and OpenDocument are zips: bombs checked first
+            check_zip_container(data, filetype, options.max_uncompressed_bytes)
+        data, filetype = convert(data, filetype, options.convert_timeout_s), CONVERTED[filetype]
     if filetype in ZIP_FORMATS:
         check_zip_container(data, filetype, options.max_uncompressed_bytes)
     if filetype == "pdf":
