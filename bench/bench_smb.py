@@ -12,13 +12,13 @@ loopback address (tests/samba.py; needs root and Samba's AD DC packages, as the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -42,37 +42,26 @@ def _sync(share: str, data: Path, env: dict[str, str]) -> dict[str, Any]:
 def measure_live(dc: Any, work: Path, files: int) -> dict[str, Any]:
     from index.acl import Principal
     from index.search import Searcher
-    from workers.directory import LdapDirectory
-    from workers.runtime import open_runtime
+    from tests.helpers import free_port, running_service
     from workers.settings import load_settings
-    from workers.watch.embedded import EmbeddedService
 
-    d, env = dc.domain, dc.env()
+    d = dc.domain
     dc.user("alice")
     dc.mkdir("live")
     settings = load_settings(
-        data_dir=work / "live-data", shares={"live": f"{dc.url}/live"}, api_port=_port(),
-        smb_username=env["SHAREINDEX_SMB_USERNAME"], smb_password=env["SHAREINDEX_SMB_PASSWORD"],
-        reconcile_interval_s=3600,
+        data_dir=work / "live-data", shares={"live": f"{dc.url}/live"}, api_port=free_port(),
+        **dc.service_settings(), reconcile_interval_s=3600,
     )  # fmt: skip
-    directory = LdapDirectory(env["SHAREINDEX_DIRECTORY_URL"], env["SHAREINDEX_DIRECTORY_USERNAME"],
-                              env["SHAREINDEX_DIRECTORY_PASSWORD"], tls_verify=False)  # fmt: skip
-    alice = Principal("alice", sids=directory.sids_of("alice"))
-    directory.close()
-    runtime = open_runtime(settings)
-    said: list[str] = []
-    service = EmbeddedService(settings, runtime, say=said.append)
-    thread = threading.Thread(target=service.run, kwargs={"handle_signals": False}, daemon=True)
-    thread.start()
-    searcher = Searcher(runtime.store, runtime.embedder)
-
-    def found(word: str) -> bool:
-        return bool(searcher.search(word, alice, k=1, mode="sparse"))
-
+    with contextlib.closing(dc.directory(cache_s=300)) as directory:
+        alice = Principal("alice", sids=directory.sids_of("alice"))
     latencies, revocations = [], []
-    try:
-        while not any("reconciled" in line for line in said):
-            time.sleep(0.05)
+    with running_service(settings, timeout=600) as running:
+        runtime = running.runtime
+        searcher = Searcher(runtime.store, runtime.embedder)
+
+        def found(word: str) -> bool:
+            return bool(searcher.search(word, alice, k=1, mode="sparse"))
+
         # alice may read what is written in the folder from now on (inherited by new files)
         dc.acl("live", f"{d}\\alice:ALLOWED/OI|CI/READ", f"{d}\\svc:ALLOWED/OI|CI/READ",
                f"{d}\\Administrator:ALLOWED/OI|CI/FULL")  # fmt: skip
@@ -92,10 +81,6 @@ def measure_live(dc: Any, work: Path, files: int) -> dict[str, Any]:
                 time.sleep(0.01)
             revocations.append(time.monotonic() - started)
         embedded = runtime.embedder.embedded_total - embedded_before
-    finally:
-        service.request_stop()
-        thread.join(timeout=60)
-        runtime.close()
     return {
         "freshness": {
             "files": files,
@@ -113,14 +98,6 @@ def measure_live(dc: Any, work: Path, files: int) -> dict[str, Any]:
             "note": "from the start of smbcacls until the user no longer finds it",
         },  # fmt: skip
     }
-
-
-def _port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main() -> None:

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from index.vectors import StoredPoint, VectorIndex
+
+if TYPE_CHECKING:
+    from workers.runtime import Runtime
+    from workers.settings import Settings
+    from workers.watch.embedded import EmbeddedService
 
 
 def free_port() -> int:
@@ -59,3 +66,35 @@ def open_index(data_dir: Path, **settings: Any) -> VectorIndex:
     from workers.settings import load_settings
 
     return open_store(load_settings(data_dir=data_dir, **settings))
+
+
+@dataclass
+class Running:
+    """The embedded service of ``running_service``: its runtime, itself, what it said."""
+
+    runtime: Runtime
+    service: EmbeddedService
+    said: list[str]
+
+
+@contextlib.contextmanager
+def running_service(settings: Settings, timeout: float = 60) -> Iterator[Running]:
+    """``shareindex run`` in this process: the embedded service on a thread of its own, yielded
+    after its first reconcile (``timeout`` s at most); stopped, its runtime closed, on the way
+    out."""
+    from workers.runtime import open_runtime
+    from workers.watch.embedded import EmbeddedService
+
+    runtime = open_runtime(settings)
+    said: list[str] = []
+    service = EmbeddedService(settings, runtime, say=said.append)
+    thread = threading.Thread(target=service.run, kwargs={"handle_signals": False}, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: any("reconciled" in line for line in said), timeout,
+                   "the first reconcile")  # fmt: skip
+        yield Running(runtime, service, said)
+    finally:
+        service.request_stop()
+        thread.join(timeout=60)
+        runtime.close()

@@ -19,6 +19,10 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from workers.directory import LdapDirectory
 
 ADMIN_PASSWORD = "Adm1n-" + uuid.uuid4().hex[:10] + "!"
 USER_PASSWORD = "Us3r-" + uuid.uuid4().hex[:10] + "!"
@@ -72,6 +76,19 @@ class SambaDC:
             "SHAREINDEX_DIRECTORY_PASSWORD": USER_PASSWORD,
             "SHAREINDEX_DIRECTORY_TLS_VERIFY": "false",  # the DC's self-signed certificate
         }
+
+    def service_settings(self) -> dict[str, Any]:
+        """The same as ``env``, as settings for ``load_settings`` (a service in this process)."""
+        return {key.removeprefix("SHAREINDEX_").lower(): value for key, value in self.env().items()}
+
+    def directory(self, cache_s: float = 0) -> LdapDirectory:
+        """The directory as ShareIndex reads it (close it after use)."""
+        from workers.directory import LdapDirectory
+
+        env = self.env()
+        return LdapDirectory(env["SHAREINDEX_DIRECTORY_URL"], env["SHAREINDEX_DIRECTORY_USERNAME"],
+                             env["SHAREINDEX_DIRECTORY_PASSWORD"], tls_verify=False,
+                             cache_s=cache_s)  # fmt: skip
 
     def tool(self, *args: str) -> str:
         proc = subprocess.run(["samba-tool", *args, "-H", f"ldap://{self.ip}",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,51 +15,9 @@ from ingest import nlp_fallback
 from ingest.errors import CorruptDocument, DecompressionBomb, ParseTimeout
 from ingest.stages.office import CONVERTED
 from ingest.stages.parse import FORMATS, ParseOptions, filetype_of, parse_bytes
+from tests.office import SAMPLES, soffice, write_source
 
 pytestmark = pytest.mark.integration
-
-#: extension -> (made from, the phrase only that file holds)
-SAMPLES = {
-    "doc": ("docx", "不合格品はカワセミ倉庫の赤い棚に隔離する。"),
-    "rtf": ("docx", "The lamprey valve is greased every spring."),
-    "odt": ("docx", "The marten filter is rinsed after each batch."),
-    "xls": ("xlsx", "ヤマセミ工場の月次点検"),
-    "ods": ("xlsx", "Weasel pump pressure log"),
-    "ppt": ("pptx", "Osprey line restart checklist"),
-    "odp": ("pptx", "Badger conveyor safety briefing"),
-}
-
-
-def _write_source(path: Path, kind: str, phrase: str) -> None:
-    if kind == "docx":
-        import docx
-
-        d = docx.Document()
-        d.add_heading("点検記録", 1)
-        d.add_paragraph(phrase)
-        d.save(str(path))
-    elif kind == "xlsx":
-        import openpyxl
-
-        wb = openpyxl.Workbook()
-        ws = wb.active
-        ws.append(["item", "value"])
-        ws.append([phrase, 42])
-        wb.save(str(path))
-    else:
-        from pptx import Presentation
-
-        p = Presentation()
-        slide = p.slides.add_slide(p.slide_layouts[1])
-        slide.shapes.title.text = phrase
-        slide.placeholders[1].text = "Step one: stop the line."
-        p.save(str(path))
-
-
-def _soffice(profile: Path, target: str, source: Path, out: Path) -> None:
-    subprocess.run(["soffice", f"-env:UserInstallation={profile.as_uri()}", "--headless",
-                    "--convert-to", target, "--outdir", str(out), str(source)],
-                   check=True, capture_output=True, timeout=180)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -75,13 +32,13 @@ def samples() -> Iterator[dict[str, bytes]]:
         out = {}
         for ext, (kind, phrase) in SAMPLES.items():
             source = work / f"{ext}-source.{kind}"
-            _write_source(source, kind, phrase)
-            _soffice(work / "profile", ext, source, work)
+            write_source(source, kind, phrase)
+            soffice(work / "profile", ext, source, work)
             out[ext] = (work / f"{ext}-source.{ext}").read_bytes()
         # macro-enabled Word: a docx whose main part says docm (python-docx refuses it as is)
         docm = work / "m.docm"
-        _write_source(work / "m.docx", "docx", "The heron gauge reads in kilopascal.")
-        _soffice(work / "profile", "docm", work / "m.docx", work)
+        write_source(work / "m.docx", "docx", "The heron gauge reads in kilopascal.")
+        soffice(work / "profile", "docm", work / "m.docx", work)
         out["docm"] = docm.read_bytes()
         yield out
     finally:
@@ -138,7 +95,7 @@ def test_a_zipped_format_is_checked_for_bombs_before_libreoffice_opens_it(tmp_pa
         parse_bytes(bomb.read_bytes(), "odt", ParseOptions(max_uncompressed_bytes=2**20))
 
 
-def test_a_conversion_over_its_time_limit_is_stopped_and_leaves_no_soffice(
+def test_a_conversion_over_its_time_limit_is_stopped_and_leaves_nosoffice(
     samples: dict[str, bytes],
 ) -> None:
     def running() -> set[int]:

@@ -19,8 +19,8 @@ import pytest
 from index.acl import Principal
 from index.catalog import DELETED
 from index.search import Searcher
-from tests.helpers import free_port, wait_until
-from workers.runtime import Runtime, open_runtime
+from tests.helpers import free_port, running_service, wait_until
+from workers.runtime import Runtime
 from workers.settings import load_settings
 from workers.watch.embedded import EmbeddedService
 
@@ -75,16 +75,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         debounce_s=0.3,
         write_settle_s=3.0,
     )
-    runtime = open_runtime(settings)
-    said: list[str] = []
-    service = EmbeddedService(settings, runtime, say=said.append)
-    thread = threading.Thread(target=service.run, kwargs={"handle_signals": False}, daemon=True)
-    thread.start()
-    wait_until(lambda: any("reconciled" in line for line in said), 60, "the first reconcile")
-    yield Live(root, runtime, service, said)
-    service.request_stop()
-    thread.join(timeout=30)
-    runtime.close()
+    with running_service(settings) as running:
+        yield Live(root, running.runtime, running.service, running.said)
 
 
 def _write(path: Path, text: str) -> None:
@@ -317,30 +309,15 @@ def test_a_polled_share_is_followed_without_inotify(tmp_path: Path) -> None:
         data_dir=tmp_path / "data", shares={"nfs": root}, polling_shares=["nfs"], polling_interval_s=0.5,
         api_port=free_port(), debounce_s=0.3, write_settle_s=1.5,
     )  # fmt: skip
-    runtime = open_runtime(settings)
-    said: list[str] = []
-    service = EmbeddedService(settings, runtime, say=said.append)
-    thread = threading.Thread(target=service.run, kwargs={"handle_signals": False}, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: any("reconciled" in line for line in said), 60, "the first reconcile")
+    with running_service(settings) as running:
+        catalog = running.runtime.catalog
         (root / "remote.txt").write_text("Written on another machine of the network share.\n")
-        record = wait_until(
-            lambda: runtime.catalog.find("nfs", "remote.txt"), 15, "remote.txt seen"
-        )
-        wait_until(
-            lambda: runtime.catalog.get(record.id).status == "indexed", 15, "remote.txt indexed"
-        )
+        record = wait_until(lambda: catalog.find("nfs", "remote.txt"), 15, "remote.txt seen")
+        wait_until(lambda: catalog.get(record.id).status == "indexed", 15, "remote.txt indexed")
         (root / "remote.txt").unlink()
         wait_until(
-            lambda: runtime.catalog.find("nfs", "remote.txt").status == DELETED,
-            15,
-            "remote.txt deleted",
+            lambda: catalog.find("nfs", "remote.txt").status == DELETED, 15, "remote.txt deleted"
         )
-    finally:
-        service.request_stop()
-        thread.join(timeout=30)
-        runtime.close()
 
 
 def test_polling_an_unknown_share_is_a_config_error(tmp_path: Path) -> None:

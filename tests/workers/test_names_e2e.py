@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,10 @@ from index.catalog import FAILED, INDEXED
 from index.search import Searcher
 from ingest import paths
 from tests.conftest import run_cli
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, running_service, wait_until
 from workers.runtime import open_runtime
 from workers.settings import load_settings
 from workers.sources.posix import PermissionResolver
-from workers.watch.embedded import EmbeddedService
 
 pytestmark = pytest.mark.integration
 
@@ -171,19 +169,13 @@ def test_the_running_service_follows_changes_to_such_names(tmp_path: Path) -> No
     settings = load_settings(
         data_dir=tmp_path / "data", shares={"live": root}, api_port=free_port(), debounce_s=0.2
     )
-    runtime = open_runtime(settings)
-    said: list[str] = []
-    service = EmbeddedService(settings, runtime, say=said.append)
-    thread = threading.Thread(target=service.run, kwargs={"handle_signals": False}, daemon=True)
-    thread.start()
-    searcher = Searcher(runtime.store, runtime.embedder)
+    with running_service(settings) as running:
+        searcher = Searcher(running.runtime.store, running.runtime.embedder)
 
-    def found(text: str) -> list[str]:
-        hits = searcher.search(text, Principal(), k=3)
-        return [h.metadata["path"] for h in hits if h.page_content == text]
+        def found(text: str) -> list[str]:
+            hits = searcher.search(text, Principal(), k=3)
+            return [h.metadata["path"] for h in hits if h.page_content == text]
 
-    try:
-        wait_until(lambda: any("reconciled" in line for line in said), 60, "the first reconcile")
         sjis = "図面/部品表.txt".encode("cp932")
         deep = b"/".join([*_deep_dirs()[:20], b"stray\xff.txt"])
         _write(root, sjis, "The heron drill is stored in cabinet nine.")
@@ -197,11 +189,7 @@ def test_the_running_service_follows_changes_to_such_names(tmp_path: Path) -> No
         wait_until(lambda: found(want[sjis]) == [paths.from_bytes(renamed)], 60, "the rename")
         os.unlink(root / os.fsdecode(renamed))
         wait_until(lambda: found(want[sjis]) == [], 60, "the delete")
-        assert not [line for line in said if "failed" in line], said
-    finally:
-        service.request_stop()
-        thread.join(timeout=60)
-        runtime.close()
+        assert not [line for line in running.said if "failed" in line], running.said
 
 
 def test_an_unexpected_error_planning_one_file_costs_that_file_only(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
-from tests.ingest.test_office import SAMPLES, _soffice, _write_source
+from tests.office import SAMPLES, soffice, write_source
 
 pytestmark = pytest.mark.integration
 
@@ -22,8 +22,8 @@ def _make(folder: Path, name: str, ext: str, phrase: str) -> None:
     kind = SAMPLES[ext][0]
     with tempfile.TemporaryDirectory() as work:
         source = Path(work) / f"{Path(name).stem}.{kind}"
-        _write_source(source, kind, phrase)
-        _soffice(Path(work) / "profile", ext, source, Path(work))
+        write_source(source, kind, phrase)
+        soffice(Path(work) / "profile", ext, source, Path(work))
         shutil.copy(Path(work) / f"{Path(name).stem}.{ext}", folder / name)
 
 

@@ -4,12 +4,12 @@ security descriptors, users and nested groups from the directory. No mock of SMB
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import random
 import shutil
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,8 +147,6 @@ def test_a_group_change_in_the_directory_applies_without_a_sync(indexed: Indexed
 def test_the_index_decides_as_the_domain_controller(indexed: Indexed) -> None:
     """Random ACLs on files, random memberships: for every user and file, the index lets the
     user read exactly when the DC itself lets them open the file."""
-    from workers.directory import LdapDirectory
-
     dc, d = indexed.dc, indexed.dc.domain
     rng = random.Random(20261129)
     users = [f"pu{i}" for i in range(4)]
@@ -174,9 +172,7 @@ def test_the_index_decides_as_the_domain_controller(indexed: Indexed) -> None:
                f"{d}\\svc:ALLOWED/0x0/READ")  # fmt: skip
         files.append(rel)
     indexed.sync()
-    env = dc.env()
-    directory = LdapDirectory(env["SHAREINDEX_DIRECTORY_URL"], env["SHAREINDEX_DIRECTORY_USERNAME"],
-                              env["SHAREINDEX_DIRECTORY_PASSWORD"], tls_verify=False, cache_s=0)  # fmt: skip
+    directory = dc.directory()
     catalog = _acls(indexed.data)
     compared = 0
     for user in users:
@@ -216,11 +212,8 @@ def test_the_running_service_follows_the_share_through_change_notifications(
     bring a new file, an ACL change (a payload update), a rename, a new folder and a delete; after
     the server dropped every connection, the watch comes back and nothing is missed."""
     from index.search import Searcher
-    from tests.helpers import free_port, wait_until
-    from workers.directory import LdapDirectory
-    from workers.runtime import open_runtime
+    from tests.helpers import free_port, running_service, wait_until
     from workers.settings import load_settings
-    from workers.watch.embedded import EmbeddedService
 
     d = dc.domain
     for user in ("alice", "bob"):
@@ -229,37 +222,26 @@ def test_the_running_service_follows_the_share_through_change_notifications(
     dc.mkdir("live")
     dc.acl("live", f"{d}\\Live:ALLOWED/OI|CI/READ", f"{d}\\svc:ALLOWED/OI|CI/READ",
            f"{d}\\Administrator:ALLOWED/OI|CI/FULL")  # fmt: skip
-    env = dc.env()
     settings = load_settings(
         data_dir=tmp_path / "data", shares={"live": f"{dc.url}/live"}, api_port=free_port(),
-        smb_username=env["SHAREINDEX_SMB_USERNAME"], smb_password=env["SHAREINDEX_SMB_PASSWORD"],
-        directory_url=env["SHAREINDEX_DIRECTORY_URL"], directory_tls_verify=False,
-        directory_username=env["SHAREINDEX_DIRECTORY_USERNAME"], directory_cache_s=0,
-        directory_password=env["SHAREINDEX_DIRECTORY_PASSWORD"],
-        debounce_s=0.2, reconcile_interval_s=3600,
+        **dc.service_settings(), directory_cache_s=0, debounce_s=0.2, reconcile_interval_s=3600,
     )  # fmt: skip
-    runtime = open_runtime(settings)
-    said: list[str] = []
-    service = EmbeddedService(settings, runtime, say=said.append)
-    thread = threading.Thread(target=service.run, kwargs={"handle_signals": False}, daemon=True)
-    thread.start()
-    searcher = Searcher(runtime.store, runtime.embedder)
-    directory = LdapDirectory(env["SHAREINDEX_DIRECTORY_URL"], env["SHAREINDEX_DIRECTORY_USERNAME"],
-                              env["SHAREINDEX_DIRECTORY_PASSWORD"], tls_verify=False, cache_s=0)  # fmt: skip
-
-    def found(user: str, text: str) -> list[str]:
-        principal = Principal(user, sids=directory.sids_of(user))
-        return [h.metadata["path"] for h in searcher.search(text, principal, k=5)
-                if h.page_content.strip() == text]  # fmt: skip
-
-    def found_words(user: str, query: str) -> list[str]:
-        principal = Principal(user, sids=directory.sids_of(user))
-        return [h.metadata["path"] for h in searcher.search(query, principal, k=5)
-                if all(w in h.page_content.lower() for w in query.split())]  # fmt: skip
-
     pelican = "The pelican budget closes on the third of March."
-    try:
-        wait_until(lambda: any("reconciled" in line for line in said), 120, "the first reconcile")
+    directory = dc.directory()
+    with running_service(settings, timeout=120) as running, contextlib.closing(directory):
+        runtime = running.runtime
+        searcher = Searcher(runtime.store, runtime.embedder)
+
+        def found(user: str, text: str) -> list[str]:
+            principal = Principal(user, sids=directory.sids_of(user))
+            return [h.metadata["path"] for h in searcher.search(text, principal, k=5)
+                    if h.page_content.strip() == text]  # fmt: skip
+
+        def found_words(user: str, query: str) -> list[str]:
+            principal = Principal(user, sids=directory.sids_of(user))
+            return [h.metadata["path"] for h in searcher.search(query, principal, k=5)
+                    if all(w in h.page_content.lower() for w in query.split())]  # fmt: skip
+
         dc.put("live/pelican.txt", pelican + "\n")
         wait_until(lambda: found("alice", pelican) == ["pelican.txt"], 120, "the new file")
         assert found("bob", pelican) == []
@@ -316,12 +298,7 @@ def test_the_running_service_follows_the_share_through_change_notifications(
         heron = "The heron survey counts nests along the canal."
         dc.put("live/heron.txt", heron + "\n")
         wait_until(lambda: found("alice", heron) == ["heron.txt"], 180, "after the drop")
-        assert not [line for line in said if "failed" in line], said
-    finally:
-        service.request_stop()
-        thread.join(timeout=60)
-        runtime.close()
-        directory.close()
+        assert not [line for line in running.said if "failed" in line], running.said
 
 
 def _sync(indexed: Indexed, url: str, **env: str) -> tuple[int, str, str]:
@@ -475,42 +452,27 @@ def test_a_server_without_change_notifications_is_polled(
     here: opening the watch raises what smbfs raises for that status; the share is the DC's."""
     from index.search import Searcher
     from ingest import smbfs
-    from tests.helpers import free_port, wait_until
-    from workers.directory import LdapDirectory
-    from workers.runtime import open_runtime
+    from tests.helpers import free_port, running_service, wait_until
     from workers.settings import load_settings
-    from workers.watch.embedded import EmbeddedService
 
     def refused(self: smbfs.TreeWatch, location: smbfs.SmbLocation, completion: int) -> None:
         raise smbfs.NotifyUnsupported("the server sends no change notifications (NOT_SUPPORTED)")
 
     monkeypatch.setattr(smbfs.TreeWatch, "__init__", refused)
-    env = dc.env()
     dc.mkdir("quiet")
     settings = load_settings(
-        data_dir=tmp_path / "data", shares={"q": f"{dc.url}/quiet"},
-        smb_username=env["SHAREINDEX_SMB_USERNAME"], smb_password=env["SHAREINDEX_SMB_PASSWORD"],
+        data_dir=tmp_path / "data", shares={"q": f"{dc.url}/quiet"}, **dc.service_settings(),
         api_port=free_port(), debounce_s=0.2, reconcile_interval_s=3600, polling_interval_s=1,
     )  # fmt: skip
-    directory = LdapDirectory(env["SHAREINDEX_DIRECTORY_URL"], env["SHAREINDEX_DIRECTORY_USERNAME"],
-                              env["SHAREINDEX_DIRECTORY_PASSWORD"], tls_verify=False)  # fmt: skip
-    admin = Principal("Administrator", sids=directory.sids_of("Administrator"))
-    directory.close()
-    runtime = open_runtime(settings)
-    said: list[str] = []
-    service = EmbeddedService(settings, runtime, say=said.append)
-    thread = threading.Thread(target=service.run, kwargs={"handle_signals": False}, daemon=True)
-    searcher = Searcher(runtime.store, runtime.embedder)
+    with contextlib.closing(dc.directory()) as directory:
+        admin = Principal("Administrator", sids=directory.sids_of("Administrator"))
     text = "The quail register lists every hatchery by county."
-    with caplog.at_level(logging.WARNING, logger="workers.sources.smb"):
-        thread.start()
-        try:
-            wait_until(lambda: any("reconciled" in line for line in said), 120, "the reconcile")
-            wait_until(lambda: "polling it every 1 s" in caplog.text, 60, "the fallback")
-            dc.put("quiet/quail.txt", text + "\n")
-            wait_until(lambda: [h.metadata["path"] for h in searcher.search(text, admin, k=3)]
-                       == ["quail.txt"], 120, "the polled change")  # fmt: skip
-        finally:
-            service.request_stop()
-            thread.join(timeout=60)
-            runtime.close()
+    with (
+        caplog.at_level(logging.WARNING, logger="workers.sources.smb"),
+        running_service(settings, timeout=120) as running,
+    ):
+        searcher = Searcher(running.runtime.store, running.runtime.embedder)
+        wait_until(lambda: "polling it every 1 s" in caplog.text, 60, "the fallback")
+        dc.put("quiet/quail.txt", text + "\n")
+        wait_until(lambda: [h.metadata["path"] for h in searcher.search(text, admin, k=3)]
+                   == ["quail.txt"], 120, "the polled change")  # fmt: skip

@@ -252,18 +252,9 @@ def test_an_embed_task_takes_waiting_documents_along(tmp_path: Path, redis_url: 
     same batches as the task's own; one held by another worker, or with a stale token, is not.
     Their own messages then find them indexed and are dropped."""
     ctx, catalog = context_for(tmp_path, redis_url)
-    tokens = {}
-    for doc in ("own", "w1", "w2", "held", "stale"):
-        (tmp_path / "share" / f"{doc}.txt").write_text(f"{doc} text\n")
-        catalog.upsert_seen(doc, "docs", f"{doc}.txt", 9, 1, [])
-        tokens[doc] = catalog.dispatch(doc, 60)
-        parsed = PreparedDocument(
-            SourceFile("docs", str(tmp_path / "share"), f"{doc}.txt", 9, 1),
-            ParsedDocument("h" * 64, 9, 1, (), "text"), (Chunk(0, f"{doc} text", "text"),),
-        )  # fmt: skip
-        catalog.stage(doc, tokens[doc], encode_prepared(parsed, changed_at=123.0))
+    tokens = _staged_docs(tmp_path, catalog, ["own", "w1", "w2", "held", "stale"], 123.0)
     catalog.take("held", tokens["held"], "other:9", 60)  # another worker embeds it now
-    catalog.stage("stale", "an-older-token", encode_prepared(parsed))
+    catalog.stage("stale", "an-older-token", encode_prepared(_prepared(tmp_path, "stale")))
     committed: list[list[str]] = []
 
     def commit_many(ready: list[Any], report: Any) -> None:
@@ -283,17 +274,25 @@ def test_an_embed_task_takes_waiting_documents_along(tmp_path: Path, redis_url: 
     assert set(ctx.heartbeat._held) == {"own"}  # those taken along are let go (run_step drops own)
 
 
-def _staged_docs(tmp_path: Path, catalog: Any, names: list[str]) -> dict[str, str]:
+def _prepared(tmp_path: Path, doc: str) -> PreparedDocument:
+    return PreparedDocument(
+        SourceFile("docs", str(tmp_path / "share"), f"{doc}.txt", 9, 1),
+        ParsedDocument("h" * 64, 9, 1, (), "text"), (Chunk(0, f"{doc} text", "text"),),
+    )  # fmt: skip
+
+
+def _staged_docs(
+    tmp_path: Path, catalog: Any, names: list[str], changed_at: float = 1.0
+) -> dict[str, str]:
+    """Each document seen, dispatched and staged as parsed (waiting for the gpu queue)."""
     tokens = {}
     for doc in names:
         (tmp_path / "share" / f"{doc}.txt").write_text(f"{doc} text\n")
         catalog.upsert_seen(doc, "docs", f"{doc}.txt", 9, 1, [])
         tokens[doc] = catalog.dispatch(doc, 60)
-        parsed = PreparedDocument(
-            SourceFile("docs", str(tmp_path / "share"), f"{doc}.txt", 9, 1),
-            ParsedDocument("h" * 64, 9, 1, (), "text"), (Chunk(0, f"{doc} text", "text"),),
-        )  # fmt: skip
-        catalog.stage(doc, tokens[doc], encode_prepared(parsed, changed_at=1.0))
+        catalog.stage(
+            doc, tokens[doc], encode_prepared(_prepared(tmp_path, doc), changed_at=changed_at)
+        )
     return tokens
 
 
