@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy import MetaData, create_engine, event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-_RACE = ("already exists", "duplicate key")
+_RACE = ("already exists", "duplicate key", "duplicate column")
 
 
 def create_tables(metadata: MetaData, engine: Engine, tries: int = 3) -> None:
@@ -18,10 +18,30 @@ def create_tables(metadata: MetaData, engine: Engine, tries: int = 3) -> None:
     for attempt in range(1, tries + 1):
         try:
             metadata.create_all(engine)
+            add_missing_columns(metadata, engine)
             return
         except SQLAlchemyError as exc:
             if attempt == tries or not any(s in str(exc).lower() for s in _RACE):
                 raise
+
+
+def add_missing_columns(metadata: MetaData, engine: Engine) -> None:
+    """A data dir made by an earlier version lacks the columns added since: add them (each is
+    nullable or has a default, so old rows read as before). ``create_all`` only makes tables."""
+    found = inspect(engine)
+    for table in metadata.sorted_tables:
+        if not found.has_table(table.name):
+            continue
+        have = {c["name"] for c in found.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have:
+                continue
+            kind = column.type.compile(dialect=engine.dialect)
+            with engine.begin() as conn:
+                conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+                if column.index:
+                    name = f"ix_{table.name}_{column.name}"
+                    conn.execute(text(f'CREATE INDEX "{name}" ON {table.name} ("{column.name}")'))
 
 
 def make_engine(url: str) -> Engine:

@@ -20,12 +20,12 @@ from typing import Literal
 
 from ingest.cache import ContentCache
 from ingest.errors import FileChanged, OcrUnavailable, PermanentError, VlmUnavailable
-from ingest.guards import read_file_in_share
 from ingest.images import IMAGE_FILETYPES
 from ingest.models import Chunk, Element, PreparedDocument
 from ingest.stages import ocr
 from ingest.stages.chunk import DocumentChunker
 from ingest.stages.figures import Figure, FigureOptions, extract_figures
+from ingest.stages.members import read_source
 from ingest.stages.parse import ParseOptions
 from ingest.stages.vlm import ImageCaptioner, caption_image
 from ingest.text import is_cjk
@@ -50,7 +50,7 @@ def document_figures(
     the newer version has its own task).
     """
     source = prepared.source
-    content = read_file_in_share(source.root, source.path, max_file_bytes)
+    content = read_source(source, max_file_bytes)  # a file, or an attachment inside one
     if hashlib.sha256(content.data).hexdigest() != prepared.parsed.content_hash:
         raise FileChanged("the file changed since it was parsed; its new version gets captions")
     return extract_figures(content.data, prepared.parsed.filetype, options)

@@ -3,6 +3,9 @@
 Pillow sniffs the format from the bytes; the file name only chose this path. A file that does not
 decode is a ``CorruptImage`` with Pillow's reason; one that would decode into more pixels than
 ``MAX_PIXELS`` is refused before its pixels are allocated.
+
+HEIC/HEIF photos (iPhones save them) are decoded by ``pi_heif``, registered with Pillow here: the
+decode-only build of ``pillow-heif`` (libheif and libde265, no encoder).
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ import io
 import warnings
 from collections.abc import Iterator
 
+import pi_heif
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
 from ingest.errors import CorruptImage, DecompressionBomb
+
+pi_heif.register_heif_opener()
 
 #: larger than any real scan or photo (a 600 dpi A3 page is 70 MP), small enough to fit in memory
 MAX_PIXELS = 150_000_000
@@ -107,4 +113,4 @@ def probe_size(data: bytes) -> tuple[int, int, str] | None:
 
 
 #: the parse stage's file types that are images (OCR'd, and captioned as a whole)
-IMAGE_FILETYPES = frozenset({"png", "jpeg", "tiff", "bmp", "webp"})
+IMAGE_FILETYPES = frozenset({"png", "jpeg", "tiff", "bmp", "webp", "heic"})

@@ -17,10 +17,20 @@ class SourceFile:
     path: str
     size: int
     mtime_ns: int
+    #: a document inside this file (a mail attachment, an archive member): its address in it,
+    #: nested ones joined by ``#`` (``attachments/q3.zip#report.pdf``); "" for the file itself
+    member: str = ""
+    #: a container's members the index holds, as (address, content hash): not parsed again
+    known_members: tuple[tuple[str, str], ...] = ()
 
     @property
     def abspath(self) -> str:
         return f"{self.root.rstrip('/')}/{self.path}"
+
+    @property
+    def address(self) -> str:
+        """Where the document is, as the catalog and the index name it."""
+        return f"{self.path}#{self.member}" if self.member else self.path
 
 
 @dataclass(frozen=True)
@@ -90,3 +100,23 @@ class PreparedDocument:
     source: SourceFile
     parsed: ParsedDocument
     chunks: tuple[Chunk, ...] = field(default=())
+    #: a container (a message, an archive): the documents inside it; None for other files
+    members: tuple[Member, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Member:
+    """A document inside a container, as the container's parse found it: parsed, unchanged
+    (its bytes are what the index holds), or not indexed with a status and a reason."""
+
+    address: str
+    size: int
+    content_hash: str
+    #: parsed and chunked; None when unchanged or not indexed
+    document: PreparedDocument | None = None
+    #: why it is not indexed: ("failed" or "skipped", reason)
+    error: tuple[str, str] | None = None
+
+    @property
+    def unchanged(self) -> bool:
+        return self.document is None and self.error is None

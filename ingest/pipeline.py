@@ -20,6 +20,7 @@ import numpy as np
 from ingest.models import EmbeddedChunk, PreparedDocument, SourceFile, SparseVector
 from ingest.stages.chunk import DocumentChunker
 from ingest.stages.embed import SentenceEmbedder
+from ingest.stages.members import is_container, prepare_container
 from ingest.stages.parse import ParseOptions, parse
 from ingest.stages.sparse import SparseEncoder
 
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 def prepare(
     source: SourceFile, options: ParseOptions, chunker: DocumentChunker
 ) -> PreparedDocument:
+    if is_container(source.path):  # a message or an archive: its members come along
+        return prepare_container(source, options, chunker)
     parsed = parse(source, options)
     return PreparedDocument(
         source=source, parsed=parsed, chunks=tuple(chunker.run(parsed.elements))

@@ -58,6 +58,16 @@ class DocumentTable(SqlBase):
                 found.update((row.path, DocumentRecord.of(row)) for row in rows)
         return found
 
+    def members(self, parent_id: str) -> list[DocumentRecord]:
+        """The documents inside a file (attachments, archive members), deleted ones included."""
+        with self.session() as s:
+            rows = s.scalars(
+                select(DocumentRow)
+                .where(DocumentRow.parent_id == parent_id)
+                .order_by(DocumentRow.path)
+            )
+            return [DocumentRecord.of(row) for row in rows]
+
     def counts(self) -> dict[str, int]:
         with self.session() as s:
             rows = s.execute(select(DocumentRow.status, func.count()).group_by(DocumentRow.status))
@@ -77,13 +87,16 @@ class DocumentTable(SqlBase):
     def upsert_seen(
         self, doc_id: str, share: str, path: str, size: int, mtime_ns: int, acl: list[str],
         acl_deny: list[str] | None = None, acl_note: str | None = None,
+        parent_id: str | None = None,
     ) -> None:  # fmt: skip
-        """Record that a file exists and still has to be processed (status pending)."""
+        """Record that a file (or a member of one: ``parent_id``) exists and still has to be
+        processed (status pending)."""
         with self.session() as s:
             row = s.get(DocumentRow, doc_id)
             if row is None:
                 row = DocumentRow(id=doc_id, share=share, path=path, version=0, attempts=0)
                 s.add(row)
+            row.parent_id = parent_id
             row.share, row.path, row.size, row.mtime_ns = share, path, size, mtime_ns
             row.acl, row.acl_deny, row.acl_note = (
                 json.dumps(acl),
@@ -187,6 +200,12 @@ class DocumentTable(SqlBase):
         with self.session() as s:
             query = select(DocumentRow).where(DocumentRow.status == FAILED)
             return [DocumentRecord.of(r) for r in s.scalars(query.order_by(DocumentRow.path))]
+
+    def mark_pending(self, doc_id: str, reason: str | None = None) -> None:
+        """To be processed again although its file did not change (a member of it waits)."""
+        with self.session() as s:
+            row = row_of(s, doc_id)
+            row.status, row.error = PENDING, reason
 
     def reset_failed(self, doc_ids: Iterable[str]) -> int:
         """Failed documents become pending again (``retry --failed``), their attempts zeroed."""

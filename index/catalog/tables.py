@@ -69,6 +69,9 @@ class DocumentRow(Base):
     lease_until: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True, index=True
     )
+    #: a document inside another (a mail attachment, an archive member): that file's document;
+    #: it comes, goes, moves and changes readers with it
+    parent_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, onupdate=now)
     indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -133,6 +136,8 @@ class DocumentRecord:
     lease_owner: str | None = None
     unfinished: int = 0
     captions: str | None = None
+    parent_id: str | None = None
+    filetype: str | None = None
 
     @classmethod
     def of(cls, row: DocumentRow) -> DocumentRecord:
@@ -143,5 +148,5 @@ class DocumentRecord:
             acl_note=row.acl_note, attempts=row.attempts,
             updated_at=row.updated_at, indexed_at=row.indexed_at,
             dispatch_token=row.dispatch_token, lease_owner=row.lease_owner, unfinished=row.unfinished or 0,
-            captions=row.captions,
+            captions=row.captions, parent_id=row.parent_id, filetype=row.filetype,
         )  # fmt: skip

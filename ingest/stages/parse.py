@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ingest.archives import TAR_SUFFIXES
 from ingest.cache import ContentCache
 from ingest.errors import (
     CorruptDocument,
@@ -39,6 +40,7 @@ from ingest.guards import (
 )
 from ingest.images import IMAGE_FILETYPES
 from ingest.models import Element, ElementKind, ParsedDocument, SourceFile
+from ingest.stages.markup import partition_epub, partition_org, partition_rst, partition_xml
 from ingest.stages.ocr import OcrOptions
 from ingest.stages.office import CONVERTED, convert
 from ingest.stages.pages import PageOptions, read_image, with_read_pages
@@ -54,10 +56,12 @@ FORMATS: dict[str, str] = {
     "pdf": "pdf",
     "docx": "docx", "pptx": "pptx", "xlsx": "xlsx",
     "csv": "csv", "tsv": "csv",
-    "eml": "eml",
+    "eml": "eml", "msg": "msg",  # messages: ingest.stages.members
+    "zip": "zip", "tar": "tar", "tgz": "tar", "tbz2": "tar", "txz": "tar",  # archives: same
     "json": "json",
+    "epub": "epub", "rst": "rst", "rest": "rst", "org": "org", "xml": "xml",  # stages.markup
     "png": "png", "jpg": "jpeg", "jpeg": "jpeg", "tif": "tiff", "tiff": "tiff",
-    "bmp": "bmp", "webp": "webp",
+    "bmp": "bmp", "webp": "webp", "heic": "heic", "heif": "heic",
     **{extension: extension for extension in CONVERTED},  # through LibreOffice
 }  # fmt: skip
 
@@ -100,6 +104,10 @@ class ParseOptions:
     transcribe_here: bool = True
     #: time limit of one LibreOffice conversion (legacy Office, RTF, OpenDocument)
     convert_timeout_s: float = 100.0
+    #: documents inside one file (attachments, archive members, nested ones included)
+    max_members: int = 10_000
+    #: containers inside containers (a zip attached to a message: 2)
+    max_container_depth: int = 3
 
     @property
     def pages(self) -> PageOptions:
@@ -117,6 +125,8 @@ class ParseOptions:
 def filetype_of(path: str) -> str:
     """The parser for a path, by its extension; raises UnsupportedType."""
     name = path.rsplit("/", 1)[-1]
+    if name.lower().endswith(TAR_SUFFIXES):
+        return "tar"
     extension = name.rsplit(".", 1)[-1].lower() if "." in name else ""
     filetype = FORMATS.get(extension)
     if filetype is None:
@@ -131,19 +141,23 @@ def parse(source: SourceFile, options: ParseOptions) -> ParsedDocument:
     filetype = filetype_of(source.path)
     options = options.for_share(source.share)
     content = read_file_in_share(source.root, source.path, options.max_file_bytes)
-    data = content.data
-    content_hash = hashlib.sha256(data).hexdigest()
+    return parse_content(content.data, content.mtime_ns, filetype, source.path, options)
+
+
+def parse_content(
+    data: bytes, mtime_ns: int, filetype: str, name: str, options: ParseOptions
+) -> ParsedDocument:
+    """Parse bytes read from a file (or a member of one) named ``name``."""
     elements = tuple(parse_bytes(data, filetype, options))
     if not elements and filetype in IMAGE_FILETYPES and options.keep_textless_images:
         # the caption will say what the image shows; until then the name is all there is
-        name = source.path.rsplit("/", 1)[-1]
-        elements = (Element(kind="title", text=name),)
+        elements = (Element(kind="title", text=name.rsplit("/", 1)[-1]),)
     if not elements:
         raise EmptyDocument(_no_text_reason(data, filetype, options))
     return ParsedDocument(
-        content_hash=content_hash,
+        content_hash=hashlib.sha256(data).hexdigest(),
         size=len(data),
-        mtime_ns=content.mtime_ns,
+        mtime_ns=mtime_ns,
         elements=elements,
         filetype=filetype,
         vlm_pending=any(el.provisional for el in elements),
@@ -245,12 +259,6 @@ def _partition_csv(data: bytes, options: ParseOptions) -> list[Any]:
     return partition_csv(file=io.BytesIO(text.encode("utf-8")), languages=list(options.languages))
 
 
-def _partition_eml(data: bytes, options: ParseOptions) -> list[Any]:
-    from unstructured.partition.email import partition_email
-
-    return partition_email(file=io.BytesIO(data), languages=list(options.languages))
-
-
 _PARTITIONERS: dict[str, Callable[[bytes, ParseOptions], list[Any]]] = {
     "txt": _partition_text,
     "md": _partition_md,
@@ -260,7 +268,10 @@ _PARTITIONERS: dict[str, Callable[[bytes, ParseOptions], list[Any]]] = {
     "pptx": _partition_pptx,
     "xlsx": _partition_xlsx,
     "csv": _partition_csv,
-    "eml": _partition_eml,
+    "epub": partition_epub,
+    "rst": partition_rst,
+    "org": partition_org,
+    "xml": partition_xml,
 }
 
 

@@ -24,7 +24,7 @@ from celery import Celery
 from kombu.exceptions import ChannelError
 
 from index.catalog import Catalog
-from ingest.models import Chunk, ParsedDocument, PreparedDocument, SourceFile
+from ingest.models import Chunk, Member, ParsedDocument, PreparedDocument, SourceFile
 from workers.distributed.queues import EMBED_TASK, GPU_QUEUE, PARSE_TASK, PLAN_TASK, QUEUES
 from workers.settings import Settings
 from workers.sync.report import SyncReport
@@ -43,15 +43,30 @@ def worker_id() -> str:
 # -- staged parse results (catalog rows, referenced by the embed message) ---------------------
 def encode_prepared(doc: PreparedDocument, changed_at: float | None = None) -> bytes:
     """The chunks and the file facts a commit needs, and when the change happened (freshness);
-    the elements stay behind."""
-    parsed = {k: v for k, v in asdict(doc.parsed).items() if k != "elements"}
-    body = {
-        "source": asdict(doc.source),
-        "parsed": parsed,
-        "chunks": [asdict(c) for c in doc.chunks],
-        "changed_at": changed_at,
-    }
+    the elements stay behind. A container's members come along, each the same way."""
+    body = {**_body(doc), "changed_at": changed_at}
     return zlib.compress(json.dumps(body, ensure_ascii=False).encode("utf-8"), 3)
+
+
+def _body(doc: PreparedDocument) -> dict[str, Any]:
+    source = {k: v for k, v in asdict(doc.source).items() if k != "known_members"}
+    body: dict[str, Any] = {
+        "source": source,
+        "parsed": {k: v for k, v in asdict(doc.parsed).items() if k != "elements"},
+        "chunks": [asdict(c) for c in doc.chunks],
+    }
+    if doc.members is not None:
+        body["members"] = [
+            {
+                "address": m.address,
+                "size": m.size,
+                "content_hash": m.content_hash,
+                "error": m.error,
+                "document": _body(m.document) if m.document else None,
+            }  # fmt: skip
+            for m in doc.members
+        ]
+    return body
 
 
 def decode_prepared(data: bytes) -> PreparedDocument:
@@ -60,16 +75,32 @@ def decode_prepared(data: bytes) -> PreparedDocument:
 
 def decode_staged(data: bytes) -> tuple[PreparedDocument, float | None]:
     body = json.loads(zlib.decompress(data))
+    return _document(body), body.get("changed_at")
+
+
+def _document(body: dict[str, Any]) -> PreparedDocument:
     chunks = tuple(
         Chunk(**{**c, "page_numbers": tuple(c["page_numbers"]), "kinds": tuple(c["kinds"])})
         for c in body["chunks"]
     )
-    doc = PreparedDocument(
+    members = None
+    if "members" in body:
+        members = tuple(
+            Member(
+                m["address"],
+                m["size"],
+                m["content_hash"],
+                _document(m["document"]) if m["document"] else None,
+                tuple(m["error"]) if m["error"] else None,
+            )  # fmt: skip
+            for m in body["members"]
+        )
+    return PreparedDocument(
         source=SourceFile(**body["source"]),
         parsed=ParsedDocument(**body["parsed"], elements=()),
         chunks=chunks,
+        members=members,
     )
-    return doc, body.get("changed_at")
 
 
 # -- sending --------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import logging
 import stat
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 
 from index.acl import Access
 from index.catalog import DELETED, FAILED, INDEXED, PENDING, SKIPPED, Catalog, DocumentRecord
@@ -27,6 +28,7 @@ from ingest.stages.parse import filetype_of
 from workers import metrics
 from workers.outages import is_transient
 from workers.sources.base import FileEntry, Source, is_ignored
+from workers.sync.members import MemberBook
 from workers.sync.outcomes import Outcomes
 from workers.sync.report import SyncReport
 from workers.sync.work import Plan, WorkItem, WorkSink
@@ -53,6 +55,7 @@ class Planner:
         #: figures are captioned here: a document whose captions wait for the VLM is redone
         self.recaption = recaption
         self.outcomes = Outcomes(catalog)
+        self.members = MemberBook(catalog, store)
 
     # -- passes -------------------------------------------------------------------------------
     def sync_share(self, source: Source) -> SyncReport:
@@ -66,8 +69,10 @@ class Planner:
         for entry in source.scan(self.ignore):
             seen.add(entry.path)
             self._plan_one(source, entry, known.get(entry.path), plan, report, entry.mtime_ns / 1e9)
-        plan.gone = [
-            rec for path, rec in known.items() if path not in seen and rec.status != DELETED
+        plan.gone = [  # members (attachments, archive members) go with their file
+            rec
+            for path, rec in known.items()
+            if path not in seen and rec.status != DELETED and rec.parent_id is None
         ]
         self._carry_out(source, plan, report, {})
         report.seconds = time.monotonic() - started
@@ -85,17 +90,39 @@ class Planner:
             if not any(is_ignored(part, self.ignore) for part in path.split("/"))
         }
         known = self.catalog.find_many(source.name, wanted)
+        redo = self._containers_of(known, wanted)
         for path, changed_at in wanted.items():
             record = known.get(path)
+            if record is not None and record.parent_id is not None:
+                continue  # a member (retried, re-dispatched): its file is processed again
             entry = source.stat(path)
             if entry is None or stat.S_ISDIR(entry.mode):  # gone, or now a directory
                 if record is not None and record.status != DELETED:
                     plan.gone.append(record)
                 continue
             self._plan_one(source, entry, record, plan, report, changed_at)
+        for record, changed_at in redo:
+            entry = source.stat(record.path)
+            if entry is not None and stat.S_ISREG(entry.mode) and record.status != DELETED:
+                self.catalog.mark_pending(record.id, "a member of it is processed again")
+                self._plan_one(source, entry, replace(record, status=PENDING), plan, report,
+                               changed_at)  # fmt: skip
         self._carry_out(source, plan, report, changes)
         report.seconds = time.monotonic() - started
         return report
+
+    def _containers_of(
+        self, known: Mapping[str, DocumentRecord], wanted: Mapping[str, float]
+    ) -> list[tuple[DocumentRecord, float]]:
+        """The files whose members these paths are (and that are not among the paths)."""
+        files: dict[str, tuple[DocumentRecord, float]] = {}
+        for path, record in known.items():
+            if record.parent_id is None or record.parent_id in files:
+                continue
+            container = self.catalog.get(record.parent_id)
+            if container is not None and container.path not in wanted:
+                files[container.id] = (container, wanted[path])
+        return list(files.values())
 
     def work_item(
         self, source: Source, record: DocumentRecord, changed_at: float
@@ -174,6 +201,7 @@ class Planner:
             )
             if live and live.version > 0:  # a document replaced by a link or a FIFO
                 self.store.delete_document(doc_id)
+                report.deleted += self.members.delete(live)
             self.outcomes.error(doc_id, share, entry.path, SKIPPED, problem, report)
             return
         if live and self._unchanged(source, entry, live):
@@ -185,7 +213,7 @@ class Planner:
 
     def _unchanged(self, source: Source, entry: FileEntry, record: DocumentRecord) -> bool:
         """Same size and mtime: not even hashed. Only the mtime moved: hashed, not parsed."""
-        if record.status == PENDING:
+        if record.status == PENDING or self.members.waiting(record):
             return False
         if record.captions == "pending" and self.recaption:
             return False  # the VLM was down: parse again (cached), add the captions
@@ -215,6 +243,7 @@ class Planner:
             if record.version > 0:
                 self.store.set_acl(record.id, allow, deny)
             self.catalog.set_acl(record.id, allow, deny, note)
+            self.members.set_acl(record, allow, deny, note)
             metrics.DOCUMENTS.labels(record.share, "acl_changed").inc()
 
     # -- moves and deletes --------------------------------------------------------------------
@@ -247,6 +276,7 @@ class Planner:
         self.store.set_location(record.id, e.path, e.mtime_ns)
         if (allow, deny) != (sorted(record.acl), sorted(record.acl_deny)):
             self.store.set_acl(record.id, allow, deny)
+        self.members.repoint(record, e.path, allow, deny)
         self.outcomes.searchable(item.share, "moved", item.changed_at)
 
     def _delete(
@@ -255,7 +285,7 @@ class Planner:
         for record in records:
             self.store.delete_document(record.id)
             self.catalog.mark_deleted([record.id])
-            report.deleted += 1
+            report.deleted += 1 + self.members.delete(record)
             if record.path in changes:
                 self.outcomes.searchable(record.share, "deleted", changes[record.path])
 

@@ -27,6 +27,7 @@ from ingest.pipeline import EmbeddingPlan, ReuseLookup, plan_embedding
 from ingest.stages.embed import SentenceEmbedder
 from ingest.stages.sparse import SparseEncoder
 from workers import metrics
+from workers.sync.members import MemberBook
 from workers.sync.outcomes import Outcomes
 from workers.sync.parsepool import Parser
 from workers.sync.report import ProgressFactory, SyncReport, no_progress
@@ -75,6 +76,7 @@ class DocumentProcessor:
         #: True: a failed write is recorded and left pending; False: it is raised (Celery retries)
         self.contain_write_errors = contain_write_errors
         self.outcomes = Outcomes(catalog)
+        self.members = MemberBook(catalog, store)
         #: embed once this many chunks are ready (cross-document batches)
         self.flush_chunks = _FLUSH_CHUNKS
         #: set to stop after the current write (the rest stays pending in the catalog)
@@ -83,7 +85,7 @@ class DocumentProcessor:
     def parse(self, item: WorkItem) -> PreparedDocument | IngestError:
         """Parse and chunk in the parse pool (memory and time limits); an error is returned."""
         assert self.pool is not None, "this indexer has no parse pool"
-        return self.pool.outcome(self.pool.submit(item.file))
+        return self.pool.outcome(self.pool.submit(self.members.source_file(item)))
 
     def record_error(self, item: WorkItem, error: IngestError, report: SyncReport) -> None:
         status = PENDING if isinstance(error, TransientError) else error.status
@@ -93,6 +95,7 @@ class DocumentProcessor:
         self, ready: list[tuple[WorkItem, PreparedDocument]], report: SyncReport
     ) -> None:
         """Embed several documents in batches across them, and write each (on this thread)."""
+        ready = [pair for item, doc in ready for pair in self.members.expand(item, doc, report)]
         results = self._embed_now([doc for _, doc in ready], self._reuse_lookup(ready), report)
         self._write_batch(ready, results, report)
 
@@ -118,14 +121,14 @@ class DocumentProcessor:
             ready, ready_chunks = [], 0
             if embedding is not None:
                 self._finish_batch(embedding, report)
-                bar.update(len(embedding.ready))
+                bar.update(_files(embedding.ready))
             embedding = batch
 
         try:
             while (todo or inflight) and not self.stop.is_set():
                 while todo and len(inflight) < _WINDOW:
                     item = todo.popleft()
-                    inflight.append((item, pool.submit(item.file)))
+                    inflight.append((item, pool.submit(self.members.source_file(item))))
                 self.embedder.warm_up()  # loads once, while the parse processes start and work
                 item, future = inflight.popleft()
                 outcome = pool.outcome(future)
@@ -133,15 +136,16 @@ class DocumentProcessor:
                     self.record_error(item, outcome, report)
                     bar.update(1)
                     continue
-                ready.append((item, outcome))
-                ready_chunks += len(outcome.chunks)
+                for pair in self.members.expand(item, outcome, report):  # a file, its members
+                    ready.append(pair)
+                    ready_chunks += len(pair[1].chunks)
                 if ready_chunks >= self.flush_chunks or not (todo or inflight):
                     flush()
             if ready:  # stopping: finish what is parsed, leave the rest pending in the catalog
                 flush()
             if embedding is not None:
                 self._finish_batch(embedding, report)
-                bar.update(len(embedding.ready))
+                bar.update(_files(embedding.ready))
         finally:
             for _, future in inflight:
                 future.cancel()
@@ -214,7 +218,8 @@ class DocumentProcessor:
             report.reused += reused
             metrics.REUSED.inc(reused)
             report.count(item.kind)
-            self.outcomes.searchable(item.share, item.kind, item.changed_at)
+            if item.container is None:  # a file's change, timed once (not per member)
+                self.outcomes.searchable(item.share, item.kind, item.changed_at)
             committed.append((item, doc))
         for item, doc in committed:  # the text of the whole batch is searchable: now the figures
             self._add_captions(item, doc, report)
@@ -265,4 +270,10 @@ class DocumentProcessor:
             content_hash=parsed.content_hash, size=parsed.size, mtime_ns=parsed.mtime_ns,
             filetype=parsed.filetype, chunks=chunks,
         )  # fmt: skip
-        return self.writer.commit(version, lambda: item.still_current(parsed.size, parsed.mtime_ns))
+        read = doc.source if doc.source.member else parsed  # a member: the file it was read from
+        return self.writer.commit(version, lambda: item.still_current(read.size, read.mtime_ns))
+
+
+def _files(ready: list[tuple[WorkItem, PreparedDocument]]) -> int:
+    """How many of the planned files a batch finishes (their members are not counted)."""
+    return sum(1 for item, _ in ready if item.container is None)

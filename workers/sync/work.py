@@ -25,6 +25,8 @@ class WorkItem:
     kind: str  # "new" or "changed"
     #: wall-clock time of the change (the event, or the file's mtime)
     changed_at: float
+    #: a member of a file (an attachment, an archive member): that file's path
+    container: str | None = None
 
     @property
     def share(self) -> str:
@@ -37,8 +39,9 @@ class WorkItem:
         return SourceFile(self.source.name, self.source.location, e.path, e.size, e.mtime_ns)
 
     def still_current(self, size: int, mtime_ns: int) -> bool:
-        """The file is as it was when read (same size and mtime): its result may be written."""
-        now = self.source.stat(self.entry.path)
+        """The file is as it was when read (same size and mtime): its result may be written.
+        For a member, the file it is in."""
+        now = self.source.stat(self.container or self.entry.path)
         return now is not None and (now.size, now.mtime_ns) == (size, mtime_ns)
 
 
