@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEB_PACKAGES := tesseract-ocr tesseract-ocr-jpn tesseract-ocr-jpn-vert poppler-utils libmagic1 acl fonts-noto-cjk \
 	samba samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind smbclient ldap-utils \
-	libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui
+	libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui python3-uno
 SHARE ?= demo=$(CURDIR)/demo/share
 DATA_DIR ?= $(CURDIR)/.data
 PORT ?= 8765
@@ -63,6 +63,7 @@ bench: install
 	$(BIN)/python -m bench.bench_index --out bench-results/index.json
 	$(BIN)/python -m bench.bench_retrieval --out bench-results/retrieval.json
 	$(BIN)/python -m bench.bench_ocr --out bench-results/ocr.json
+	$(BIN)/python -m bench.bench_office --out bench-results/office.json
 	$(BIN)/python -m bench.bench_captions --out bench-results/captions.json
 	$(BIN)/python -m bench.bench_celery --out bench-results/celery.json
 

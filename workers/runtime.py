@@ -311,6 +311,8 @@ def open_runtime(
             keep_textless_images=settings.vlm_url is not None,
             # a conversion that hangs is stopped before the parse time limit, with its reason
             convert_timeout_s=settings.parse_timeout_s * 0.8,
+            max_members=settings.max_archive_members,
+            max_container_depth=settings.max_container_depth,
             # opened by URL inside each parse process: OCR is cached where it runs
             cache=SqlContentCache(settings.catalog),
             page_transcriber=make_vlm_client(settings) if settings.vlm_layout_mode else None,
@@ -329,7 +331,10 @@ def open_runtime(
     try:
         store = open_store(settings, background=background)
         if parsing == "pool":
-            pool = ParsePool(job, settings.parse_workers, settings.parse_timeout_s, start=warm)
+            pool = ParsePool(
+                job, settings.parse_workers, settings.parse_timeout_s, start=warm,
+                container_timeout_factor=settings.container_timeout_factor,
+            )  # fmt: skip
         elif parsing == "inline":
             pool = InlineParser(job, settings.parse_timeout_s)
         if warm:

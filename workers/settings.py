@@ -186,6 +186,13 @@ class Settings(BaseSettings):
     max_file_mb: float = Field(100, gt=0)
     max_uncompressed_mb: float = Field(1024, gt=0)
     parse_timeout_s: float = Field(120, gt=0)
+    #: a message or an archive is parsed with its members in one go, within this many times
+    #: parse_timeout_s
+    container_timeout_factor: float = Field(10, ge=1)
+    #: documents inside one message or archive, nested ones included
+    max_archive_members: int = Field(10_000, ge=1)
+    #: containers inside containers (a zip attached to a message is 2 deep)
+    max_container_depth: int = Field(3, ge=1, le=10)
     parse_workers: int = Field(1, ge=1, le=64)
     parse_memory_mb: int = Field(4096, ge=512)
     ocr_languages: str = "eng+jpn"

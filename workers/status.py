@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,7 +38,10 @@ def status_report(catalog: Catalog, service: dict[str, Any] | None = None) -> di
         "failed": [_item(r) for r in catalog.with_status(FAILED, _LIST_LIMIT)],
         "pending": [_item(r) for r in catalog.with_status(PENDING, _LIST_LIMIT)],
         "skipped": [_item(r) for r in skipped],
-        "skipped_by_reason": dict(Counter(r.error or "" for r in skipped).most_common()),
+        # every skipped document counted by its reason (an unsupported type names itself)
+        "skipped_by_reason": catalog.reason_counts(SKIPPED),
+        # documents (not deleted) by format and status; a type that is not read as ".ext"
+        "formats": catalog.format_counts(),
         # indexed, but readable by nobody: their permissions could not be read
         "acl_unreadable": [
             {**_item(r), "reason": r.acl_note} for r in catalog.with_acl_note(_LIST_LIMIT)
@@ -89,6 +91,12 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append(
             f"  {captions['off']} document(s) not captioned: no VLM configured (SHAREINDEX_VLM_URL)"
         )
+    if report.get("formats"):
+        lines.append("by format:")
+        lines += [
+            f"  {fmt}: " + ", ".join(f"{n} {status}" for status, n in counts.items())
+            for fmt, counts in report["formats"].items()
+        ]
     if report["skipped_by_reason"]:
         lines.append(f"skipped ({docs['skipped']}):")
         lines += [f"  {n} x {reason}" for reason, n in report["skipped_by_reason"].items()]

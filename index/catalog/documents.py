@@ -74,6 +74,30 @@ class DocumentTable(SqlBase):
             found = {status: n for status, n in rows}
         return {status: found.get(status, 0) for status in STATUSES}
 
+    def format_counts(self) -> dict[str, dict[str, int]]:
+        """Documents (not deleted) by format and status: {"pdf": {"indexed": 120, ...}}."""
+        with self.session() as s:
+            rows = s.execute(
+                select(DocumentRow.filetype, DocumentRow.status, func.count())
+                .where(DocumentRow.status != DELETED)
+                .group_by(DocumentRow.filetype, DocumentRow.status)
+            )
+            counts: dict[str, dict[str, int]] = {}
+            for filetype, status, n in rows:
+                counts.setdefault(filetype or "unknown", {})[status] = int(n)
+        return dict(sorted(counts.items(), key=lambda kv: -sum(kv[1].values())))
+
+    def reason_counts(self, status: str) -> dict[str, int]:
+        """The reasons of the documents with this status, most common first."""
+        with self.session() as s:
+            rows = s.execute(
+                select(DocumentRow.error, func.count())
+                .where(DocumentRow.status == status)
+                .group_by(DocumentRow.error)
+                .order_by(func.count().desc())
+            )
+            return {str(error or ""): int(n) for error, n in rows}
+
     def with_status(self, status: str, limit: int | None = None) -> list[DocumentRecord]:
         with self.session() as s:
             query = (
@@ -87,16 +111,18 @@ class DocumentTable(SqlBase):
     def upsert_seen(
         self, doc_id: str, share: str, path: str, size: int, mtime_ns: int, acl: list[str],
         acl_deny: list[str] | None = None, acl_note: str | None = None,
-        parent_id: str | None = None,
+        parent_id: str | None = None, filetype: str | None = None,
     ) -> None:  # fmt: skip
         """Record that a file (or a member of one: ``parent_id``) exists and still has to be
-        processed (status pending)."""
+        processed (status pending); ``filetype``: what it is counted as until it is parsed."""
         with self.session() as s:
             row = s.get(DocumentRow, doc_id)
             if row is None:
                 row = DocumentRow(id=doc_id, share=share, path=path, version=0, attempts=0)
                 s.add(row)
             row.parent_id = parent_id
+            if filetype is not None:
+                row.filetype = filetype
             row.share, row.path, row.size, row.mtime_ns = share, path, size, mtime_ns
             row.acl, row.acl_deny, row.acl_note = (
                 json.dumps(acl),

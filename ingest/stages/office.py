@@ -2,26 +2,36 @@
 they do: Word, Excel and PowerPoint 97-2003 (and their templates), macro-enabled and template
 OOXML, RTF and OpenDocument. Macros are never run (a headless conversion runs none).
 
-Each parse process keeps a LibreOffice profile of its own (``-env:UserInstallation``), made at
-its first conversion and reused, so parallel conversions never share one and only the first pays
-for creating it. ``soffice.bin`` is started directly (not through its launcher), in a session of
-its own, under the parse process's memory limit, with a time limit; it is killed when it runs
-over, and when the parse process dies (PR_SET_PDEATHSIG). A file LibreOffice cannot load fails
-that document only, with LibreOffice's reason.
+Each parse process keeps one LibreOffice running, with a profile of its own
+(``-env:UserInstallation``), so parallel conversions never share one and only the first
+conversion of a process pays for starting it: ``soffice.bin`` listens on a pipe and a small
+worker of the system Python (``python3-uno``, ``uno_worker.py``) converts each document through
+it (hidden, read-only, macros never run). Both are started directly, in a session of their own,
+under the parse process's memory limit, and killed when the parse process dies
+(PR_SET_PDEATHSIG). A conversion has a time limit: over it, both are killed (the next document
+starts them again). When LibreOffice crashes on a file, that document fails with the signal, and
+the next one starts it again. Without ``python3-uno``, each conversion runs ``soffice
+--convert-to`` of its own (about a second more per document). A file LibreOffice cannot load
+fails that document only, with LibreOffice's reason.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import io
+import json
 import os
+import select
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from ingest.errors import CorruptDocument, EncryptedDocument, ParseTimeout, UnsupportedType
 
@@ -37,6 +47,9 @@ _FILTERS = {
     "pptx": "pptx:Impress MS PowerPoint 2007 XML",
 }
 _PR_SET_PDEATHSIG = 1
+#: the Python that has LibreOffice's UNO bridge (Debian's python3-uno)
+UNO_PYTHON = "/usr/bin/python3"
+_WORKER = Path(__file__).with_name("uno_worker.py")
 #: soffice's exit code after it made a new profile: start it again
 _RESTART = 81
 _profile: Path | None = None
@@ -146,6 +159,8 @@ def convert(data: bytes, extension: str, timeout_s: float) -> bytes:
     with tempfile.TemporaryDirectory(prefix="shareindex-convert-") as work:
         source = Path(work) / f"document.{extension}"
         source.write_bytes(data)
+        if uno_available():
+            return _listener(binary).convert(source, target, extension, timeout_s)
         out = Path(work) / "out"
         cmd = [binary, f"-env:UserInstallation={_profile_dir().as_uri()}", "--headless",
                "--invisible", "--nologo", "--norestore", "--nodefault", "--nolockcheck",
@@ -183,3 +198,145 @@ def _reason(output: bytes, returncode: int) -> str:
     if returncode < 0:
         return f"soffice killed by signal {-returncode}"
     return (errors[-1] if errors else f"soffice exit code {returncode}, no output")[:300]
+
+
+_uno: bool | None = None
+_running: Listener | None = None
+
+
+def uno_available() -> bool:
+    """The system Python has the UNO bridge (checked once per process)."""
+    global _uno
+    if _uno is None:
+        try:
+            _uno = subprocess.run([UNO_PYTHON, "-c", "import uno"], capture_output=True,
+                                  timeout=30).returncode == 0  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired):
+            _uno = False
+    return _uno
+
+
+def _listener(binary: str) -> Listener:
+    global _running
+    if _running is None:
+        _running = Listener(binary, _profile_dir())
+        atexit.register(_running.stop)
+    return _running
+
+
+class Listener:
+    """One LibreOffice kept running for this process's conversions, and the UNO worker that
+    drives it; started on first use, and again after a crash or a time-out."""
+
+    def __init__(self, binary: str, profile: Path) -> None:
+        self.binary = binary
+        self.profile = profile
+        self.soffice: subprocess.Popen[bytes] | None = None
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.pipe = ""
+        #: how many times LibreOffice was started (the bench reports it)
+        self.starts = 0
+
+    def convert(self, source: Path, target: str, extension: str, timeout_s: float) -> bytes:
+        deadline = time.monotonic() + timeout_s
+        out = source.with_name(f"converted.{target}")
+        try:
+            if self.worker is None or self.worker.poll() is not None:
+                self._start(deadline)
+            request = {
+                "in": str(source),
+                "out": str(out),
+                "filter": _FILTERS[target].split(":", 1)[1],
+            }
+            worker = self.worker
+            assert worker is not None and worker.stdin is not None
+            worker.stdin.write((json.dumps(request) + "\n").encode())
+            worker.stdin.flush()
+            answer = self._answer(deadline)
+        except _TimedOut:
+            self.stop()
+            raise ParseTimeout(
+                f"LibreOffice did not convert the .{extension} file within {timeout_s:g} s"
+            ) from None
+        except (_Crashed, BrokenPipeError) as exc:
+            reason = str(exc) if isinstance(exc, _Crashed) else self._death()
+            self.stop()
+            raise CorruptDocument(
+                f".{extension} file: LibreOffice crashed reading it ({reason})"
+            ) from None
+        if not answer.get("ok") or not out.exists():
+            raise CorruptDocument(f".{extension} file: LibreOffice could not read it "
+                                  f"({str(answer.get('error') or 'no output')[:300]})")  # fmt: skip
+        return out.read_bytes()
+
+    def _start(self, deadline: float) -> None:
+        self.stop()
+        self.pipe = f"shareindex-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self._start_soffice()
+        self.worker = subprocess.Popen(
+            [UNO_PYTHON, str(_WORKER), self.pipe], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, bufsize=0, start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )  # fmt: skip
+        self._answer(deadline)  # {"ready": true} once connected
+
+    def _start_soffice(self) -> None:
+        self.starts += 1
+        self.soffice = subprocess.Popen(
+            [self.binary, f"-env:UserInstallation={self.profile.as_uri()}", "--headless",
+             "--invisible", "--nologo", "--norestore", "--nodefault", "--nolockcheck",
+             f"--accept=pipe,name={self.pipe};urp;StarOffice.ComponentContext"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_die_with_parent, env={**os.environ, "HOME": str(self.profile)},
+        )  # fmt: skip
+
+    def _answer(self, deadline: float) -> dict[str, Any]:
+        """The worker's next answer; raises _TimedOut, or _Crashed when LibreOffice died."""
+        assert self.worker is not None and self.soffice is not None
+        stdout: BinaryIO = self.worker.stdout  # type: ignore[assignment]
+        line = b""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _TimedOut()
+            ready, _, _ = select.select([stdout], [], [], min(remaining, 0.2))
+            if ready:
+                byte = stdout.read(1)
+                if not byte:
+                    raise _Crashed(self._death())
+                if byte != b"\n":
+                    line += byte
+                    continue
+                return json.loads(line)
+            if self.soffice.poll() == _RESTART:  # a new profile was made: start it again
+                self._start_soffice()
+            elif self.soffice.poll() is not None:
+                raise _Crashed(self._death())
+
+    def _death(self) -> str:
+        code = self.soffice.poll() if self.soffice else None
+        if code is None and self.soffice is not None:
+            try:
+                code = self.soffice.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                return "the connection to it broke"
+        if code is not None and code < 0:
+            return f"soffice killed by signal {-code}"
+        return f"soffice exited with code {code}"
+
+    def stop(self) -> None:
+        for proc in (self.worker, self.soffice):
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            if proc is not None:
+                proc.wait()
+        self.worker = self.soffice = None
+
+
+class _TimedOut(Exception):
+    pass
+
+
+class _Crashed(Exception):
+    pass

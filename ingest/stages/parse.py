@@ -130,10 +130,29 @@ def filetype_of(path: str) -> str:
     extension = name.rsplit(".", 1)[-1].lower() if "." in name else ""
     filetype = FORMATS.get(extension)
     if filetype is None:
-        raise UnsupportedType(
-            f"unsupported file type ({'.' + extension if extension else 'no extension'})"
-        )
+        what = f".{extension}" if extension else "no extension"
+        why = _NOT_READ.get(extension)
+        raise UnsupportedType(f"unsupported file type ({what})" + (f": {why}" if why else ""))
     return filetype
+
+
+def format_name(path: str) -> str:
+    """What ``status`` counts a file as: its parser, or ``.ext`` for a type that is not read."""
+    try:
+        return filetype_of(path)
+    except UnsupportedType:
+        name = path.rsplit("#", 1)[-1].rsplit("/", 1)[-1]
+        return ("." + name.rsplit(".", 1)[-1].lower())[:16] if "." in name else "(none)"
+
+
+#: why some common types of a file server are not read
+_NOT_READ = {
+    **dict.fromkeys(("7z", "rar", "lzh", "cab"), "this archive format is not opened (zip and tar are)"),
+    **dict.fromkeys(("pst", "ost"), "Outlook data files are not opened; export messages as .msg"),
+    **dict.fromkeys(("exe", "dll", "msi", "sys", "bat", "ps1"), "a program, not a document"),
+    **dict.fromkeys(("mp3", "wav", "mp4", "mov", "avi", "wmv", "m4a"), "audio and video are not transcribed"),
+    **dict.fromkeys(("dwg", "dxf", "vsd", "vsdx", "one"), "drawings and notebooks of this kind are not read"),
+}  # fmt: skip
 
 
 def parse(source: SourceFile, options: ParseOptions) -> ParsedDocument:

@@ -161,7 +161,9 @@ def test_archive_members_hostile_names_encrypted_and_unsupported_ones(
     assert members["secret.txt"].error == (
         "failed", "password-protected member: it cannot be read without its password"
     )  # fmt: skip
-    assert members["setup.exe"].error == ("skipped", "unsupported file type (.exe)")
+    assert members["setup.exe"].error == (
+        "skipped", "unsupported file type (.exe): a program, not a document"
+    )  # fmt: skip
     assert members["empty.txt"].error is not None and members["empty.txt"].error[0] == "skipped"
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from ingest import nlp_fallback
 from ingest.errors import CorruptDocument, DecompressionBomb, ParseTimeout
 from ingest.stages.office import CONVERTED
 from ingest.stages.parse import FORMATS, ParseOptions, filetype_of, parse_bytes
+from tests.helpers import wait_until
 from tests.office import SAMPLES, soffice, write_source
 
 pytestmark = pytest.mark.integration
@@ -112,3 +115,60 @@ def test_a_conversion_over_its_time_limit_is_stopped_and_leaves_nosoffice(
     with pytest.raises(ParseTimeout, match="LibreOffice did not convert the .ppt file within"):
         parse_bytes(samples["ppt"], "ppt", ParseOptions(convert_timeout_s=0.05))
     assert running() == set()
+
+
+def test_one_libreoffice_serves_every_conversion_of_a_process(samples: dict[str, bytes]) -> None:
+    from ingest.stages import office
+
+    if not office.uno_available():
+        pytest.fail("python3-uno is missing (make installs it): LibreOffice would start per file")
+    parse_bytes(samples["doc"], "doc", ParseOptions())
+    listener = office._running
+    assert listener is not None and listener.soffice is not None
+    pid, starts = listener.soffice.pid, listener.starts
+    for ext in ("xls", "ppt", "rtf", "odt"):
+        phrase = SAMPLES[ext][1]
+        assert any(phrase in el.text for el in parse_bytes(samples[ext], ext, ParseOptions()))
+    assert listener.soffice is not None and listener.soffice.pid == pid
+    assert listener.starts == starts  # started once, for all of them
+
+
+def test_libreoffice_crashing_on_a_file_fails_that_document_and_the_next_converts(
+    samples: dict[str, bytes], tmp_path: Path
+) -> None:
+    import docx
+
+    from ingest.stages import office
+
+    long = docx.Document()
+    for i in range(4000):
+        long.add_paragraph(f"Paragraph {i} of the long heron maintenance manual.")
+    long.save(str(tmp_path / "long.docx"))
+    soffice(tmp_path / "profile", "doc", tmp_path / "long.docx", tmp_path)
+    source = tmp_path / "long.doc"
+    listener = office._listener(office.soffice_binary() or "")
+    listener.convert(tmp_path / "long.doc", "docx", "doc", 120)  # running, warm
+    soffice_pid = listener.soffice.pid  # type: ignore[union-attr]
+    outcome: list[BaseException] = []
+
+    def convert() -> None:
+        try:
+            listener.convert(source, "docx", "doc", 120)
+        except BaseException as exc:  # noqa: BLE001 (handed to the test's thread)
+            outcome.append(exc)
+
+    def reading() -> bool:  # LibreOffice holds the file open while it reads it
+        fds = Path(f"/proc/{soffice_pid}/fd")
+        return any(os.path.realpath(fd) == str(source) for fd in fds.iterdir())
+
+    thread = threading.Thread(target=convert)
+    thread.start()
+    wait_until(reading, timeout=60, what="LibreOffice reading the document")
+    os.kill(soffice_pid, signal.SIGSEGV)  # it crashes under this document
+    thread.join(120)
+    [error] = outcome
+    assert isinstance(error, CorruptDocument)
+    assert str(error).startswith(".doc file: LibreOffice crashed reading it (soffice killed by")
+    phrase = SAMPLES["doc"][1]  # the next document: LibreOffice started again
+    assert any(phrase in el.text for el in parse_bytes(samples["doc"], "doc", ParseOptions()))
+    assert listener.soffice is not None and listener.soffice.pid != soffice_pid

@@ -15,6 +15,7 @@ from index.catalog import DELETED, FAILED, INDEXED
 from tests.mailfiles import eml, outlook_msg, zip_of
 from workers.runtime import Runtime, open_runtime
 from workers.settings import load_settings
+from workers.status import format_status, status_report
 from workers.sync.report import SyncReport
 
 pytestmark = pytest.mark.integration
@@ -154,3 +155,51 @@ def test_a_failed_member_is_retried_through_its_file(runtime: Runtime, tmp_path:
         assert report.embedded < 10  # the small member was hashed, not embedded again
     finally:
         rt.close()
+
+
+def test_sync_and_status_count_documents_by_format_and_name_what_is_not_read(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    share = tmp_path / "share"
+    _write(share / "a.txt", b"A plain note about herons.")
+    _write(share / "tools.zip", zip_of({"setup.exe": b"MZ\x90", "readme.md": b"# Readme\n\nHi."}))
+    _write(share / "old.7z", b"7z\xbc\xaf\x27\x1c")
+    report = _sync(runtime).to_dict()
+    assert report["formats"] == {"txt": 1, "zip": 1, "md": 1}
+    assert report["skipped_by_reason"] == {
+        "unsupported file type (.exe): a program, not a document": 1,
+        "unsupported file type (.7z): this archive format is not opened (zip and tar are)": 1,
+    }
+    status = status_report(runtime.catalog)
+    assert status["formats"] == {
+        "txt": {"indexed": 1}, "zip": {"indexed": 1}, "md": {"indexed": 1},
+        ".exe": {"skipped": 1}, ".7z": {"skipped": 1},
+    }  # fmt: skip
+    assert sum(status["skipped_by_reason"].values()) == 2
+    assert "by format:" in format_status(status) and "  .7z: 1 skipped" in format_status(status)
+
+
+def test_a_staged_container_keeps_its_members_for_the_embed_step() -> None:
+    """Distributed mode: the parse step stages the container, the embed step writes it and its
+    members; what the embed step reads back is what the parse found."""
+    from ingest.models import Chunk, Member, ParsedDocument, PreparedDocument, SourceFile
+    from workers.distributed.dispatch import decode_staged, encode_prepared
+
+    def doc(member: str, text: str) -> PreparedDocument:
+        source = SourceFile("s", "/share", "m.eml", 10, 5, member=member)
+        parsed = ParsedDocument("h-" + text, len(text), 5, (), "txt")
+        return PreparedDocument(source, parsed, (Chunk(0, text, "text", (1,), None, ("text",), 3),))
+
+    top = doc("", "the message")
+    staged = PreparedDocument(
+        SourceFile("s", "/share", "m.eml", 10, 5, known_members=(("a", "h"),)), top.parsed,
+        top.chunks, members=(
+            Member("attachments/a.txt", 4, "ha", doc("attachments/a.txt", "flamingo")),
+            Member("attachments/b.exe", 2, "", error=("skipped", "unsupported file type (.exe)")),
+            Member("attachments/c.txt", 3, "hc"),
+        ),
+    )  # fmt: skip
+    back, changed_at = decode_staged(encode_prepared(staged, 12.5))
+    assert changed_at == 12.5 and back.members == staged.members
+    assert back.source.known_members == ()  # only the parse needed them
+    assert back.chunks == staged.chunks and back.parsed.content_hash == top.parsed.content_hash

@@ -77,8 +77,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
         d, c = summary["documents"], summary["chunks"]
         print(", ".join(f"{n} {k}" for k, n in d.items()) + f"; chunks: {c['embedded']} embedded, "
               f"{c['reused']} reused; {summary['seconds']:.1f} s")  # fmt: skip
+        if summary["formats"]:
+            print("  indexed: " + ", ".join(f"{n} {k}" for k, n in summary["formats"].items()))
         for f in summary["failures"]:
             print(f"  failed {f['share']}:{display(f['path'])}: {f['reason']}")
+        for reason, n in summary["skipped_by_reason"].items():
+            print(f"  skipped {n} x {reason}")
     for line in unavailable:
         print(f"shareindex: error: {line}", file=sys.stderr)
     if unavailable:

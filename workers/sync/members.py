@@ -17,6 +17,7 @@ from index.schema import document_id
 from index.vectors import VectorIndex
 from ingest.models import PreparedDocument, SourceFile
 from ingest.stages.members import is_container
+from ingest.stages.parse import format_name
 from workers.sources.base import FileEntry
 from workers.sync.outcomes import Outcomes
 from workers.sync.report import SyncReport
@@ -105,7 +106,7 @@ class MemberBook:
             mtime_ns = doc.parsed.mtime_ns
             self.catalog.upsert_seen(
                 doc_id, item.share, address, member.size, mtime_ns, allow, deny, item.acl_note,
-                parent_id=item.doc_id,
+                parent_id=item.doc_id, filetype=format_name(member.address),
             )  # fmt: skip
             if member.error is not None:
                 status, reason = member.error

@@ -22,6 +22,7 @@ class Outcomes:
         metrics.DOCUMENTS.labels(share, status).inc()
         if status == SKIPPED:
             report.skipped += 1
+            report.skipped_reasons[reason] += 1
         else:
             report.fail(share, path, status, reason)
 

@@ -20,6 +20,7 @@ import pebble
 from ingest.errors import IngestError, ParserCrashed, ParseTimeout
 from ingest.models import PreparedDocument, SourceFile
 from ingest.stages.chunk import ChunkOptions, DocumentChunker, HFTokenCounter
+from ingest.stages.members import is_container
 from ingest.stages.parse import ParseOptions
 
 log = logging.getLogger(__name__)
@@ -116,9 +117,14 @@ class Parser:
 
 
 class ParsePool(Parser):
-    def __init__(self, job: ParseJob, workers: int, timeout_s: float, start: bool = True) -> None:
+    def __init__(
+        self, job: ParseJob, workers: int, timeout_s: float, start: bool = True,
+        container_timeout_factor: float = 10.0,
+    ) -> None:  # fmt: skip
         self.job = job
         self.timeout_s = timeout_s
+        #: a message or an archive is parsed with all its members: this many times the limit
+        self.container_timeout_factor = container_timeout_factor
         self.workers = workers
         self._pool: pebble.ProcessPool | None = None
         if start:
@@ -141,7 +147,10 @@ class ParsePool(Parser):
         return self._pool
 
     def submit(self, source: SourceFile) -> Future[PreparedDocument]:
-        return self._start().schedule(_prepare, args=(source,), timeout=self.timeout_s)
+        timeout = self.timeout_s
+        if is_container(source.path):
+            timeout *= self.container_timeout_factor
+        return self._start().schedule(_prepare, args=(source,), timeout=timeout)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -24,7 +24,7 @@ from index.schema import document_id
 from index.vectors import VectorIndex
 from ingest.errors import IngestError, UnsupportedType
 from ingest.paths import display
-from ingest.stages.parse import filetype_of
+from ingest.stages.parse import filetype_of, format_name
 from workers import metrics
 from workers.outages import is_transient
 from workers.sources.base import FileEntry, Source, is_ignored
@@ -146,8 +146,9 @@ class Planner:
             e = item.entry
             allow, deny = item.access.as_lists()
             self.catalog.upsert_seen(
-                item.doc_id, source.name, e.path, e.size, e.mtime_ns, allow, deny, item.acl_note
-            )
+                item.doc_id, source.name, e.path, e.size, e.mtime_ns, allow, deny, item.acl_note,
+                filetype=format_name(e.path),
+            )  # fmt: skip
         self.sink(plan.work, report, source.name)
 
     # -- one file -----------------------------------------------------------------------------
@@ -173,8 +174,9 @@ class Planner:
         try:
             doc_id = record.id if record is not None else document_id(share, entry.path)
             self.catalog.upsert_seen(
-                doc_id, share, entry.path, entry.size, entry.mtime_ns, [], [], None
-            )
+                doc_id, share, entry.path, entry.size, entry.mtime_ns, [], [], None,
+                filetype=format_name(entry.path),
+            )  # fmt: skip
             self.outcomes.error(doc_id, share, entry.path, FAILED, reason, report)
         except Exception as exc:  # not even recordable: reported, the share goes on
             if is_transient(exc):
@@ -197,8 +199,9 @@ class Planner:
                 return
             allow, deny = access.as_lists()
             self.catalog.upsert_seen(
-                doc_id, share, entry.path, entry.size, entry.mtime_ns, allow, deny, note
-            )
+                doc_id, share, entry.path, entry.size, entry.mtime_ns, allow, deny, note,
+                filetype=format_name(entry.path),
+            )  # fmt: skip
             if live and live.version > 0:  # a document replaced by a link or a FIFO
                 self.store.delete_document(doc_id)
                 report.deleted += self.members.delete(live)

@@ -218,6 +218,7 @@ class DocumentProcessor:
             report.reused += reused
             metrics.REUSED.inc(reused)
             report.count(item.kind)
+            report.formats[doc.parsed.filetype] += 1
             if item.container is None:  # a file's change, timed once (not per member)
                 self.outcomes.searchable(item.share, item.kind, item.changed_at)
             committed.append((item, doc))

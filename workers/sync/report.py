@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -24,11 +25,17 @@ class SyncReport:
     reused: int = 0
     seconds: float = 0.0
     failures: list[dict[str, str]] = field(default_factory=list)
+    #: documents indexed (new or changed) by format: {"pdf": 3, "msg": 1}
+    formats: Counter[str] = field(default_factory=Counter)
+    #: why documents were skipped (an unsupported type names itself): {reason: count}
+    skipped_reasons: Counter[str] = field(default_factory=Counter)
 
     def add(self, other: SyncReport) -> None:
         for name in (*_COUNTS, "embedded", "reused", "seconds"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.failures.extend(other.failures)
+        self.formats.update(other.formats)
+        self.skipped_reasons.update(other.skipped_reasons)
 
     def count(self, outcome: str) -> None:
         setattr(self, outcome, getattr(self, outcome) + 1)
@@ -43,6 +50,8 @@ class SyncReport:
             "chunks": {"embedded": self.embedded, "reused": self.reused},
             "seconds": round(self.seconds, 3),
             "failures": self.failures,
+            "formats": dict(self.formats.most_common()),
+            "skipped_by_reason": dict(self.skipped_reasons.most_common()),
         }
 
 
