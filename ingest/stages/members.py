@@ -26,7 +26,6 @@ from ingest.archives import ARCHIVE_FILETYPES, Budget, Part, archive_parts
 from ingest.errors import (
     CorruptDocument,
     IngestError,
-    ParserCrashed,
     SkippedDocument,
     TooLarge,
     TransientError,
@@ -147,8 +146,8 @@ class _Expander:
             except IngestError as exc:
                 self.members.append(Member(address, part.size, "", error=(exc.status, str(exc))))
             except MemoryError:
-                crashed = ParserCrashed("the parser ran out of memory")
-                self.members.append(Member(address, part.size, "", error=("failed", str(crashed))))
+                reason = "the parser ran out of memory"
+                self.members.append(Member(address, part.size, "", error=("failed", reason)))
 
     def _member(self, part: Part, address: str, depth: int) -> None:
         filetype = filetype_of(part.name)  # UnsupportedType: skipped, never read
@@ -168,22 +167,16 @@ class _Expander:
             self.source, size=self.top_size, mtime_ns=self.mtime_ns, member=address,
             known_members=(),
         )  # fmt: skip
-        try:
-            if filetype in CONTAINER_FILETYPES:
-                if depth >= self.options.max_container_depth:
-                    raise SkippedDocument(
-                        f"a container nested {depth + 1} deep; the limit is "
-                        f"{self.options.max_container_depth} (max_container_depth)"
-                    )
-                own, parts = self.open(data, filetype, part.name)
-                parsed = _parsed(data, self.mtime_ns, filetype, own)
-            else:
-                parsed = parse_content(data, self.mtime_ns, filetype, part.name, self.options)
-        except IngestError as exc:
-            if isinstance(exc, TransientError):
-                raise
-            self.members.append(Member(address, len(data), digest, error=(exc.status, str(exc))))
-            return
+        if filetype in CONTAINER_FILETYPES:  # an IngestError is recorded on it by expand()
+            if depth >= self.options.max_container_depth:
+                raise SkippedDocument(
+                    f"a container nested {depth + 1} deep; the limit is "
+                    f"{self.options.max_container_depth} (max_container_depth)"
+                )
+            own, parts = self.open(data, filetype, part.name)
+            parsed = _parsed(data, self.mtime_ns, filetype, own)
+        else:
+            parsed = parse_content(data, self.mtime_ns, filetype, part.name, self.options)
         document = PreparedDocument(member_source, parsed, tuple(self.chunker.run(parsed.elements)))
         self.members.append(Member(address, len(data), digest, document))
         if filetype in CONTAINER_FILETYPES:

@@ -15,7 +15,7 @@ import hashlib
 import logging
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from index.acl import Access
@@ -64,7 +64,7 @@ class Planner:
         report = SyncReport()
         source.new_pass()
         known = self.catalog.documents(source.name)
-        plan = Plan()
+        plan = Plan(waiting=_waiting(known.values()))
         seen: set[str] = set()
         for entry in source.scan(self.ignore):
             seen.add(entry.path)
@@ -90,6 +90,7 @@ class Planner:
             if not any(is_ignored(part, self.ignore) for part in path.split("/"))
         }
         known = self.catalog.find_many(source.name, wanted)
+        plan.waiting = {r.id for r in known.values() if self.members.waiting(r)}
         redo = self._containers_of(known, wanted)
         for path, changed_at in wanted.items():
             record = known.get(path)
@@ -207,7 +208,7 @@ class Planner:
                 report.deleted += self.members.delete(live)
             self.outcomes.error(doc_id, share, entry.path, SKIPPED, problem, report)
             return
-        if live and self._unchanged(source, entry, live):
+        if live and live.id not in plan.waiting and self._unchanged(source, entry, live):
             report.unchanged += 1
             self._update_acl(live, access, note)
             return
@@ -216,7 +217,7 @@ class Planner:
 
     def _unchanged(self, source: Source, entry: FileEntry, record: DocumentRecord) -> bool:
         """Same size and mtime: not even hashed. Only the mtime moved: hashed, not parsed."""
-        if record.status == PENDING or self.members.waiting(record):
+        if record.status == PENDING:
             return False
         if record.captions == "pending" and self.recaption:
             return False  # the VLM was down: parse again (cached), add the captions
@@ -291,6 +292,12 @@ class Planner:
             report.deleted += 1 + self.members.delete(record)
             if record.path in changes:
                 self.outcomes.searchable(record.share, "deleted", changes[record.path])
+
+
+def _waiting(records: Iterable[DocumentRecord]) -> set[str]:
+    """The files a member of which waits (an outage, a retry): processed again although they
+    did not change."""
+    return {r.parent_id for r in records if r.parent_id is not None and r.status == PENDING}
 
 
 def _unsupported(path: str) -> str | None:

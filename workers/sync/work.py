@@ -51,6 +51,8 @@ class Plan:
 
     work: list[WorkItem] = field(default_factory=list)
     gone: list[DocumentRecord] = field(default_factory=list)
+    #: files with a member waiting to be processed (their file is processed again)
+    waiting: set[str] = field(default_factory=set)
 
 
 #: where the planned documents go: processed here (embedded), or sent to the queue (distributed)
