@@ -171,18 +171,37 @@ class EdgeIndex:
     def set_location(self, doc_id: str, path: str, mtime_ns: int) -> None:
         self._set_metadata(doc_id, location_metadata(path, mtime_ns))
 
+    def set_version_metadata(self, doc_id: str, version: int, fields: dict[str, Any]) -> None:
+        flt = _and(_match("metadata.doc_id", doc_id), _match("metadata.version", version))
+        self._update(qe.UpdateOperation.set_payload_by_filter(flt, fields, key=METADATA_KEY))
+
     def _set_metadata(self, doc_id: str, fields: dict[str, Any]) -> None:
         flt = _and(_match("metadata.doc_id", doc_id))
         self._update(qe.UpdateOperation.set_payload_by_filter(flt, fields, key=METADATA_KEY))
 
     # -- reads -----------------------------------------------------------------------------
-    def stored_vectors(self, doc_id: str, version: int) -> dict[str, StoredVectors]:
-        flt = _and(_match("metadata.doc_id", doc_id), _match("metadata.version", version))
+    def stored_vectors(
+        self, doc_id: str, version: int, indexes: Sequence[int] | None = None
+    ) -> dict[str, StoredVectors]:
+        conditions = [_match("metadata.doc_id", doc_id), _match("metadata.version", version)]
+        if indexes is not None:
+            if not indexes:
+                return {}
+            conditions.append(
+                qe.FieldCondition("metadata.chunk_index", match=qe.MatchAny(list(indexes)))
+            )
         out: dict[str, StoredVectors] = {}
-        for point in self._pages(flt, with_vectors=True):
+        for point in self._pages(qe.Filter(must=conditions), with_vectors=True):
             if point.dense is not None and point.sparse is not None:
                 out[point.metadata["text_hash"]] = StoredVectors(point.dense, point.sparse)
         return out
+
+    def stored_hashes(self, doc_id: str, version: int) -> dict[str, int]:
+        flt = _and(_match("metadata.doc_id", doc_id), _match("metadata.version", version))
+        return {
+            p.metadata["text_hash"]: int(p.metadata["chunk_index"])
+            for p in self._pages(flt, with_vectors=False)
+        }
 
     def _pages(self, flt: Any, with_vectors: bool) -> Iterator[StoredPoint]:
         offset = None

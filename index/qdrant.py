@@ -158,15 +158,34 @@ class QdrantIndex:
             )
 
     # -- reads -----------------------------------------------------------------------------
-    def stored_vectors(self, doc_id: str, version: int) -> dict[str, StoredVectors]:
-        flt = models.Filter(
-            must=[_match("metadata.doc_id", doc_id), _match("metadata.version", version)]
-        )
+    def stored_vectors(
+        self, doc_id: str, version: int, indexes: Sequence[int] | None = None
+    ) -> dict[str, StoredVectors]:
+        conditions: list[Any] = [
+            _match("metadata.doc_id", doc_id), _match("metadata.version", version)
+        ]  # fmt: skip
+        if indexes is not None:
+            if not indexes:
+                return {}
+            conditions.append(
+                models.FieldCondition(
+                    key="metadata.chunk_index", match=models.MatchAny(any=list(indexes))
+                )
+            )
         out: dict[str, StoredVectors] = {}
-        for point in self._scroll(flt, with_vectors=True):
+        for point in self._pages(models.Filter(must=conditions), with_vectors=True):
             if point.dense is not None and point.sparse is not None:
                 out[point.metadata["text_hash"]] = StoredVectors(point.dense, point.sparse)
         return out
+
+    def stored_hashes(self, doc_id: str, version: int) -> dict[str, int]:
+        flt = models.Filter(
+            must=[_match("metadata.doc_id", doc_id), _match("metadata.version", version)]
+        )
+        return {
+            p.metadata["text_hash"]: int(p.metadata["chunk_index"])
+            for p in self._pages(flt, with_vectors=False)
+        }
 
     def _scroll(self, flt: models.Filter | None, with_vectors: bool = False) -> list[StoredPoint]:
         return list(self._pages(flt, with_vectors))
@@ -287,6 +306,16 @@ class QdrantIndex:
     def set_location(self, doc_id: str, path: str, mtime_ns: int) -> None:
         """A moved or renamed file: re-point every point of the document, vectors untouched."""
         self._set_metadata(doc_id, location_metadata(path, mtime_ns))
+
+    def set_version_metadata(self, doc_id: str, version: int, fields: dict[str, Any]) -> None:
+        flt = models.Filter(
+            must=[_match("metadata.doc_id", doc_id), _match("metadata.version", version)]
+        )
+        with self._lock:
+            self.client.set_payload(
+                self.collection, payload=fields, key=METADATA_KEY,
+                points=models.FilterSelector(filter=flt), wait=True,
+            )  # fmt: skip
 
     def _set_metadata(self, doc_id: str, fields: dict[str, Any]) -> None:
         with self._lock:

@@ -112,9 +112,20 @@ class VectorIndex(Protocol):
     def set_location(self, doc_id: str, path: str, mtime_ns: int) -> None:
         """A moved or renamed file: every point re-pointed, vectors untouched."""
 
+    def set_version_metadata(self, doc_id: str, version: int, fields: dict[str, Any]) -> None:
+        """Metadata fields of every point of one version, in place (a version written in slices
+        made whole: its ACL, its chunk count, no longer partial)."""
+
     # -- reads -----------------------------------------------------------------------------
-    def stored_vectors(self, doc_id: str, version: int) -> dict[str, StoredVectors]:
-        """Vectors of a stored version keyed by chunk text hash (reuse by the next version)."""
+    def stored_vectors(
+        self, doc_id: str, version: int, indexes: Sequence[int] | None = None
+    ) -> dict[str, StoredVectors]:
+        """Vectors of a stored version keyed by chunk text hash (reuse by the next version); of
+        the chunks at ``indexes`` only, when given (a large document, slice by slice)."""
+
+    def stored_hashes(self, doc_id: str, version: int) -> dict[str, int]:
+        """Text hash -> chunk index of a stored version, without vectors (what a large
+        document's next version looks up before it fetches the vectors it can reuse)."""
 
     def document_points(self, doc_id: str) -> list[StoredPoint]: ...
 

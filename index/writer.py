@@ -14,12 +14,26 @@ The embedded service and the Celery workers commit through ``VersionedWriter.com
 6. ``finish_version``: the document is indexed at this version, with its history row.
 
 A crash anywhere leaves the document pending in the catalog; redoing it writes the same ids.
+
+A large document is written in slices (``VersionedWriter.begin`` -> ``SlicedVersion``): its
+points go in as its slices are embedded, so neither its chunks nor its vectors are ever all in
+memory. The swap stays atomic for readers who could read it before:
+
+- a document with an indexed version (an edit): the new slices are written readable by nobody
+  (an empty ACL: no principal's filter matches) and readers keep the old version until the new
+  one is complete; then one payload update gives the new version its ACL, and the old is removed;
+- a new document (nothing to keep): its slices are searchable as they land, marked
+  ``metadata.partial = true`` until the last one is in.
+
+The same compare-and-set decides at the end; a lost race, a file that changed meanwhile or an
+error removes the slices written (``SlicedVersion.abandon``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from index.catalog import Catalog
 from index.schema import build_metadata
@@ -72,14 +86,83 @@ class VersionedWriter:
         )
         return True
 
-    def _point(self, doc: DocumentVersion, version: int, c: EmbeddedChunk) -> IndexPoint:
+    def begin(self, doc: DocumentVersion) -> SlicedVersion:
+        """A new version of ``doc`` (its ``chunks`` unused) to be written slice by slice."""
+        version = self.catalog.allocate_version(doc.doc_id, doc.content_hash)
+        record = self.catalog.get(doc.doc_id)
+        visible = record is None or record.version == 0 or record.version == version
+        return SlicedVersion(self, doc, version, visible)
+
+    def _point(
+        self, doc: DocumentVersion, version: int, c: EmbeddedChunk, chunk_count: int | None = None
+    ) -> IndexPoint:
         chunk = c.chunk
+        count = len(doc.chunks) if chunk_count is None else chunk_count
         metadata = build_metadata(
             doc_id=doc.doc_id, share=doc.share, path=doc.path, version=version,
-            content_hash=doc.content_hash, chunk_index=chunk.index, chunk_count=len(doc.chunks),
+            content_hash=doc.content_hash, chunk_index=chunk.index, chunk_count=count,
             kind=chunk.kind, kinds=list(chunk.kinds), page_numbers=list(chunk.page_numbers),
             section=chunk.section, mtime_ns=doc.mtime_ns, filetype=doc.filetype,
             embedding_model=self.embedding_model, text_hash=c.text_hash,
             acl=doc.acl, acl_deny=doc.acl_deny,
         )  # fmt: skip
         return make_point(doc.doc_id, version, chunk.index, chunk.text, c.dense, c.sparse, metadata)
+
+
+class SlicedVersion:
+    """One version of a large document being written slice by slice (see the module doc)."""
+
+    def __init__(
+        self, writer: VersionedWriter, doc: DocumentVersion, version: int, visible: bool
+    ) -> None:
+        self.writer = writer
+        self.doc = doc
+        self.version = version
+        #: True: a new document, searchable (marked partial) as its slices land; False: an
+        #: edit, hidden until complete (readers keep the old version)
+        self.visible = visible
+        self.written = 0
+
+    def add(self, chunks: Sequence[EmbeddedChunk], last: bool) -> None:
+        """Upsert the next slice (chunk indexes continue the previous slice's)."""
+        if not chunks:
+            return
+        end = chunks[-1].chunk.index + 1
+        count = end if last else end + 1  # a chunk before the last has a next one
+        # an edit's new version: readable by nobody until it is complete
+        doc = self.doc if self.visible else replace(self.doc, acl=[], acl_deny=[])
+        points = [self.writer._point(doc, self.version, c, count) for c in chunks]
+        for p in points:
+            p.metadata["partial"] = True
+        self.writer.store.upsert(points)
+        self.written = end
+
+    def finish(
+        self, content_hash: str, acl: tuple[list[str], list[str]], still_current: Callable[[], bool]
+    ) -> bool:
+        """Make the version whole and the indexed one; False (and its slices removed) when the
+        file changed since it was read or a newer version was claimed first. ``acl``: who may
+        read the document now (a permission change during the write is not lost)."""
+        w, doc, version = self.writer, self.doc, self.version
+        if not still_current() or not w.catalog.claim_version(doc.doc_id, version, content_hash):
+            self.abandon()
+            return False
+        allow, deny = acl
+        fields: dict[str, Any] = {
+            "acl": allow, "acl_deny": deny, "chunk_count": self.written, "partial": False,
+        }  # fmt: skip
+        w.store.set_version_metadata(doc.doc_id, version, fields)
+        w.store.delete_versions_before(doc.doc_id, version)
+        record = w.catalog.get(doc.doc_id)
+        if record is not None and record.chunk_count > self.written and record.version == version:
+            w.store.delete_chunks(doc.doc_id, version, range(self.written, record.chunk_count))
+        w.catalog.finish_version(
+            doc.doc_id, version, content_hash, doc.size, self.written, doc.filetype
+        )
+        return True
+
+    def abandon(self) -> None:
+        """Remove what was written of this version (never the version readers see)."""
+        record = self.writer.catalog.get(self.doc.doc_id)
+        if record is None or record.version != self.version:
+            self.writer.store.delete_version(self.doc.doc_id, self.version)

@@ -22,6 +22,10 @@ class SourceFile:
     member: str = ""
     #: a container's members the index holds, as (address, content hash): not parsed again
     known_members: tuple[tuple[str, str], ...] = ()
+    #: a large text file read in parts (``ingest.stages.parts``): which part, of what size;
+    #: -1: the whole file
+    part: int = -1
+    part_bytes: int = 0
 
     @property
     def abspath(self) -> str:

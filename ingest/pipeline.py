@@ -32,6 +32,10 @@ def prepare(
 ) -> PreparedDocument:
     if is_container(source.path):  # a message or an archive: its members come along
         return prepare_container(source, options, chunker)
+    if source.part >= 0:  # one part of a large text file
+        from ingest.stages.parts import prepare_part
+
+        return prepare_part(source, options, chunker)
     parsed = parse(source, options)
     return PreparedDocument(
         source=source, parsed=parsed, chunks=tuple(chunker.run(parsed.elements))

@@ -81,14 +81,32 @@ class MemoryIndex:
     def set_location(self, doc_id: str, path: str, mtime_ns: int) -> None:
         self._update(doc_id, location_metadata(path, mtime_ns))
 
+    def set_version_metadata(self, doc_id: str, version: int, fields: dict[str, object]) -> None:
+        with self._lock:
+            for i, p in list(self._points.items()):
+                if _doc(p) == doc_id and _version(p) == version:
+                    meta = {**p.metadata, **fields}
+                    self._points[i] = IndexPoint(p.id, p.text, p.dense, p.sparse, meta)
+
     # -- reads -----------------------------------------------------------------------------
     def _all(self) -> list[IndexPoint]:
         with self._lock:
             return list(self._points.values())
 
-    def stored_vectors(self, doc_id: str, version: int) -> dict[str, StoredVectors]:
+    def stored_vectors(
+        self, doc_id: str, version: int, indexes: Sequence[int] | None = None
+    ) -> dict[str, StoredVectors]:
         return {
             p.metadata["text_hash"]: StoredVectors(tuple(p.dense), p.sparse)
+            for p in self._all()
+            if _doc(p) == doc_id
+            and _version(p) == version
+            and (indexes is None or p.metadata["chunk_index"] in indexes)
+        }
+
+    def stored_hashes(self, doc_id: str, version: int) -> dict[str, int]:
+        return {
+            p.metadata["text_hash"]: p.metadata["chunk_index"]
             for p in self._all()
             if _doc(p) == doc_id and _version(p) == version
         }

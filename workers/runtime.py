@@ -354,7 +354,8 @@ def open_runtime(
     processor = DocumentProcessor(
         catalog, store, embedder, pool, VersionedWriter(catalog, store, embedder.model_name),
         sparse=sparse, figures=figures, progress=progress or no_progress,
-        contain_write_errors=queue is None,
+        contain_write_errors=queue is None, large_bytes=settings.large_bytes,
+        part_bytes=int(settings.part_mb * 1024 * 1024), slice_chunks=settings.slice_chunks,
     )  # fmt: skip
     dispatcher = None
     sink: WorkSink = processor.process

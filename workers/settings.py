@@ -194,6 +194,13 @@ class Settings(BaseSettings):
     #: containers inside containers (a zip attached to a message is 2 deep)
     max_container_depth: int = Field(3, ge=1, le=10)
     parse_workers: int = Field(1, ge=1, le=64)
+    #: a file this large is a large document: a text file is parsed in parts of part_mb, any
+    #: format is embedded and written in slices of slice_chunks (readers keep its old version
+    #: until the new one is complete), and it is bulk work (the service's bulk lane; the
+    #: distributed mode's bulk queue) that small, recent changes overtake
+    large_document_mb: float = Field(1.0, gt=0)
+    part_mb: float = Field(1.0, gt=0)
+    slice_chunks: int = Field(64, ge=1, le=65536)
     parse_memory_mb: int = Field(4096, ge=512)
     ocr_languages: str = "eng+jpn"
     #: the text layer of PDFs: "pdfium" (fast; paragraphs from line positions) or "pdfminer"
@@ -357,6 +364,10 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
     # -- derived -----------------------------------------------------------------------------
+    @property
+    def large_bytes(self) -> int:
+        return int(self.large_document_mb * 1024 * 1024)
+
     @property
     def embedding_batch(self) -> int:
         """The batch size on the configured device (a GPU wants far larger batches)."""

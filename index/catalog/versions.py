@@ -6,6 +6,7 @@ from sqlalchemy import case, select, update
 
 from index.catalog.base import SqlBase, row_of
 from index.catalog.tables import (
+    DELETED,
     INDEXED,
     DocumentRow,
     VersionRow,
@@ -57,7 +58,9 @@ class VersionLedger(SqlBase):
         return int(allocated)
 
     def claim_version(self, doc_id: str, version: int, content_hash: str) -> bool:
-        """Compare-and-set: make ``version`` the indexed one unless a newer one already is.
+        """Compare-and-set: make ``version`` the indexed one unless a newer one already is, or
+        the document was deleted meanwhile (its file is gone: a late write must not bring it
+        back).
 
         Its points must be written already. The document stays ``pending`` until
         ``finish_version``: a crash in between is redone by the next sync.
@@ -65,7 +68,11 @@ class VersionLedger(SqlBase):
         with self.session() as s:
             result = s.execute(
                 update(DocumentRow)
-                .where(DocumentRow.id == doc_id, DocumentRow.version <= version)
+                .where(
+                    DocumentRow.id == doc_id,
+                    DocumentRow.version <= version,
+                    DocumentRow.status != DELETED,
+                )
                 .values(version=version, content_hash=content_hash)
             )
             return bool(result.rowcount)  # type: ignore[attr-defined]
