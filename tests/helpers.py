@@ -91,8 +91,11 @@ def running_service(settings: Settings, timeout: float = 60) -> Iterator[Running
     thread = threading.Thread(target=service.run, kwargs={"handle_signals": False}, daemon=True)
     thread.start()
     try:
-        wait_until(lambda: any("reconciled" in line for line in said), timeout,
-                   "the first reconcile")  # fmt: skip
+        wait_until(
+            lambda: any("reconciled" in line for line in said)
+            and service.bulk is not None and service.bulk.idle(),
+            timeout, "the first reconcile (and its bulk work)",
+        )  # fmt: skip
         yield Running(runtime, service, said)
     finally:
         service.request_stop()

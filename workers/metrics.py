@@ -18,6 +18,26 @@ FRESHNESS = Histogram(
     ["share", "change"],
     buckets=(0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60, 300, 1800, 3600, 86400),
 )
+FRESHNESS_UNDER_LOAD = Histogram(
+    "shareindex_freshness_by_backlog_seconds",
+    "The same seconds as shareindex_freshness_seconds, by the backlog when the change was routed "
+    "(documents waiting or in progress: 0 is an idle service; the p95 users feel under load is "
+    "in the other classes)",
+    ["share", "change", "backlog"],
+    buckets=FRESHNESS._upper_bounds[:-1],
+)
+
+
+def backlog_class(documents: int) -> str:
+    """The ``backlog`` label: 0, 1-9, 10-99, 100-999, 1000+ documents."""
+    if documents <= 0:
+        return "0"
+    for bound in (10, 100, 1000):
+        if documents < bound:
+            return f"{bound // 10 if bound > 10 else 1}-{bound - 1}"
+    return "1000+"
+
+
 DOCUMENTS = Counter(
     "shareindex_documents_total", "Documents processed, by outcome", ["share", "outcome"]
 )

@@ -249,6 +249,23 @@ class Runtime:
         self.store.close()
         self.catalog.close()
 
+    def bulk_processor(self) -> DocumentProcessor:
+        """A second processor for the embedded service's bulk lane: the same writer, model and
+        progress board, a parse process of its own (live documents never queue behind bulk
+        parsing). Its pool is closed with ``processor.pool.close()``."""
+        live = self.processor
+        assert isinstance(self.pool, ParsePool), "the bulk lane needs a parse pool"
+        s = self.settings
+        pool = ParsePool(
+            self.pool.job, s.parse_workers, s.parse_timeout_s, start=True,
+            container_timeout_factor=s.container_timeout_factor,
+        )  # fmt: skip
+        return DocumentProcessor(
+            self.catalog, self.store, self.embedder, pool, live.writer, sparse=live.sparse,
+            figures=live.figures, contain_write_errors=True, large_bytes=live.large_bytes,
+            part_bytes=live.part_bytes, slice_chunks=live.slice_chunks, board=live.board,
+        )  # fmt: skip
+
 
 def open_runtime(
     settings: Settings,

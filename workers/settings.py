@@ -201,6 +201,9 @@ class Settings(BaseSettings):
     large_document_mb: float = Field(1.0, gt=0)
     part_mb: float = Field(1.0, gt=0)
     slice_chunks: int = Field(64, ge=1, le=65536)
+    #: the embedded service: a pass with more documents than this is a bulk arrival (a copied
+    #: folder, a first sync) and goes to the bulk lane, behind the next edit
+    live_max_files: int = Field(32, ge=1)
     parse_memory_mb: int = Field(4096, ge=512)
     ocr_languages: str = "eng+jpn"
     #: the text layer of PDFs: "pdfium" (fast; paragraphs from line positions) or "pdfminer"

@@ -23,7 +23,11 @@ def _item(rec: DocumentRecord) -> dict[str, Any]:
     }
 
 
-def status_report(catalog: Catalog, service: dict[str, Any] | None = None) -> dict[str, Any]:
+def status_report(
+    catalog: Catalog,
+    service: dict[str, Any] | None = None,
+    in_flight: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     skipped = catalog.with_status(SKIPPED, _LIST_LIMIT)
     captions = catalog.caption_counts()
     now = datetime.now(UTC)
@@ -51,6 +55,9 @@ def status_report(catalog: Catalog, service: dict[str, Any] | None = None) -> di
         "captions": captions,
         "captions_pending": captions.get("pending", 0),
         "service": service,
+        # the running service's work now: large documents (chunks done/total, rate) and the
+        # bulk backlog by size with the age of its oldest document; None: no service
+        "in_flight": in_flight,
     }
 
 
@@ -63,6 +70,7 @@ def format_status(report: dict[str, Any]) -> str:
         if service
         else "service: not running"
     )
+    lines += _in_flight_lines(report.get("in_flight"))
     if report["pending"]:
         lines.append(f"pending ({docs['pending']}):")
         lines += [
@@ -101,3 +109,25 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append(f"skipped ({docs['skipped']}):")
         lines += [f"  {n} x {reason}" for reason, n in report["skipped_by_reason"].items()]
     return "\n".join(lines)
+
+
+def _in_flight_lines(in_flight: dict[str, Any] | None) -> list[str]:
+    if not in_flight:
+        return []
+    lines = []
+    for d in in_flight.get("large_documents") or []:
+        approx = "~" if d["chunks_total_estimated"] else ""
+        eta = f", about {d['eta_s']:g} s left" if d.get("eta_s") is not None else ""
+        lines.append(
+            f"in flight: {d['share']}:{d['display_path']} ({d['bytes'] / 1e6:.1f} MB): "
+            f"{d['chunks_done']}/{approx}{d['chunks_total']} chunks, {d['chunks_per_s']:g} chunks/s{eta}"
+        )
+    backlog = in_flight.get("bulk_backlog")
+    if backlog and (backlog["documents"] or backlog["in_progress"]):
+        sizes = ", ".join(f"{v['documents']} {k}" for k, v in backlog["by_size"].items())
+        lines.append(
+            f"bulk backlog: {backlog['documents']} document(s) waiting"
+            + (f" ({sizes})" if sizes else "")
+            + f", {backlog['in_progress']} in progress, oldest waiting {backlog['oldest_waiting_s']:g} s"
+        )
+    return lines

@@ -383,7 +383,7 @@ def test_flower_lists_the_worker_behind_authentication(cluster: Cluster) -> None
     def listed() -> bool:
         r = httpx.get(f"{base}/api/workers", params={"refresh": "true"},
                       auth=("operator", "s3cret"), timeout=30)  # fmt: skip
-        return r.status_code == 200 and any(name.startswith("cpu-gpu.") for name in r.json())
+        return r.status_code == 200 and any(name.startswith("cpu-gpu-bulk.") for name in r.json())
 
     wait_until(listed, 60, "the worker in Flower")
 
@@ -399,7 +399,7 @@ def test_combinations_that_cannot_work_get_a_clear_error(cluster: Cluster, redis
     env = cluster.env
     for args, needle, run_env in [
         (("worker", "--pool", "prefork"), "threads pool", env),
-        (("worker", "--queues", "gpu"), "both queues", env),
+        (("worker", "--queues", "gpu"), "every queue", env),
         (("worker", "--queues", "cpu,tpu"), "unknown queue tpu", env),
         (("api",), "needs a Qdrant server", env),
         (("watch",), "SHAREINDEX_BROKER_URL", {k: v for k, v in env.items() if "BROKER" not in k}),

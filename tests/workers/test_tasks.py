@@ -7,6 +7,7 @@ import base64
 import json
 import sqlite3
 import time
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -29,12 +30,13 @@ from workers.distributed.dispatch import (
     encode_prepared,
     queued_messages,
 )
-from workers.distributed.queues import PARSE_TASK
+from workers.distributed.queues import LARGE_TASK, PARSE_TASK
 from workers.distributed.tasks import (
     Done,
     WorkerContext,
     embed_document,
     is_transient,
+    large_document,
     parse_document,
     run_step,
     take_document,
@@ -368,3 +370,54 @@ def test_only_a_worker_of_the_gpu_queue_loads_the_model(
         assert (runtime.embedder._model is not None) is loaded
     finally:
         runtime.close()
+
+
+def _queued(broker: Any, queue: str, tokens: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """(task name, doc id) of each message in a queue; ``tokens`` gets doc id -> token."""
+    out = []
+    for raw in broker.lrange(queue, 0, -1):
+        envelope = json.loads(raw)
+        (message,), _, _ = json.loads(base64.b64decode(envelope["body"]))
+        out.append((envelope["headers"]["task"], message["doc_id"]))
+        if tokens is not None:
+            tokens[message["doc_id"]] = message["token"]
+    return out
+
+
+def test_large_documents_containers_and_bulk_arrivals_go_to_the_bulk_queue(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Size-aware routing: a large document is one task on the bulk queue (parts and slices on
+    a bulk worker), a container's parse goes there too, a small edit to the cpu queue; a pass
+    with more than live_max_files documents (a copied folder) goes to the bulk queue whole."""
+    ctx, catalog = context_for(tmp_path, redis_url, large_document_mb=0.01, live_max_files=3)
+    broker = redis.Redis.from_url(redis_url)
+    broker.delete("cpu", "gpu", "bulk")
+    share = tmp_path / "share"
+    (share / "big.txt").write_text("A long report paragraph.\n\n" * 1000)  # 26 KB
+    with zipfile.ZipFile(share / "bundle.zip", "w") as zf:
+        zf.writestr("inner.txt", "inside")
+    (share / "note.txt").write_text("a small edit")
+    ctx.runtime.indexer.sync_share("docs")
+    ids = {r.path: r.id for r in catalog.documents("docs").values()}
+    tokens: dict[str, str] = {}
+    assert sorted(_queued(broker, "bulk", tokens)) == sorted(
+        [(LARGE_TASK, ids["big.txt"]), (PARSE_TASK, ids["bundle.zip"])]
+    )
+    assert _queued(broker, "cpu") == [(PARSE_TASK, ids["note.txt"])]
+    broker.delete("cpu", "bulk")
+
+    for i in range(5):  # a copied folder: more than live_max_files at once
+        (share / f"copy{i}.txt").write_text(f"copied {i}")
+    ctx.runtime.indexer.sync_share("docs")  # (the three above, still pending, come again)
+    copies = {r.id for r in catalog.documents("docs").values() if r.path.startswith("copy")}
+    queued = _queued(broker, "bulk", tokens)
+    assert copies <= {doc for task, doc in queued if task == PARSE_TASK}
+    assert (LARGE_TASK, ids["big.txt"]) in queued and broker.llen("cpu") == 0
+
+    # the bulk worker's task: the large document through the processor's large path
+    broker.delete("bulk")
+    seen: list[str] = []
+    ctx.runtime.processor.process_large = lambda item, report: seen.append(item.entry.path)
+    ref = {"doc_id": ids["big.txt"], "token": tokens[ids["big.txt"]], "changed_at": 0.0}
+    assert large_document(ctx, ref) == "indexed" and seen == ["big.txt"]

@@ -26,7 +26,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser("worker", help="distributed mode: a Celery worker")
     add_common(p)
     add_shares(p)
-    p.add_argument("--queues", default="cpu,gpu", help="queues to consume (default cpu,gpu)")
+    p.add_argument("--queues", default="cpu,gpu,bulk",
+                   help="queues to consume (default cpu,gpu,bulk)")  # fmt: skip
     p.add_argument("--pool", choices=["prefork", "threads"],
                    help="prefork (default with a Qdrant server) or threads (Qdrant local mode)")  # fmt: skip
     p.add_argument("--concurrency", type=int, help="pool size (default: cores; threads: 2)")
@@ -61,7 +62,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         queues = parse_queues(args.queues)
     except ValueError as exc:
         raise ConfigError(f"--queues: {exc}") from exc
-    if "cpu" in queues:
+    if "cpu" in queues or "bulk" in queues:
         need_shares(settings)
     prepare_metrics(settings)
     announce_nlp()

@@ -137,6 +137,22 @@ def cmd_retry(args: argparse.Namespace) -> int:
     return EXIT_FAILED_DOCS if report.get("documents", {}).get("failed", 0) else EXIT_OK
 
 
+def _service_in_flight(info: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the running service works on now (its /status); None when it does not answer."""
+    if not info or not info.get("token"):
+        return None
+    import httpx
+
+    try:
+        reply = httpx.get(f"{info['url']}/status", timeout=5,
+                          headers={"Authorization": f"Bearer {info['token']}"})  # fmt: skip
+        reply.raise_for_status()
+        found = reply.json().get("in_flight")
+        return found if isinstance(found, dict) else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from workers.query.server import read_service_info
     from workers.runtime import open_catalog
@@ -146,7 +162,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     catalog = open_catalog(settings)
     try:
         info = read_service_info(settings.data_dir)
-        report = status_report(catalog, {"pid": info["pid"], "url": info["url"]} if info else None)
+        service = {"pid": info["pid"], "url": info["url"]} if info else None
+        report = status_report(catalog, service, _service_in_flight(info))
     finally:
         catalog.close()
     print(json.dumps(report, ensure_ascii=False, indent=2) if args.json else format_status(report))

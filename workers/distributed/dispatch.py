@@ -25,7 +25,16 @@ from kombu.exceptions import ChannelError
 
 from index.catalog import Catalog
 from ingest.models import Chunk, Member, ParsedDocument, PreparedDocument, SourceFile
-from workers.distributed.queues import EMBED_TASK, GPU_QUEUE, PARSE_TASK, PLAN_TASK, QUEUES
+from ingest.stages.members import is_container
+from workers.distributed.queues import (
+    BULK_QUEUE,
+    EMBED_TASK,
+    GPU_QUEUE,
+    LARGE_TASK,
+    PARSE_TASK,
+    PLAN_TASK,
+    QUEUES,
+)
 from workers.settings import Settings
 from workers.sync.report import SyncReport
 from workers.sync.work import WorkItem
@@ -111,27 +120,53 @@ class Dispatcher:
         self.app = app
         self.catalog = catalog
         self.wait_s = settings.requeue_after_s
+        self.large_bytes = settings.large_bytes
+        self.live_max_files = settings.live_max_files
 
     def plan(self, share: str, changes: dict[str, float] | None) -> None:
         """Compare a share (``changes`` None) or some of its paths with the catalog."""
         message = {"share": share, "changes": changes, "sent_at": time.time()}
         self.app.send_task(PLAN_TASK, args=[message])
 
-    def documents(self, docs: Iterable[tuple[str, float]]) -> int:
-        """Parse these pending documents (doc id, wall time of the change); returns how many."""
+    def documents(self, docs: Iterable[tuple[str, float]], route: str = "cpu") -> int:
+        """Process these pending documents (doc id, wall time of the change); returns how many.
+        ``route``: "cpu" (parse on the cpu queue), "bulk" (parse on the bulk queue) or "large"
+        (the whole large-document task on the bulk queue)."""
         sent = 0
         for doc_id, changed_at in docs:
             token = self.catalog.dispatch(doc_id, self.wait_s)
             if token is None:  # no longer pending
                 continue
-            ref = {"doc_id": doc_id, "token": token, "changed_at": changed_at}
-            self.app.send_task(PARSE_TASK, args=[{**ref, "sent_at": time.time()}])
+            ref = {
+                "doc_id": doc_id,
+                "token": token,
+                "changed_at": changed_at,
+                "sent_at": time.time(),
+            }
+            if route == "large":
+                self.app.send_task(LARGE_TASK, args=[ref], queue=BULK_QUEUE)
+            elif route == "bulk":
+                self.app.send_task(PARSE_TASK, args=[ref], queue=BULK_QUEUE)
+            else:
+                self.app.send_task(PARSE_TASK, args=[ref])
             sent += 1
         return sent
 
     def sink(self, items: list[WorkItem], report: SyncReport, share: str) -> None:
-        """The planner's documents, handed to the queue (the distributed mode's ``WorkSink``)."""
-        self.documents((item.doc_id, item.changed_at) for item in items)
+        """The planner's documents, handed to the queues by size (the distributed mode's
+        ``WorkSink``): large documents and containers to the bulk queue, and a bulk arrival's
+        small documents too; the small documents of a few changes to the cpu queue."""
+        large = [
+            i for i in items if i.entry.size >= self.large_bytes and not is_container(i.entry.path)
+        ]
+        rest = [i for i in items if i not in large]
+        containers = [i for i in rest if is_container(i.entry.path)]
+        small = [i for i in rest if i not in containers]
+        if len(small) > self.live_max_files:
+            containers, small = containers + small, []
+        self.documents(((i.doc_id, i.changed_at) for i in large), "large")
+        self.documents(((i.doc_id, i.changed_at) for i in containers), "bulk")
+        self.documents((i.doc_id, i.changed_at) for i in small)
 
     def parse_on_gpu(self, ref: Ref) -> None:
         """A document with pages for the VLM (layout mode) is parsed by a gpu-queue worker."""

@@ -8,7 +8,12 @@ CPU_QUEUE = "cpu"
 #: embedding and VLM work: captions, and in the VLM layout mode the parsing of documents whose
 #: pages go to the VLM (a cpu worker hands them over: PagesNeedGpu)
 GPU_QUEUE = "gpu"
-QUEUES = (CPU_QUEUE, GPU_QUEUE)
+#: bulk work, so that it never occupies every worker: a large document end to end (parsed in
+#: parts, embedded and written in slices: LARGE_TASK), and the parsing of messages, archives
+#: and bulk arrivals (a pass with more than live_max_files documents: a copied folder, a first
+#: sync). Workers of their own consume it; cpu and gpu workers stay free for small changes
+BULK_QUEUE = "bulk"
+QUEUES = (CPU_QUEUE, GPU_QUEUE, BULK_QUEUE)
 
 #: compare a share (or some of its paths) with the catalog; dispatch what must be processed
 PLAN_TASK = "shareindex.plan"
@@ -16,11 +21,14 @@ PLAN_TASK = "shareindex.plan"
 PARSE_TASK = "shareindex.parse"
 #: embed one staged document and commit it to the index
 EMBED_TASK = "shareindex.embed"
+#: a large document, parsed in parts, embedded and written in slices by one bulk worker
+LARGE_TASK = "shareindex.large"
 
 ROUTES = {
     PLAN_TASK: {"queue": CPU_QUEUE},
     PARSE_TASK: {"queue": CPU_QUEUE},
     EMBED_TASK: {"queue": GPU_QUEUE},
+    LARGE_TASK: {"queue": BULK_QUEUE},
 }
 
 

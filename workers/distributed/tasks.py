@@ -33,7 +33,15 @@ from workers.distributed.dispatch import (
     encode_prepared,
 )
 from workers.distributed.dispatch import worker_id as _worker_id
-from workers.distributed.queues import CPU_QUEUE, EMBED_TASK, GPU_QUEUE, PARSE_TASK, PLAN_TASK
+from workers.distributed.queues import (
+    BULK_QUEUE,
+    CPU_QUEUE,
+    EMBED_TASK,
+    GPU_QUEUE,
+    LARGE_TASK,
+    PARSE_TASK,
+    PLAN_TASK,
+)
 from workers.outages import is_transient
 from workers.runtime import Runtime
 from workers.settings import Settings
@@ -97,6 +105,10 @@ def register_tasks(app: Celery, context: ContextFactory) -> None:
     def embed(task: Task, ref: Ref) -> str:
         return run_step(task, context, "embed", ref, lambda ctx: embed_document(ctx, ref))
 
+    @app.task(name=LARGE_TASK, **settings)
+    def large(task: Task, ref: Ref) -> str:
+        return run_step(task, context, "large", ref, lambda ctx: large_document(ctx, ref))
+
 
 def run_step(
     task: Task, context: ContextFactory, stage: str, message: dict[str, Any],
@@ -104,7 +116,7 @@ def run_step(
 ) -> str:  # fmt: skip
     ctx = context()
     delivered = (task.request.delivery_info or {}).get("routing_key")
-    queue = delivered or (GPU_QUEUE if stage == "embed" else CPU_QUEUE)
+    queue = delivered or {"embed": GPU_QUEUE, "large": BULK_QUEUE}.get(stage, CPU_QUEUE)
     if "sent_at" in message and task.request.retries == 0:
         metrics.QUEUE_WAIT.labels(queue).observe(max(0.0, time.time() - message["sent_at"]))
     started = time.monotonic()
@@ -224,6 +236,15 @@ def parse_document(ctx: WorkerContext, ref: Ref) -> str:
     )
     ctx.dispatcher.embed(ref)
     return "parsed"
+
+
+def large_document(ctx: WorkerContext, ref: Ref) -> str:
+    """A large document end to end on a bulk worker: parsed in parts, embedded and written in
+    slices (``DocumentProcessor.process_large``); a write error is raised for the retry."""
+    _, item = take_document(ctx, ref)
+    report = SyncReport()
+    ctx.runtime.processor.process_large(item, report)
+    return "failed" if report.failures else "indexed"
 
 
 def embed_document(ctx: WorkerContext, ref: Ref) -> str:

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Literal
 
+from workers.distributed.queues import QUEUES
 from workers.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,10 @@ def choose_pool(settings: Settings, queues: list[str], pool: str | None) -> tupl
     if settings.embedded:
         if pool == "prefork":
             raise ConfigError(LOCAL_MODE_POOL)
-        if set(queues) != {"cpu", "gpu"}:
+        if set(queues) != set(QUEUES):
             raise ConfigError(
-                "Qdrant local mode: the one worker that can hold the index must consume both "
-                "queues (--queues cpu,gpu); set SHAREINDEX_QDRANT_URL to split them"
+                "Qdrant local mode: the one worker that can hold the index must consume every "
+                f"queue (--queues {','.join(QUEUES)}); set SHAREINDEX_QDRANT_URL to split them"
             )
         pool = "threads"
     pool = pool or "prefork"
@@ -111,11 +112,13 @@ def open_worker_runtime(settings: Settings, queues: list[str], pool_name: str, a
     gpu = "gpu" in queues
     # a prefork child parses in itself: it may not start processes, and it is contained already
     parsing: Literal["pool", "inline", "none"] = "inline" if pool_name == "prefork" else "pool"
-    if "cpu" not in queues and not settings.vlm_layout_mode:
+    if "cpu" not in queues and "bulk" not in queues and not settings.vlm_layout_mode:
         parsing = "none"  # the layout mode parses documents with scanned pages on the gpu queue
-    # a worker without the gpu queue never embeds (its processes never load the model) and never
-    # sends pages to the VLM: a document that needs it goes to the gpu queue
-    return open_runtime(settings, parsing=parsing, warm=gpu, transcribe=gpu, queue=app)
+    # a worker without the gpu or bulk queue never embeds (its processes never load the model)
+    # and never sends pages to the VLM: a document that needs it goes to the gpu queue. A bulk
+    # worker embeds the large documents it writes in slices
+    warm = gpu or "bulk" in queues
+    return open_runtime(settings, parsing=parsing, warm=warm, transcribe=gpu, queue=app)
 
 
 def _process_gone(holder: Any, pid: int | None) -> None:

@@ -125,7 +125,12 @@ class QueryServer:
 
 
 def serve_queries(
-    settings: Settings, searcher: Searcher, catalog: Catalog, *, local_token: bool = True
+    settings: Settings,
+    searcher: Searcher,
+    catalog: Catalog,
+    *,
+    local_token: bool = True,
+    in_flight: Callable[[], dict[str, Any]] | None = None,
 ) -> QueryServer:
     """The query API of this process, started: the one wiring that ``run``, the local-mode
     worker and ``api`` share (status from the catalog, the backlog gauge on ``/metrics``).
@@ -137,7 +142,9 @@ def serve_queries(
     server: QueryServer | None = None
 
     def status() -> dict[str, Any]:
-        return status_report(catalog, server.info() if server else None)
+        return status_report(
+            catalog, server.info() if server else None, in_flight() if in_flight else None
+        )
 
     server = QueryServer(
         settings, searcher, status, local_token=local_token, pending_since=catalog.pending_since

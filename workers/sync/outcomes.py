@@ -26,9 +26,13 @@ class Outcomes:
         else:
             report.fail(share, path, status, reason)
 
-    def searchable(self, share: str, change: str, changed_at: float) -> None:
-        """Freshness: from the change to the moment it is searchable."""
+    def searchable(self, share: str, change: str, changed_at: float, backlog: int = 0) -> None:
+        """Freshness: from the change to the moment it is searchable; ``backlog``: documents
+        waiting or in progress when the change was routed (0: an idle service)."""
         seconds = max(0.0, time.time() - changed_at)
         metrics.FRESHNESS.labels(share, change).observe(seconds)
+        metrics.FRESHNESS_UNDER_LOAD.labels(share, change, metrics.backlog_class(backlog)).observe(
+            seconds
+        )
         metrics.DOCUMENTS.labels(share, change).inc()
         self.catalog.record_freshness(share, change, seconds)

@@ -277,7 +277,7 @@ class DocumentProcessor:
             raise
         report.count(item.kind)
         report.formats[sliced.doc.filetype] += 1
-        self.outcomes.searchable(item.share, item.kind, item.changed_at)
+        self.outcomes.searchable(item.share, item.kind, item.changed_at, item.backlog)
 
     def _advance(self, item: WorkItem, parts: _Parts, done: int, bar: Any) -> None:
         total, estimated = parts.estimate(done)
@@ -372,7 +372,7 @@ class DocumentProcessor:
             report.count(item.kind)
             report.formats[doc.parsed.filetype] += 1
             if item.container is None:  # a file's change, timed once (not per member)
-                self.outcomes.searchable(item.share, item.kind, item.changed_at)
+                self.outcomes.searchable(item.share, item.kind, item.changed_at, item.backlog)
             committed.append((item, doc))
         for item, doc in committed:  # the text of the whole batch is searchable: now the figures
             self._add_captions(item, doc, report)

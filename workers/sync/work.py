@@ -27,6 +27,8 @@ class WorkItem:
     changed_at: float
     #: a member of a file (an attachment, an archive member): that file's path
     container: str | None = None
+    #: documents waiting or in progress when this one was routed (freshness under load)
+    backlog: int = 0
 
     @property
     def share(self) -> str:

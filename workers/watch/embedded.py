@@ -16,6 +16,7 @@ from workers.runtime import Runtime
 from workers.settings import Settings
 from workers.sources.base import RESCAN
 from workers.sync.report import SyncReport
+from workers.watch.lanes import BulkLane, LaneRouter
 from workers.watch.loop import RETRY_S, WatchLoop
 
 __all__ = ["EmbeddedService", "check_port_free", "read_service_info"]
@@ -41,6 +42,8 @@ class EmbeddedService:
         self.loop = WatchLoop(runtime.indexer.sources, settings, self)
         self.api: Any = None
         self.url = f"http://{settings.api_host}:{settings.api_port}"
+        #: large documents and bulk arrivals (started with the service)
+        self.bulk: BulkLane | None = None
 
     @property
     def events(self) -> Any:
@@ -53,15 +56,30 @@ class EmbeddedService:
     # -- lifecycle ----------------------------------------------------------------------------
     def run(self, handle_signals: bool = True) -> int:
         check_port_free(self.settings.api_host, self.settings.api_port)
+        planner = self.runtime.indexer.planner
+        sink = planner.sink
         try:
+            self.bulk = BulkLane(self.runtime.bulk_processor(), self.say)
+            planner.sink = LaneRouter(
+                self.runtime.processor, self.bulk, self.settings.live_max_files
+            )
+            self.bulk.start()
             self.loop.start_watching()  # before the first reconcile: nothing meanwhile is missed
-            self.api = serve_queries(self.settings, self.runtime.searcher, self.runtime.catalog)
+            self.api = serve_queries(
+                self.settings, self.runtime.searcher, self.runtime.catalog, in_flight=self.in_flight
+            )
             shares = ", ".join(f"{n}={s.location}" for n, s in self.loop.sources.items())
             self.say(f"query API on {self.url}; watching {shares}")
             self.loop.run(handle_signals, on_signal=self.request_stop)
         finally:
             self.say("stopping: finishing the current write")
             self.loop.close()
+            if self.bulk is not None:
+                self.bulk.close()
+                pool = self.bulk.processor.pool
+                if pool is not None:
+                    pool.close()
+            planner.sink = sink
             if self.api is not None:
                 self.api.stop()
         self.say("stopped cleanly")
@@ -70,6 +88,17 @@ class EmbeddedService:
     def request_stop(self) -> None:
         self.loop.stop.set()
         self.runtime.indexer.stop.set()
+        if self.bulk is not None:
+            self.bulk.stop.set()
+            self.bulk.processor.stop.set()
+
+    def in_flight(self) -> dict[str, Any]:
+        """What the service is working on (``status``): large documents with their progress,
+        the bulk backlog by size and the age of its oldest document."""
+        return {
+            "large_documents": self.runtime.processor.board.large(),
+            "bulk_backlog": self.bulk.backlog() if self.bulk else None,
+        }
 
     # -- the watch loop's handler ---------------------------------------------------------------
     def changed(self, share: str, paths: dict[str, float]) -> bool:
