@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -38,6 +38,12 @@ def backlog_class(documents: int) -> str:
     return "1000+"
 
 
+VERIFY_DRIFT = Gauge(
+    "shareindex_verify_drift",
+    "Drift found by the last verify (shareindex verify, or the scheduled one: verify_interval_s)",
+    ["kind"],
+    multiprocess_mode="liveall",
+)
 DOCUMENTS = Counter(
     "shareindex_documents_total", "Documents processed, by outcome", ["share", "outcome"]
 )

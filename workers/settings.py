@@ -204,6 +204,9 @@ class Settings(BaseSettings):
     #: the embedded service: a pass with more documents than this is a bulk arrival (a copied
     #: folder, a first sync) and goes to the bulk lane, behind the next edit
     live_max_files: int = Field(32, ge=1)
+    #: the embedded service verifies share, catalog and index this often (0: never), for the
+    #: metric shareindex_verify_drift{kind}; no repair
+    verify_interval_s: float = Field(0, ge=0)
     parse_memory_mb: int = Field(4096, ge=512)
     ocr_languages: str = "eng+jpn"
     #: the text layer of PDFs: "pdfium" (fast; paragraphs from line positions) or "pdfminer"

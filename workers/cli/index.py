@@ -45,6 +45,16 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_retry)
 
+    p = sub.add_parser(
+        "verify", help="compare share, catalog and index; name every drift (exit 3 if any)"
+    )
+    add_common(p)
+    add_shares(p)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--repair", action="store_true",
+                   help="fix what was found through the normal pipeline, then verify again")  # fmt: skip
+    p.set_defaults(func=cmd_verify)
+
     p = sub.add_parser("status", help="documents by status, failures with reasons, what is pending")
     add_common(p)
     p.add_argument("--json", action="store_true")
@@ -135,6 +145,55 @@ def cmd_retry(args: argparse.Namespace) -> int:
                 f"  still failing {failure['share']}:{display(failure['path'])}: {failure['reason']}"
             )
     return EXIT_FAILED_DOCS if report.get("documents", {}).get("failed", 0) else EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Exit 0: no drift (after the repair, with --repair); 3: drift, listed; 1: fatal."""
+    from workers.query.server import read_service_info
+    from workers.verify import format_report
+
+    settings = settings_of(args)
+    need_shares(settings)
+    wanted = [spec.split("=", 1)[0] for spec in args.share]
+    info = read_service_info(settings.data_dir)
+    result: dict[str, Any] | None = None
+    if info is not None and info.get("token"):  # the running service holds the index
+        import httpx
+
+        params: list[tuple[str, str | int | float | bool | None]] = [("share", n) for n in wanted]
+        params.append(("repair", "true" if args.repair else "false"))
+        try:
+            reply = httpx.post(f"{info['url']}/admin/verify", params=params, timeout=3600,
+                               headers={"Authorization": f"Bearer {info['token']}"})  # fmt: skip
+        except httpx.TransportError:  # a stale service.json: the process is gone
+            reply = None
+        if reply is not None and reply.status_code != 200:
+            print(f"error: the service at {info['url']} answered {reply.status_code}: "
+                  f"{reply.text[:300]}", file=sys.stderr)  # fmt: skip
+            return EXIT_FATAL
+        result = reply.json() if reply is not None else None
+    if result is None:
+        from workers.runtime import finish_writes, open_runtime
+        from workers.verify import verify_runtime
+
+        runtime = open_runtime(settings, progress, warm=False, background=False)
+        try:
+            result = verify_runtime(runtime, wanted, args.repair, runtime.indexer.sync_share)
+            if args.repair:
+                finish_writes(settings, runtime.store, lambda m: print(m, file=sys.stderr))
+        except KeyError as exc:
+            print(f"error: {exc.args[0]}", file=sys.stderr)
+            return EXIT_FATAL
+        finally:
+            runtime.close()
+    final = result.get("after_repair") or result
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        print(format_report(result))
+        if "after_repair" in result:
+            print("after the repair: " + format_report(result["after_repair"]))
+    return EXIT_OK if final["clean"] else EXIT_FAILED_DOCS
 
 
 def _service_in_flight(info: dict[str, Any] | None) -> dict[str, Any] | None:

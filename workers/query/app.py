@@ -28,6 +28,7 @@ def create_app(
     status: Callable[[], dict[str, Any]],
     auth: Authenticator,
     pending_since: Callable[[], dict[str, datetime]] | None = None,
+    verify: Callable[[list[str], bool], dict[str, Any]] | None = None,
 ) -> FastAPI:
     app = FastAPI(title="ShareIndex query API", version="0.1.0")
     backlog = CollectorRegistry(auto_describe=False)
@@ -109,6 +110,22 @@ def create_app(
             "freshness": report["freshness"],
             "behind_s": report["behind_s"],
         }
+
+    @app.post("/admin/verify")
+    def post_verify(
+        who: Annotated[Caller, Depends(caller)],
+        share: Annotated[list[str] | None, Query()] = None,
+        repair: bool = False,
+    ) -> dict[str, Any]:
+        """``shareindex verify`` in the process that holds the index (admin callers only)."""
+        if not who.admin:
+            raise HTTPException(403, "verify is for admin callers")
+        if verify is None:
+            raise HTTPException(404, "this process does not verify (no shares here)")
+        try:
+            return verify(share or [], repair)
+        except KeyError as exc:
+            raise HTTPException(400, str(exc.args[0] if exc.args else exc)) from exc
 
     return app
 

@@ -64,6 +64,7 @@ class QueryServer:
         *,
         local_token: bool = True,
         pending_since: Callable[[], dict[str, datetime]] | None = None,
+        verify: Callable[[list[str], bool], dict[str, Any]] | None = None,
     ) -> None:
         self.settings = settings
         self.url = f"http://{settings.api_host}:{settings.api_port}"
@@ -77,7 +78,7 @@ class QueryServer:
         self.auth = Authenticator(
             entries, expand_groups=settings.expand_groups, directory=make_directory(settings)
         )
-        self.app = create_app(searcher, status, self.auth, pending_since)
+        self.app = create_app(searcher, status, self.auth, pending_since, verify)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -131,6 +132,7 @@ def serve_queries(
     *,
     local_token: bool = True,
     in_flight: Callable[[], dict[str, Any]] | None = None,
+    verify: Callable[[list[str], bool], dict[str, Any]] | None = None,
 ) -> QueryServer:
     """The query API of this process, started: the one wiring that ``run``, the local-mode
     worker and ``api`` share (status from the catalog, the backlog gauge on ``/metrics``).
@@ -147,8 +149,9 @@ def serve_queries(
         )
 
     server = QueryServer(
-        settings, searcher, status, local_token=local_token, pending_since=catalog.pending_since
-    )
+        settings, searcher, status, local_token=local_token, pending_since=catalog.pending_since,
+        verify=verify,
+    )  # fmt: skip
     server.start()
     return server
 

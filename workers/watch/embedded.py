@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +45,9 @@ class EmbeddedService:
         self.url = f"http://{settings.api_host}:{settings.api_port}"
         #: large documents and bulk arrivals (started with the service)
         self.bulk: BulkLane | None = None
+        #: reconciles asked for from other threads (verify --repair), and those done
+        self._asking = threading.Condition()
+        self._asked = self._done = 0
 
     @property
     def events(self) -> Any:
@@ -66,8 +70,11 @@ class EmbeddedService:
             self.bulk.start()
             self.loop.start_watching()  # before the first reconcile: nothing meanwhile is missed
             self.api = serve_queries(
-                self.settings, self.runtime.searcher, self.runtime.catalog, in_flight=self.in_flight
-            )
+                self.settings, self.runtime.searcher, self.runtime.catalog,
+                in_flight=self.in_flight, verify=self.verify,
+            )  # fmt: skip
+            if self.settings.verify_interval_s:
+                threading.Thread(target=self._scheduled_verify, name="verify", daemon=True).start()
             shares = ", ".join(f"{n}={s.location}" for n, s in self.loop.sources.items())
             self.say(f"query API on {self.url}; watching {shares}")
             self.loop.run(handle_signals, on_signal=self.request_stop)
@@ -108,7 +115,50 @@ class EmbeddedService:
         return self._guarded(self._reconcile)
 
     def tick(self) -> bool:
-        return self._config_changed()
+        with self._asking:
+            asked = self._asked > self._done
+        return self._config_changed() or asked
+
+    def reconcile_now(self, timeout: float) -> bool:
+        """Have the watch loop reconcile every share, and wait for it and its bulk work (from
+        another thread); False if that took longer than ``timeout``."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        with self._asking:
+            self._asked += 1
+            wanted = self._asked
+            while self._done < wanted:
+                if not self._asking.wait(max(0.0, deadline - time.monotonic())):
+                    return False
+        while self.bulk is not None and not self.bulk.idle():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    def verify(self, shares: list[str], fix: bool) -> dict[str, Any]:
+        """``shareindex verify`` in this process (the one that holds the index)."""
+        from workers.verify import verify_runtime
+
+        def reconcile(_share: str) -> None:
+            if not self.reconcile_now(timeout=600):
+                raise TimeoutError("the repair's reconcile did not finish within 600 s")
+
+        return verify_runtime(self.runtime, shares, fix, reconcile)
+
+    def _scheduled_verify(self) -> None:
+        """Every ``verify_interval_s``: verify (no repair), for shareindex_verify_drift{kind}."""
+        while not self.loop.stop.wait(self.settings.verify_interval_s):
+            try:
+                found = self.verify([], False)
+                drift = {k: n for k, n in found["drift"].items() if n}
+                if drift:
+                    self.say(
+                        "verify found drift: " + ", ".join(f"{n} {k}" for k, n in drift.items())
+                    )
+            except Exception:
+                log.exception("scheduled verify failed")
 
     def _guarded(self, work: Callable[[], object]) -> bool:
         """Run one step of indexing; an unexpected error is logged, not fatal: the catalog still
@@ -151,6 +201,16 @@ class EmbeddedService:
 
     # -- indexing -----------------------------------------------------------------------------
     def _reconcile(self) -> None:
+        with self._asking:
+            asked = self._asked
+        try:
+            self._reconcile_shares()
+        finally:
+            with self._asking:
+                self._done = max(self._done, asked)
+                self._asking.notify_all()
+
+    def _reconcile_shares(self) -> None:
         total = SyncReport()
         for share in self.loop.sources:
             if self.loop.stop.is_set():
