@@ -44,6 +44,13 @@ VERIFY_DRIFT = Gauge(
     ["kind"],
     multiprocess_mode="liveall",
 )
+DELETIONS_HELD = Gauge(
+    "shareindex_deletions_held",
+    "Deletions a reconcile held back because the share looked emptied (its root gone or "
+    "changed, or more than max_delete_fraction of it at once); 0: none",
+    ["share"],
+    multiprocess_mode="liveall",
+)
 DOCUMENTS = Counter(
     "shareindex_documents_total", "Documents processed, by outcome", ["share", "outcome"]
 )

@@ -384,6 +384,8 @@ def open_runtime(
     planner = Planner(
         catalog, store, sink, ignore=settings.ignore_patterns,
         max_file_bytes=job.parse.max_file_bytes, recaption=figures is not None,
+        max_delete_fraction=settings.max_delete_fraction, delete_guard_min=settings.delete_guard_min,
+        keep_deleted_s=settings.keep_deleted_days * 86400,
     )  # fmt: skip
     indexer = Indexer(sources, planner, processor)
     return Runtime(settings, catalog, store, embedder, pool, indexer, searcher, rules, dispatcher)

@@ -204,6 +204,15 @@ class Settings(BaseSettings):
     #: the embedded service: a pass with more documents than this is a bulk arrival (a copied
     #: folder, a first sync) and goes to the bulk lane, behind the next edit
     live_max_files: int = Field(32, ge=1)
+    #: a reconcile that would delete more than this share of a share's documents at once (and
+    #: at least delete_guard_min of them) holds the deletions until the files come back or an
+    #: operator confirms (shareindex deletes --confirm SHARE); so does a share root that is gone
+    #: or another folder or device than at the last pass. 1: only the root checks
+    max_delete_fraction: float = Field(0.5, gt=0, le=1)
+    delete_guard_min: int = Field(3, ge=1)
+    #: a deleted document's points stay this many days, readable by nobody: the same content
+    #: coming back under any path reuses their vectors instead of re-embedding. 0: removed at once
+    keep_deleted_days: float = Field(7, ge=0)
     #: the embedded service verifies share, catalog and index this often (0: never), for the
     #: metric shareindex_verify_drift{kind}; no repair
     verify_interval_s: float = Field(0, ge=0)
@@ -250,6 +259,10 @@ class Settings(BaseSettings):
     # embedded service
     api_host: str = "127.0.0.1"
     api_port: int = Field(8765, ge=1, le=65535)
+    #: the query API answers 413 to a larger request (URL and body), and 429 (Retry-After) to a
+    #: caller (a token; an address without one) past api_rate_per_s (bursts of twice; 0: off)
+    api_max_request_bytes: int = Field(65536, ge=1024)
+    api_rate_per_s: float = Field(100, ge=0)
     debounce_s: float = Field(0.5, ge=0, description="quiet time before a changed file is read")
     write_settle_s: float = Field(
         3.0, ge=0, description="quiet time for a file written but never closed"

@@ -54,6 +54,9 @@ def status_report(
         # figures wait for the VLM (added at a later reconcile); "off": no VLM configured
         "captions": captions,
         "captions_pending": captions.get("pending", 0),
+        # deletions a reconcile held back: the share looked emptied (root gone or changed, or
+        # more than max_delete_fraction at once); 'shareindex deletes --confirm SHARE' to go on
+        "held_deletions": catalog.held_deletions(),
         "service": service,
         # the running service's work now: large documents (chunks done/total, rate) and the
         # bulk backlog by size with the age of its oldest document; None: no service
@@ -70,6 +73,12 @@ def format_status(report: dict[str, Any]) -> str:
         if service
         else "service: not running"
     )
+    for share, held in (report.get("held_deletions") or {}).items():
+        lines.append(
+            f"deletions held: {share}: {held['documents']} document(s) since {held['since']}: "
+            f"{held['reason']}; they stay searchable until the files return, or confirm with "
+            f"'shareindex deletes --confirm {share}'"
+        )
     lines += _in_flight_lines(report.get("in_flight"))
     if report["pending"]:
         lines.append(f"pending ({docs['pending']}):")

@@ -11,7 +11,8 @@ Three reads, none of them all at once:
 Kinds of drift (``KINDS``): a file not indexed at all (``not_indexed``) or not at its current
 content (``stale_content``); an indexed document whose points are incomplete
 (``incomplete``), duplicated (``duplicate``), of an older version only (``old_version``) or of
-several versions (``mixed_versions``); points of no live catalog document (``orphan_points``);
+several versions (``mixed_versions``); points of no live catalog document (``orphan_points``; a deleted document's points kept,
+readable by nobody, for ``keep_deleted_days`` are not);
 a payload ACL that differs from what the share says now (``acl_mismatch``); a catalog row of a
 file that is gone (``gone``). Documents in flight (pending) are counted, not judged.
 
@@ -157,8 +158,11 @@ def verify(
             elif record.status == INDEXED:
                 report.checked_documents += 1
                 _check_points(record, points.get(record.id), report)
-        live = {r.id for r in known.values() if r.status not in (DELETED,)}
+        live = {r.id for r in known.values() if r.status != DELETED}
+        kept = {r.id for r in known.values() if r.kept}  # deleted, kept hidden for reuse
         for doc_id, held in points.items():
+            if doc_id in kept and held.acls <= {((), ())}:
+                continue
             if held.share == name and doc_id not in live:
                 report.add(Drift("orphan_points", name, held.path, doc_id,
                                  f"{sum(v.points for v in held.versions.values())} point(s) of a "

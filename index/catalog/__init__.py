@@ -16,6 +16,7 @@ from index.catalog.documents import DocumentTable
 from index.catalog.freshness import FreshnessLog
 from index.catalog.leases import LeaseBook
 from index.catalog.protocols import Catalog, Documents, Freshness, Leases, Staging, Versions
+from index.catalog.shares import ShareBook, ShareState
 from index.catalog.staging import StagingArea
 from index.catalog.tables import (
     DELETED,
@@ -32,9 +33,9 @@ from index.catalog.versions import VersionLedger
 __all__ = [
     "DELETED", "FAILED", "INDEXED", "PENDING", "SKIPPED", "STATUSES",
     "Catalog", "CatalogError", "DocumentRecord", "Documents", "Freshness", "Leases",
-    "SqlCatalog", "Staging", "VersionRow", "Versions",
+    "ShareState", "SqlCatalog", "Staging", "VersionRow", "Versions",
 ]  # fmt: skip
 
 
-class SqlCatalog(DocumentTable, VersionLedger, LeaseBook, StagingArea, FreshnessLog):
+class SqlCatalog(DocumentTable, VersionLedger, LeaseBook, StagingArea, FreshnessLog, ShareBook):
     """The catalog on SQLAlchemy: every part, one database."""

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from index.catalog.tables import Base, DocumentRow, now
-from index.sql import create_tables, make_engine, safe_url
+from index.catalog.tables import DocumentRow, now
+from index.sql import make_engine, safe_url
 
 
 class CatalogError(Exception):
@@ -24,7 +24,9 @@ class SqlBase:
         self.url = url
         try:
             self.engine = make_engine(url)
-            create_tables(Base.metadata, self.engine)
+            from index.catalog.migrate import migrate
+
+            migrate(self.engine, safe_url(url))
         except OperationalError as exc:
             raise CatalogError(f"cannot open the catalog at {safe_url(url)}: {exc.orig}") from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)

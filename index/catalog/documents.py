@@ -18,6 +18,7 @@ from index.catalog.tables import (
     STATUSES,
     DocumentRecord,
     DocumentRow,
+    now,
 )
 
 
@@ -175,12 +176,42 @@ class DocumentTable(SqlBase):
             row.attempts += 1
             row.unfinished, row.lease_owner = 0, None
 
-    def mark_deleted(self, doc_ids: Iterable[str]) -> None:
-        """Tombstones: the file is gone; its row stays, with its history."""
+    def mark_deleted(self, doc_ids: Iterable[str], kept_until: datetime | None = None) -> None:
+        """Tombstones: the file is gone; its row stays, with its history. ``kept_until``: its
+        points stay (readable by nobody) until then, for ``kept_twin``."""
         with self.session() as s:
             for doc_id in doc_ids:
                 row = row_of(s, doc_id)
                 row.status, row.error, row.chunk_count = DELETED, None, 0
+                row.kept_until = kept_until if row.version else None
+
+    def kept_twin(self, content_hash: str) -> DocumentRecord | None:
+        """A deleted document of this content whose points are still kept (the newest)."""
+        with self.session() as s:
+            row = s.scalars(
+                select(DocumentRow)
+                .where(DocumentRow.content_hash == content_hash, DocumentRow.status == DELETED,
+                       DocumentRow.kept_until > now(), DocumentRow.version > 0)
+                .order_by(DocumentRow.updated_at.desc())
+                .limit(1)
+            ).first()  # fmt: skip
+            return DocumentRecord.of(row) if row is not None else None
+
+    def expired_kept(self, limit: int = 1000) -> list[str]:
+        """Deleted documents whose points were kept past their time: to be removed."""
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(DocumentRow.id)
+                    .where(DocumentRow.status == DELETED, DocumentRow.kept_until <= now())
+                    .limit(limit)
+                )
+            )
+
+    def forget_kept(self, doc_ids: Iterable[str]) -> None:
+        with self.session() as s:
+            for doc_id in doc_ids:
+                row_of(s, doc_id).kept_until = None
 
     def set_acl(
         self,

@@ -9,6 +9,7 @@ from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
+from index.catalog.shares import ShareState
 from index.catalog.tables import DocumentRecord, VersionRow
 
 
@@ -59,7 +60,13 @@ class Documents(Protocol):
 
     def mark_failed(self, doc_id: str, status: str, reason: str) -> None: ...
 
-    def mark_deleted(self, doc_ids: Iterable[str]) -> None: ...
+    def mark_deleted(self, doc_ids: Iterable[str], kept_until: datetime | None = None) -> None: ...
+
+    def kept_twin(self, content_hash: str) -> DocumentRecord | None: ...
+
+    def expired_kept(self, limit: int = 1000) -> list[str]: ...
+
+    def forget_kept(self, doc_ids: Iterable[str]) -> None: ...
 
     def set_acl(
         self,
@@ -154,7 +161,21 @@ class Freshness(Protocol):
     def prune_freshness(self, keep: int = 10_000) -> None: ...
 
 
-class Catalog(Documents, Versions, Leases, Staging, Freshness, Protocol):
+class Shares(Protocol):
+    """Each share's root identity and the deletions held back (``index.catalog.shares``)."""
+
+    def share_state(self, name: str) -> ShareState | None: ...
+
+    def share_passed(self, name: str, root: str) -> None: ...
+
+    def hold_deletions(self, name: str, count: int, reason: str) -> None: ...
+
+    def confirm_deletions(self, name: str) -> int: ...
+
+    def held_deletions(self) -> dict[str, dict[str, Any]]: ...
+
+
+class Catalog(Documents, Versions, Leases, Staging, Freshness, Shares, Protocol):
     """The whole catalog: the durable record of every document."""
 
     def close(self) -> None: ...

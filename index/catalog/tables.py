@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     Integer,
@@ -40,7 +41,7 @@ class DocumentRow(Base):
     size: Mapped[int] = mapped_column(BigInteger, default=0)
     mtime_ns: Mapped[int] = mapped_column(BigInteger, default=0)
     #: hash of the content the index holds (set only when a version is indexed)
-    content_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    content_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     #: the version the index holds (0: none yet)
     version: Mapped[int] = mapped_column(Integer, default=0)
     #: the highest version number handed out; writers of different content never share a number
@@ -72,6 +73,9 @@ class DocumentRow(Base):
     #: a document inside another (a mail attachment, an archive member): that file's document;
     #: it comes, goes, moves and changes readers with it
     parent_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    #: a deleted document whose points are kept, readable by nobody, until then: the same
+    #: content coming back (under any path) reuses their vectors instead of re-embedding
+    kept_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, onupdate=now)
     indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -100,6 +104,21 @@ class FreshnessRow(Base):
     change: Mapped[str] = mapped_column(String(16))
     seconds: Mapped[float] = mapped_column(Float)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class ShareRow(Base):
+    """A share across passes: what its root was at the last pass (a mount that dropped shows as
+    another root) and the deletions held back until the files return or an operator confirms."""
+
+    __tablename__ = "shares"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    root: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    held: Mapped[int] = mapped_column(Integer, default=0)
+    held_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    held_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: an operator confirmed the held deletions: the next reconcile carries them out
+    confirmed: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class StagedRow(Base):
@@ -138,6 +157,17 @@ class DocumentRecord:
     captions: str | None = None
     parent_id: str | None = None
     filetype: str | None = None
+    kept_until: datetime | None = None
+
+    @property
+    def kept(self) -> bool:
+        """Deleted, its points still kept (hidden) for the reuse of their vectors."""
+        until = self.kept_until
+        if until is None:
+            return False
+        if until.tzinfo is None:  # SQLite gives naive datetimes back
+            until = until.replace(tzinfo=UTC)
+        return self.status == DELETED and until > datetime.now(UTC)
 
     @classmethod
     def of(cls, row: DocumentRow) -> DocumentRecord:
@@ -149,4 +179,5 @@ class DocumentRecord:
             updated_at=row.updated_at, indexed_at=row.indexed_at,
             dispatch_token=row.dispatch_token, lease_owner=row.lease_owner, unfinished=row.unfinished or 0,
             captions=row.captions, parent_id=row.parent_id, filetype=row.filetype,
+            kept_until=row.kept_until,
         )  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -197,7 +199,8 @@ def test_processes_opening_a_new_catalog_together_do_not_fail(
     def loses_the_race(self: MetaData, bind: object, *args: object, **kwargs: object) -> None:
         if not raced:  # the other process creates the tables between our check and our CREATE
             raced.append(True)
-            SqlCatalog(url).close()
+            other = f"from index.catalog import SqlCatalog; SqlCatalog({url!r}).close()"
+            subprocess.run([sys.executable, "-c", other], check=True, timeout=120)
             raise OperationalError(
                 "CREATE TABLE documents", {}, Exception("table documents already exists")
             )

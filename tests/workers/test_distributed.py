@@ -448,3 +448,40 @@ def test_prefork_child_loads_its_own_models_parses_inline_and_reports_metrics(
     ]
     assert embeds[0] >= 1 and sum(embeds) == 2, embeds  # "stale": taken along by the other
     assert any("ForkPoolWorker" in line and "'parsed'" in line for line in worker.lines)
+
+
+def test_the_threads_pool_at_concurrency_4_on_a_mixed_corpus_crashes_nothing(
+    cluster: Cluster,
+) -> None:
+    """Native code from worker threads (issue 20, part 3): pdfium, onnxruntime, tokenizers,
+    PIL, SQLite and the embedded index, four tasks at a time, a few hundred tasks (plan, parse,
+    embed: the first sync of a mixed corpus, then an edit of half of it): 0 crashes, 0 failed
+    documents, 0 tasks ending in an error, and verify finds the index equal to the share."""
+    from bench.corpus import write_mixed_corpus
+
+    formats = write_mixed_corpus(cluster.share, 120, long_every=10)
+    assert len(formats) >= 6  # md, txt, html, docx, pdf, pptx, xlsx, csv
+    worker = cluster.worker("--pool", "threads", "--concurrency", "4")
+    cluster.watcher()
+    files = sorted(p for p in cluster.share.rglob("*") if p.is_file())
+
+    def settled() -> bool:
+        counts = cluster.catalog.counts()
+        return counts.get("indexed", 0) + counts.get("failed", 0) == len(files)
+
+    wait_until(settled, 600, "the first sync of the corpus")
+    for path in files[::2]:  # an edit of every other document: a second wave of tasks
+        path.write_bytes(
+            path.read_bytes() + (b"\n" if path.suffix in (".txt", ".md", ".csv") else b"")
+        )
+        os.utime(path)
+    wait_until(lambda: settled() and not cluster.catalog.with_status("pending"), 600, "the edits")
+    assert worker.proc.poll() is None, "\n".join(worker.lines[-40:])
+    assert cluster.catalog.counts().get("failed", 0) == 0, cluster.catalog.with_status(FAILED)
+    metrics = _metrics(cluster)
+    tasks = {key[1]: n for key, n in metrics.items() if key[0] == "shareindex_tasks_total"}
+    assert sum(tasks.values()) >= 240, tasks
+    assert not {k: n for k, n in tasks.items() if k[0] in ("error", "failed") and n}, tasks
+    worker.stop()
+    verified = run_cli("verify", "--json", env=cluster.env)
+    assert verified.returncode == 0, verified.stdout[-2000:] + verified.stderr[-2000:]

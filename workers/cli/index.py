@@ -55,6 +55,15 @@ def register(sub: Any) -> None:
                    help="fix what was found through the normal pipeline, then verify again")  # fmt: skip
     p.set_defaults(func=cmd_verify)
 
+    p = sub.add_parser(
+        "deletes", help="deletions held back because a share looked emptied; confirm them"
+    )
+    add_common(p)
+    p.add_argument("--confirm", metavar="SHARE",
+                   help="the held deletions of SHARE are real: the next reconcile does them")  # fmt: skip
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_deletes)
+
     p = sub.add_parser("status", help="documents by status, failures with reasons, what is pending")
     add_common(p)
     p.add_argument("--json", action="store_true")
@@ -93,6 +102,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
             print(f"  failed {f['share']}:{display(f['path'])}: {f['reason']}")
         for reason, n in summary["skipped_by_reason"].items():
             print(f"  skipped {n} x {reason}")
+    for share, held in summary["deletions_held"].items():
+        print(f"shareindex: warning: {share}: {held['documents']} deletion(s) held: "
+              f"{held['reason']}; when this is right: shareindex deletes --confirm {share}",
+              file=sys.stderr)  # fmt: skip
     for line in unavailable:
         print(f"shareindex: error: {line}", file=sys.stderr)
     if unavailable:
@@ -145,6 +158,34 @@ def cmd_retry(args: argparse.Namespace) -> int:
                 f"  still failing {failure['share']}:{display(failure['path'])}: {failure['reason']}"
             )
     return EXIT_FAILED_DOCS if report.get("documents", {}).get("failed", 0) else EXIT_OK
+
+
+def cmd_deletes(args: argparse.Namespace) -> int:
+    """List the held deletions, or confirm a share's (exit 1 when it has none held)."""
+    from workers.runtime import open_catalog
+
+    settings = settings_of(args)
+    catalog = open_catalog(settings)
+    try:
+        if args.confirm:
+            count = catalog.confirm_deletions(args.confirm)
+            if not count:
+                print(f"error: no deletions are held for share {args.confirm!r}", file=sys.stderr)
+                return EXIT_FATAL
+            print(f"confirmed: the next reconcile of {args.confirm} deletes its {count} held "
+                  "document(s)")  # fmt: skip
+            return EXIT_OK
+        held = catalog.held_deletions()
+    finally:
+        catalog.close()
+    if args.json:
+        print(json.dumps(held, ensure_ascii=False, indent=2))
+    elif not held:
+        print("no deletions held")
+    else:
+        for share, h in held.items():
+            print(f"{share}: {h['documents']} document(s) held since {h['since']}: {h['reason']}")
+    return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

@@ -7,12 +7,16 @@ a chunk's neighbours. ``/status`` gives admin callers the full report and others
 
 # No "from __future__ import annotations" here: FastAPI must evaluate the Annotated[..., Depends]
 # hints of the endpoints, which name dependencies local to create_app.
+import hashlib
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from index.acl import Principal
@@ -23,14 +27,69 @@ from workers.metrics import BacklogCollector
 from workers.query.auth import Authenticator, Caller, Forbidden, Unauthenticated
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Request limits (settings api_max_request_bytes, api_rate_per_s): a larger request gets
+    413, a caller (a token; the address without one) past the rate 429 with Retry-After."""
+
+    max_request_bytes: int = 65536
+    #: requests per second per caller, in bursts of up to twice that; 0: no limit
+    rate_per_s: float = 100.0
+
+
+class _Buckets:
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.burst = max(1.0, 2 * rate)
+        self.state: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str) -> bool:
+        now = time.monotonic()
+        tokens, then = self.state.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - then) * self.rate)
+        if len(self.state) > 10_000:  # bounded: forget the idle callers
+            self.state = {k: v for k, v in self.state.items() if now - v[1] < 60}
+        if tokens < 1:
+            self.state[key] = (tokens, now)
+            return False
+        self.state[key] = (tokens - 1, now)
+        return True
+
+
 def create_app(
     searcher: Searcher,
     status: Callable[[], dict[str, Any]],
     auth: Authenticator,
     pending_since: Callable[[], dict[str, datetime]] | None = None,
     verify: Callable[[list[str], bool], dict[str, Any]] | None = None,
+    limits: Limits | None = None,
 ) -> FastAPI:
     app = FastAPI(title="ShareIndex query API", version="0.1.0")
+    limits = limits or Limits()
+    buckets = _Buckets(limits.rate_per_s)
+
+    @app.middleware("http")
+    async def limit(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        size = len(request.url.path) + len(request.url.query)
+        declared = request.headers.get("content-length", "0")
+        if size > limits.max_request_bytes or (
+            declared.isdigit() and int(declared) > limits.max_request_bytes
+        ):
+            return JSONResponse(
+                {"detail": f"request larger than {limits.max_request_bytes} bytes"}, 413
+            )
+        if limits.rate_per_s > 0:
+            who = request.headers.get("authorization") or (
+                request.client.host if request.client else ""
+            )
+            key = hashlib.sha256(who.encode("utf-8", "replace")).hexdigest()
+            if not buckets.take(key):
+                return JSONResponse(
+                    {"detail": f"too many requests: at most {limits.rate_per_s:g} per second"},
+                    429, headers={"Retry-After": "1"},
+                )  # fmt: skip
+        return await call_next(request)
+
     backlog = CollectorRegistry(auto_describe=False)
     if pending_since is not None:
         backlog.register(BacklogCollector(pending_since))

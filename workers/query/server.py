@@ -17,7 +17,7 @@ import uvicorn
 
 from index.catalog import Catalog
 from index.search import Searcher
-from workers.query.app import create_app
+from workers.query.app import Limits, create_app
 from workers.query.auth import Authenticator, Caller, TokenEntry, new_token
 from workers.settings import ConfigError, Settings
 
@@ -78,7 +78,8 @@ class QueryServer:
         self.auth = Authenticator(
             entries, expand_groups=settings.expand_groups, directory=make_directory(settings)
         )
-        self.app = create_app(searcher, status, self.auth, pending_since, verify)
+        limits = Limits(settings.api_max_request_bytes, settings.api_rate_per_s)
+        self.app = create_app(searcher, status, self.auth, pending_since, verify, limits)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 

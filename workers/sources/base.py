@@ -71,6 +71,10 @@ class Source(Protocol):
     def new_pass(self) -> None:
         """A new pass over the share starts: forget what was cached about its folders."""
 
+    def root_identity(self) -> str | None:
+        """What the share's root is (a folder on a device): another value than at the last pass
+        means a mount that dropped or changed, or a folder replaced; None: the root is gone."""
+
     def watch(self, out: queue.Queue[Change], polling: bool, interval_s: float) -> Watch:
         """Report changes into ``out`` until stopped (polling: for shares that send no events)."""
 

@@ -129,6 +129,13 @@ class LocalFolder:
             return NOBODY, self.untrusted
         return self.resolver.resolve(self.name, self.location, path)
 
+    def root_identity(self) -> str | None:
+        try:
+            st = os.stat(os.path.realpath(self.location))
+        except OSError:
+            return None
+        return f"{st.st_dev}:{st.st_ino}" if stat.S_ISDIR(st.st_mode) else None
+
     def new_pass(self) -> None:
         self.resolver.reset()
         sharefs.forget_roots()

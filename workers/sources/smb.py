@@ -85,6 +85,13 @@ class SmbShare:
     def new_pass(self) -> None:
         pass
 
+    def root_identity(self) -> str | None:
+        try:
+            found = smbfs.lstat(self.smb, "")
+        except IngestError:
+            return None
+        return f"smb:{self.location}" if found is not None else None
+
     # -- changes ---------------------------------------------------------------------------
     def watch(
         self, out: queue.Queue[Change], polling: bool, interval_s: float

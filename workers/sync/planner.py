@@ -17,6 +17,7 @@ import stat
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 from index.acl import Access
 from index.catalog import DELETED, FAILED, INDEXED, PENDING, SKIPPED, Catalog, DocumentRecord
@@ -46,6 +47,9 @@ class Planner:
         ignore: list[str],
         max_file_bytes: int,
         recaption: bool = False,
+        max_delete_fraction: float = 0.5,
+        delete_guard_min: int = 3,
+        keep_deleted_s: float = 0.0,
     ) -> None:
         self.catalog = catalog
         self.store = store
@@ -56,6 +60,13 @@ class Planner:
         self.recaption = recaption
         self.outcomes = Outcomes(catalog)
         self.members = MemberBook(catalog, store)
+        #: a reconcile that would delete more than this share of a share's documents (and at
+        #: least delete_guard_min of them) holds its deletions (``_guard_deletions``)
+        self.max_delete_fraction = max_delete_fraction
+        self.delete_guard_min = delete_guard_min
+        #: a deleted document's points stay this long, readable by nobody (their vectors are
+        #: reused by the same content coming back); 0: removed at once
+        self.keep_deleted_s = keep_deleted_s
 
     # -- passes -------------------------------------------------------------------------------
     def sync_share(self, source: Source) -> SyncReport:
@@ -63,6 +74,7 @@ class Planner:
         started = time.monotonic()
         report = SyncReport()
         source.new_pass()
+        self._forget_expired()
         known = self.catalog.documents(source.name)
         plan = Plan(waiting=_waiting(known.values()))
         seen: set[str] = set()
@@ -74,7 +86,7 @@ class Planner:
             for path, rec in known.items()
             if path not in seen and rec.status != DELETED and rec.parent_id is None
         ]
-        self._carry_out(source, plan, report, {})
+        self._carry_out(source, plan, report, {}, known)
         report.seconds = time.monotonic() - started
         return report
 
@@ -112,6 +124,48 @@ class Planner:
         report.seconds = time.monotonic() - started
         return report
 
+    def _forget_expired(self) -> None:
+        """The points of documents deleted longer ago than ``keep_deleted_s``: removed."""
+        expired = self.catalog.expired_kept()
+        for doc_id in expired:
+            self.store.delete_document(doc_id)
+        self.catalog.forget_kept(expired)
+
+    def _guard_deletions(
+        self, source: Source, known: Mapping[str, DocumentRecord], gone: list[DocumentRecord],
+        report: SyncReport,
+    ) -> list[DocumentRecord]:  # fmt: skip
+        """A share that looks emptied is not a reason to empty the index: the deletions of a
+        reconcile are held when the share's root is gone or is another folder or device than
+        at the last pass (a mount that dropped), or when they would take more than
+        ``max_delete_fraction`` of its documents at once; until the files return (then nothing
+        is redone) or an operator confirms (``shareindex deletes --confirm SHARE``)."""
+        name = source.name
+        identity = source.root_identity()
+        state = self.catalog.share_state(name)
+        live = sum(1 for r in known.values() if r.status != DELETED and r.parent_id is None)
+        reason = None
+        if identity is None:
+            reason = f"the share root {source.location} is missing or unreachable"
+        elif gone and state is not None and state.root not in (None, identity):
+            reason = (f"the share root {source.location} is another folder or device than at "
+                      "the last pass (a mount that dropped or changed?)")  # fmt: skip
+        elif len(gone) >= self.delete_guard_min and len(gone) > self.max_delete_fraction * live:
+            reason = (f"{len(gone)} of {live} documents would be deleted at once (more than "
+                      f"{self.max_delete_fraction:.0%} of the share)")  # fmt: skip
+        if reason is not None and not (state is not None and state.confirmed and gone):
+            if gone:
+                self.catalog.hold_deletions(name, len(gone), reason)
+                report.held_deletions[name] = {"documents": len(gone), "reason": reason}
+                metrics.DELETIONS_HELD.labels(name).set(len(gone))
+                log.warning("%s: %d deletion(s) held: %s; when this is right: "
+                            "shareindex deletes --confirm %s", name, len(gone), reason, name)  # fmt: skip
+            return []
+        if identity is not None:
+            self.catalog.share_passed(name, identity)  # (a confirmation is used up)
+        metrics.DELETIONS_HELD.labels(name).set(0)
+        return gone
+
     def _containers_of(
         self, known: Mapping[str, DocumentRecord], wanted: Mapping[str, float]
     ) -> list[tuple[DocumentRecord, float]]:
@@ -139,9 +193,15 @@ class Planner:
         return WorkItem(source, entry, record.id, access, note, record, kind, changed_at)
 
     def _carry_out(
-        self, source: Source, plan: Plan, report: SyncReport, changes: Mapping[str, float]
-    ) -> None:
+        self, source: Source, plan: Plan, report: SyncReport, changes: Mapping[str, float],
+        known: Mapping[str, DocumentRecord] | None = None,
+    ) -> None:  # fmt: skip
+        """``known``: a reconcile's records of the whole share (its deletions are guarded)."""
         self._match_moves(source, plan, report)
+        if (
+            known is not None
+        ):  # what is gone after the moves: deleted, unless the share looks emptied
+            plan.gone = self._guard_deletions(source, known, plan.gone, report)
         self._delete(plan.gone, report, changes)
         for item in plan.work:  # durable before any work: a crash leaves them pending
             e = item.entry
@@ -286,9 +346,14 @@ class Planner:
     def _delete(
         self, records: list[DocumentRecord], report: SyncReport, changes: Mapping[str, float]
     ) -> None:
+        keep = self.keep_deleted_s > 0
+        until = datetime.now(UTC) + timedelta(seconds=self.keep_deleted_s) if keep else None
         for record in records:
-            self.store.delete_document(record.id)
-            self.catalog.mark_deleted([record.id])
+            if keep and record.version:  # readable by nobody; its vectors kept for a while
+                self.store.set_acl(record.id, [], [])
+            else:
+                self.store.delete_document(record.id)
+            self.catalog.mark_deleted([record.id], until)
             report.deleted += 1 + self.members.delete(record)
             if record.path in changes:
                 self.outcomes.searchable(record.share, "deleted", changes[record.path])

@@ -228,9 +228,9 @@ class DocumentProcessor:
         )
 
     def _write_slices(self, item: WorkItem, parts: _Parts, report: SyncReport, bar: Any) -> None:
-        entry, record = item.entry, item.record
-        old = record.version if record and record.version and record.status != DELETED else 0
-        known = self.store.stored_hashes(item.doc_id, old) if old else {}
+        entry = item.entry
+        old_id, old = item.doc_id, 0
+        known: dict[str, int] = {}
         sliced: SlicedVersion | None = None
         done = 0
         content_hash = ""
@@ -244,12 +244,20 @@ class DocumentProcessor:
                         parsed.size,
                         parsed.mtime_ns,
                     )
+                    previous = self._previous(item, content_hash)
+                    if previous is not None:
+                        old_id, old = previous
+                        known = self.store.stored_hashes(old_id, old)
                     allow, deny = item.access.as_lists()
                     sliced = self.writer.begin(DocumentVersion(
                         doc_id=item.doc_id, share=item.share, path=entry.path, acl=allow,
                         acl_deny=deny, content_hash=content_hash, size=parsed.size,
                         mtime_ns=parsed.mtime_ns, filetype=parsed.filetype, chunks=(),
                     ))  # fmt: skip
+                if (doc.parsed.size, doc.parsed.mtime_ns) != (read_size, read_mtime):
+                    sliced.abandon()  # this part read the file after it changed
+                    report.superseded += 1
+                    return
                 chunks = [replace(c, index=done + i) for i, c in enumerate(doc.chunks)]
                 for start in range(0, len(chunks), self.slice_chunks):
                     self.pause()
@@ -259,7 +267,7 @@ class DocumentProcessor:
                         return
                     piece = chunks[start : start + self.slice_chunks]
                     final = last and start + self.slice_chunks >= len(chunks)
-                    sliced.add(self._embed_slice(item.doc_id, old, known, piece, report), final)
+                    sliced.add(self._embed_slice(old_id, old, known, piece, report), final)
                     self._advance(item, parts, done + start + len(piece), bar)
                 done += len(chunks)
             if sliced is None or done == 0:
@@ -309,12 +317,20 @@ class DocumentProcessor:
         by_doc = {id(doc): item for item, doc in ready}
 
         def reuse(doc: PreparedDocument) -> Any:
-            record = by_doc[id(doc)].record
-            if record is None or record.version == 0 or record.status == DELETED:
-                return {}
-            return self.store.stored_vectors(record.id, record.version)
+            previous = self._previous(by_doc[id(doc)], doc.parsed.content_hash)
+            return self.store.stored_vectors(*previous) if previous else {}
 
         return reuse
+
+    def _previous(self, item: WorkItem, content_hash: str) -> tuple[str, int] | None:
+        """The stored version whose vectors this document may reuse: its own previous one (of
+        a deleted document too, while its points are kept), else a deleted document's of the
+        same content, kept (the file came back under another path)."""
+        record = item.record
+        if record is not None and record.version and (record.status != DELETED or record.kept):
+            return record.id, record.version
+        twin = self.catalog.kept_twin(content_hash) if content_hash else None
+        return (twin.id, twin.version) if twin is not None else None
 
     def _start_batch(
         self, ready: list[tuple[WorkItem, PreparedDocument]], model: ThreadPoolExecutor

@@ -29,6 +29,8 @@ class SyncReport:
     formats: Counter[str] = field(default_factory=Counter)
     #: why documents were skipped (an unsupported type names itself): {reason: count}
     skipped_reasons: Counter[str] = field(default_factory=Counter)
+    #: deletions held back (share -> {"documents", "reason"}): the share looked emptied
+    held_deletions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def add(self, other: SyncReport) -> None:
         for name in (*_COUNTS, "embedded", "reused", "seconds"):
@@ -36,6 +38,7 @@ class SyncReport:
         self.failures.extend(other.failures)
         self.formats.update(other.formats)
         self.skipped_reasons.update(other.skipped_reasons)
+        self.held_deletions.update(other.held_deletions)
 
     def count(self, outcome: str) -> None:
         setattr(self, outcome, getattr(self, outcome) + 1)
@@ -52,6 +55,7 @@ class SyncReport:
             "failures": self.failures,
             "formats": dict(self.formats.most_common()),
             "skipped_by_reason": dict(self.skipped_reasons.most_common()),
+            "deletions_held": self.held_deletions,
         }
 
 
