@@ -40,6 +40,7 @@ from index.schema import (
 )
 from index.vectors import (
     Hit,
+    IndexDamaged,
     IndexLocked,
     IndexPoint,
     ModelMismatch,
@@ -351,7 +352,10 @@ def _load(path: Path) -> Any:
                 f"the index in {path.parent} is held by another ShareIndex process (one process "
                 "per embedded index); stop it, or query through its API"
             ) from exc
-        raise StoreError(f"cannot open the index in {path.parent}: {exc}") from exc
+        raise IndexDamaged(
+            f"cannot open the index in {path.parent} ({exc}): run 'shareindex rebuild' (it "
+            "moves it aside and indexes the shares again into a new one)"
+        ) from exc
 
 
 def _match(key: str, value: str | int) -> Any:

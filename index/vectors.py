@@ -29,6 +29,10 @@ class IndexLocked(StoreError):
     """An embedded index held by another process (one process per index folder)."""
 
 
+class IndexDamaged(StoreError):
+    """The embedded index's files cannot be read (``shareindex rebuild``)."""
+
+
 class ModelMismatch(StoreError):
     """The collection was built with another embedding model, dimension or sparse tokenizer."""
 

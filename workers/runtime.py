@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Literal
 
 from index.acl import RuleBook
 from index.cache import SqlContentCache
-from index.catalog import Catalog, SqlCatalog
+from index.catalog import Catalog, CatalogError, SqlCatalog
 from index.edge import EdgeIndex
 from index.migrate import migrate_local_mode, needs_migration
 from index.qdrant import QdrantIndex, open_client
 from index.search import Searcher
+from index.sql import safe_url
 from index.vectors import VectorIndex
 from index.writer import VersionedWriter
 from ingest.captions import FigureCaptioner
@@ -267,6 +268,20 @@ class Runtime:
         )  # fmt: skip
 
 
+def _check_catalog(settings: Settings, catalog: Catalog, store: VectorIndex) -> None:
+    """An empty catalog beside an index that holds points was lost or replaced: indexing on
+    would re-embed everything and leave the old points behind."""
+    if any(catalog.counts().values()):
+        return
+    points = store.count()
+    if points:
+        raise CatalogError(
+            f"the catalog at {safe_url(settings.catalog)} is empty but the index holds {points:,} "
+            "points: it was lost or replaced; run 'shareindex rebuild' to rebuild it from the "
+            "index (nothing is embedded again)"
+        )
+
+
 def open_runtime(
     settings: Settings,
     progress: ProgressFactory | None = None,
@@ -276,6 +291,7 @@ def open_runtime(
     transcribe: bool = True,
     queue: Celery | None = None,
     background: bool = True,
+    check_catalog: bool = True,
 ) -> Runtime:
     """Everything an indexing process needs. Parsing: a pool of parse processes; ``inline`` in
     this process (a Celery prefork child); ``none`` (a process that only embeds).
@@ -357,6 +373,8 @@ def open_runtime(
         if warm:
             embedder.warm_up()
         store.ensure_collection(embedder.model_name, embedder.dimension, sparse.tokenizer)
+        if check_catalog:
+            _check_catalog(settings, catalog, store)
         searcher = make_searcher(settings, store, embedder, sparse)
     except BaseException:
         if pool:

@@ -11,7 +11,7 @@ dispatch tokens and worker leases), ``staging`` (parse results waiting for the e
 
 from __future__ import annotations
 
-from index.catalog.base import CatalogError
+from index.catalog.base import CatalogDamaged, CatalogError
 from index.catalog.documents import DocumentTable
 from index.catalog.freshness import FreshnessLog
 from index.catalog.leases import LeaseBook
@@ -32,7 +32,7 @@ from index.catalog.versions import VersionLedger
 
 __all__ = [
     "DELETED", "FAILED", "INDEXED", "PENDING", "SKIPPED", "STATUSES",
-    "Catalog", "CatalogError", "DocumentRecord", "Documents", "Freshness", "Leases",
+    "Catalog", "CatalogDamaged", "CatalogError", "DocumentRecord", "Documents", "Freshness", "Leases",
     "ShareState", "SqlCatalog", "Staging", "VersionRow", "Versions",
 ]  # fmt: skip
 

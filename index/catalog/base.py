@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from index.catalog.tables import DocumentRow, now
@@ -15,6 +15,10 @@ from index.sql import make_engine, safe_url
 
 class CatalogError(Exception):
     """The catalog database cannot be opened or used."""
+
+
+class CatalogDamaged(CatalogError):
+    """The catalog's file is not a database, or a damaged one (``shareindex rebuild``)."""
 
 
 class SqlBase:
@@ -29,6 +33,12 @@ class SqlBase:
             migrate(self.engine, safe_url(url))
         except OperationalError as exc:
             raise CatalogError(f"cannot open the catalog at {safe_url(url)}: {exc.orig}") from exc
+        except DatabaseError as exc:  # not a database, or a damaged one
+            raise CatalogDamaged(
+                f"the catalog at {safe_url(url)} is damaged ({exc.orig}): run 'shareindex "
+                "rebuild' (it moves the file aside and rebuilds the catalog from the index and "
+                "the shares, no vector lost), or put back a copy (catalog.db.before-*)"
+            ) from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def close(self) -> None:

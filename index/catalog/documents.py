@@ -185,6 +185,33 @@ class DocumentTable(SqlBase):
                 row.status, row.error, row.chunk_count = DELETED, None, 0
                 row.kept_until = kept_until if row.version else None
 
+    def restore_indexed(
+        self, doc_id: str, share: str, path: str, version: int, content_hash: str,
+        chunk_count: int, acl: list[str], acl_deny: list[str], filetype: str | None,
+        parent_id: str | None,
+    ) -> None:  # fmt: skip
+        """A row rebuilt from what the index holds (``shareindex rebuild`` of a lost catalog):
+        indexed at that version; size and mtime unknown (0), so the next pass hashes the file
+        and finds it unchanged, or processes it."""
+        with self.session() as s:
+            row = s.get(DocumentRow, doc_id)
+            if row is None:
+                row = DocumentRow(id=doc_id, share=share, path=path, attempts=0)
+                s.add(row)
+            row.size, row.mtime_ns, row.version, row.next_version = 0, 0, version, version
+            row.content_hash, row.pending_hash, row.chunk_count = (
+                content_hash,
+                content_hash,
+                chunk_count,
+            )
+            row.acl, row.acl_deny, row.filetype, row.parent_id = (
+                json.dumps(acl),
+                json.dumps(acl_deny),
+                filetype,
+                parent_id,
+            )
+            row.status, row.error, row.indexed_at = INDEXED, None, now()
+
     def kept_twin(self, content_hash: str) -> DocumentRecord | None:
         """A deleted document of this content whose points are still kept (the newest)."""
         with self.session() as s:

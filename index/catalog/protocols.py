@@ -64,6 +64,12 @@ class Documents(Protocol):
 
     def kept_twin(self, content_hash: str) -> DocumentRecord | None: ...
 
+    def restore_indexed(
+        self, doc_id: str, share: str, path: str, version: int, content_hash: str,
+        chunk_count: int, acl: list[str], acl_deny: list[str], filetype: str | None,
+        parent_id: str | None,
+    ) -> None: ...  # fmt: skip
+
     def expired_kept(self, limit: int = 1000) -> list[str]: ...
 
     def forget_kept(self, doc_ids: Iterable[str]) -> None: ...

@@ -56,6 +56,14 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser(
+        "rebuild", help="replace a damaged or lost catalog or index, then reconcile and verify"
+    )
+    add_common(p)
+    add_shares(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_rebuild)
+
+    p = sub.add_parser(
         "deletes", help="deletions held back because a share looked emptied; confirm them"
     )
     add_common(p)
@@ -158,6 +166,31 @@ def cmd_retry(args: argparse.Namespace) -> int:
                 f"  still failing {failure['share']}:{display(failure['path'])}: {failure['reason']}"
             )
     return EXIT_FAILED_DOCS if report.get("documents", {}).get("failed", 0) else EXIT_OK
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    """Exit 0: rebuilt (or nothing to rebuild) and verified clean; 3: drift left; 1: fatal."""
+    from workers.query.server import read_service_info
+    from workers.rebuild import rebuild
+
+    settings = settings_of(args)
+    need_shares(settings)
+    info = read_service_info(settings.data_dir)
+    if info is not None:
+        print(f"error: a service (pid {info['pid']}) holds this data dir: stop it first",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_FATAL
+    result = rebuild(settings, lambda m: print(m, file=sys.stderr, flush=True), progress)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        from workers.verify import format_report
+
+        print(f"catalog: {result['catalog']}; index: {result['index']}")
+        docs = result["sync"]["documents"]
+        print("reconciled: " + ", ".join(f"{n} {k}" for k, n in docs.items() if n))
+        print(format_report(result["verify"]))
+    return EXIT_OK if result["verify"]["clean"] else EXIT_FAILED_DOCS
 
 
 def cmd_deletes(args: argparse.Namespace) -> int:

@@ -56,6 +56,15 @@ class _Buckets:
         return True
 
 
+def _bad_name(name: str) -> str | None:
+    """Why a user or group name from a request cannot be a principal (None: it can)."""
+    if len(name) > 512:
+        return "are at most 512 characters"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "may not contain control characters"
+    return None
+
+
 def create_app(
     searcher: Searcher,
     status: Callable[[], dict[str, Any]],
@@ -103,8 +112,13 @@ def create_app(
     def principal(
         request: Request, who: Annotated[Caller, Depends(caller)], user: str | None = None
     ) -> Principal:
+        groups = request.query_params.getlist("group")
+        for name in (user or "", *groups):
+            problem = _bad_name(name)
+            if problem:
+                raise HTTPException(400, f"user and group names {problem}")
         try:
-            return auth.principal(who, user, request.query_params.getlist("group"))
+            return auth.principal(who, user, groups)
         except (Forbidden, UnknownPrincipal) as exc:  # never another user's, never anonymous
             raise HTTPException(403, str(exc)) from exc
         except DirectoryUnavailable as exc:

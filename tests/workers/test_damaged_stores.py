@@ -1,0 +1,88 @@
+"""A damaged store is an error with a remedy, not a traceback (issue 20, part 6): a truncated
+catalog, an emptied catalog beside a full index, an index whose files cannot be read; each is
+named at start in one line, and ``shareindex rebuild`` recovers (the catalog from the index
+without embedding anything again; the index from the shares)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.integration
+WORDS = ["walrus", "quokka", "lemur"]
+
+
+@pytest.fixture
+def synced(tmp_path: Path) -> tuple[Path, Path]:
+    share, data = tmp_path / "share", tmp_path / "data"
+    share.mkdir()
+    for word in WORDS:
+        (share / f"{word}.txt").write_text(f"The {word} pump in hall three was rebuilt in May.")
+    proc = run_cli("sync", "--share", f"s={share}", "--data-dir", str(data), "--json")
+    assert proc.returncode == 0, proc.stderr
+    return share, data
+
+
+def _cli(share: Path, data: Path, *args: str) -> tuple[int, str, str]:
+    proc = run_cli(*args, "--share", f"s={share}", "--data-dir", str(data))
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _fatal_line(rc: int, stderr: str, *needles: str) -> None:
+    assert rc == 1 and "Traceback" not in stderr, stderr
+    assert all(n in stderr for n in needles), stderr
+
+
+def test_a_truncated_catalog_is_named_and_rebuilt_from_the_index(synced: tuple[Path, Path]) -> None:
+    share, data = synced
+    with (data / "catalog.db").open("r+b") as fh:
+        fh.truncate(5000)
+    for command in (("sync",), ("verify",)):
+        rc, _, err = _cli(share, data, *command)
+        _fatal_line(rc, err, "catalog.db is damaged", "shareindex rebuild")
+    rc, out, err = _cli(share, data, "rebuild", "--json")
+    assert rc == 0, err
+    result = json.loads(out)
+    assert result["catalog"].startswith("damaged, moved aside")
+    assert result["restored_documents"] == len(WORDS)
+    assert result["sync"]["documents"]["unchanged"] == len(WORDS)
+    assert result["sync"]["chunks"]["embedded"] == 0  # nothing embedded again
+    assert result["verify"]["clean"]
+    assert any(p.name.startswith("catalog.db.damaged-") for p in data.iterdir())
+    found = run_cli("search", "quokka pump", "--json", "--data-dir", str(data))
+    assert found.returncode == 0 and '"quokka.txt"' in found.stdout, found.stderr
+
+
+def test_an_emptied_catalog_beside_a_full_index_is_not_indexed_over(
+    synced: tuple[Path, Path],
+) -> None:
+    share, data = synced
+    (data / "catalog.db").unlink()  # lost, replaced by a new empty one at the next start
+    rc, _, err = _cli(share, data, "sync")
+    _fatal_line(rc, err, "is empty but the index holds", "shareindex rebuild")
+    rc, out, err = _cli(share, data, "rebuild", "--json")
+    assert rc == 0, err
+    result = json.loads(out)
+    assert result["catalog"] == "empty, rebuilt from the index"
+    assert result["sync"]["chunks"]["embedded"] == 0 and result["verify"]["clean"]
+
+
+def test_an_index_that_cannot_be_opened_is_rebuilt_from_the_shares(
+    synced: tuple[Path, Path],
+) -> None:
+    share, data = synced
+    (data / "index" / "shard" / "edge_config.json").write_text("{")
+    rc, _, err = _cli(share, data, "sync")
+    _fatal_line(rc, err, "cannot open the index", "shareindex rebuild")
+    rc, out, err = _cli(share, data, "rebuild", "--json")
+    assert rc == 0, err
+    result = json.loads(out)
+    assert result["index"].startswith("damaged, moved aside")
+    assert result["requeued_documents"] == len(WORDS)
+    assert result["sync"]["chunks"]["embedded"] > 0 and result["verify"]["clean"]
+    found = run_cli("search", "lemur pump", "--json", "--data-dir", str(data))
+    assert found.returncode == 0 and '"lemur.txt"' in found.stdout, found.stderr

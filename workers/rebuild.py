@@ -1,0 +1,110 @@
+"""``shareindex rebuild``: a damaged or lost catalog or embedded index replaced, through the
+normal pipeline.
+
+- A catalog file that is not a database (``CatalogDamaged``) is moved aside
+  (``catalog.db.damaged-TIME``); a catalog that is empty while the index holds points (lost, or
+  replaced by an empty one) is rebuilt too: one row per document the index holds, read from the
+  points' payloads page by page (documents being written or deleted, readable by nobody, are
+  left out). Nothing is embedded again: the next pass hashes each file and finds it unchanged.
+- An embedded index that cannot be opened (``IndexDamaged``) is moved aside
+  (``index.damaged-TIME``) and every indexed document is marked pending: the pass embeds them
+  again into a new index.
+
+Then every share is reconciled (progress bar) and verified.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from index.catalog import Catalog, CatalogDamaged, SqlCatalog
+from index.schema import document_id
+from index.vectors import IndexDamaged, VectorIndex
+from workers.settings import Settings
+from workers.sync.report import ProgressFactory, SyncReport
+
+
+def _aside(path: Path) -> Path:
+    target = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    path.rename(target)
+    for suffix in ("-wal", "-shm"):  # SQLite's companions go with it
+        companion = path.with_name(path.name + suffix)
+        if companion.exists():
+            companion.rename(target.with_name(target.name + suffix))
+    return target
+
+
+def restore_catalog(catalog: Catalog, store: VectorIndex) -> int:
+    """One indexed row per document the index holds (its newest complete version)."""
+    newest: dict[str, dict[str, Any]] = {}
+    for point in store.points(with_vectors=False):
+        meta = point.metadata
+        if meta.get("partial") or (not meta.get("acl") and not meta.get("acl_deny")):
+            continue  # a version being written, or a deleted document's kept points
+        held = newest.get(meta["doc_id"])
+        if held is None or int(meta["version"]) > int(held["version"]):
+            newest[meta["doc_id"]] = meta
+    for doc_id, meta in newest.items():
+        path = meta["path"]
+        parent = path.rsplit("#", 1)[0] if "#" in path else None
+        catalog.restore_indexed(
+            doc_id, meta["share"], path, int(meta["version"]), meta["content_hash"],
+            int(meta["chunk_count"]), list(meta.get("acl") or []),
+            list(meta.get("acl_deny") or []), meta.get("filetype"),
+            document_id(meta["share"], parent) if parent else None,
+        )  # fmt: skip
+    return len(newest)
+
+
+def rebuild(
+    settings: Settings, say: Callable[[str], object], progress: ProgressFactory
+) -> dict[str, Any]:
+    from workers.runtime import finish_writes, open_runtime, open_store
+    from workers.verify import verify_runtime
+
+    out: dict[str, Any] = {"catalog": "ok", "index": "ok"}
+    if settings.catalog.startswith("sqlite:///"):
+        try:
+            SqlCatalog(settings.catalog).close()
+        except CatalogDamaged:
+            moved = _aside(Path(settings.catalog[len("sqlite:///") :]))
+            say(f"the catalog is damaged: moved aside to {moved}")
+            out["catalog"] = f"damaged, moved aside to {moved}"
+    index_rebuilt = False
+    if settings.embedded and settings.embedded_index == "edge":
+        try:
+            open_store(settings, background=False).close()
+        except IndexDamaged:
+            moved = _aside(settings.index_path)
+            say(f"the index could not be opened: moved aside to {moved}")
+            out["index"] = f"damaged, moved aside to {moved}"
+            index_rebuilt = True
+    runtime = open_runtime(settings, progress, warm=False, background=False, check_catalog=False)
+    try:
+        catalog, store = runtime.catalog, runtime.store
+        if not any(catalog.counts().values()) and store.count():
+            out["restored_documents"] = restore_catalog(catalog, store)
+            say(f"catalog rebuilt from the index: {out['restored_documents']} document(s)")
+            if out["catalog"] == "ok":
+                out["catalog"] = "empty, rebuilt from the index"
+        if index_rebuilt:
+            requeued = 0
+            for share in runtime.indexer.sources:
+                for record in catalog.documents(share).values():
+                    if record.status == "indexed":
+                        catalog.mark_pending(record.id, "the index was rebuilt")
+                        requeued += 1
+            out["requeued_documents"] = requeued
+            say(f"{requeued} document(s) to index again into the new index")
+        total = SyncReport()
+        for share in runtime.indexer.sources:
+            total.add(runtime.indexer.sync_share(share))
+        out["sync"] = total.to_dict()
+        finish_writes(settings, store, say)
+        out["verify"] = verify_runtime(runtime, [], False, runtime.indexer.sync_share)
+    finally:
+        runtime.close()
+    return out
