@@ -59,6 +59,12 @@ def all_points(store: VectorIndex) -> list[StoredPoint]:
     return list(store.points())
 
 
+def readable(points: list[Any]) -> list[Any]:
+    """The points some principal may read: a deleted document's points are kept for a while,
+    readable by nobody (their ACL emptied), for the reuse of their vectors."""
+    return [p for p in points if p.payload["metadata"].get("acl")]
+
+
 def open_index(data_dir: Path, **settings: Any) -> VectorIndex:
     """The index of a data dir, as the commands open it (the embedded index by default); the
     process that held it must have stopped."""

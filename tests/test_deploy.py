@@ -25,23 +25,24 @@ DOCKERFILE_CUDA = ROOT / "deploy" / "Dockerfile.cuda"
 ENV_EXAMPLE = ROOT / ".env.example"
 
 try:
-    from workers.distributed.queues import CPU_QUEUE, GPU_QUEUE, QUEUES
+    from workers.distributed.queues import BULK_QUEUE, CPU_QUEUE, GPU_QUEUE, QUEUES
 except ImportError:  # the module is younger than this test
-    CPU_QUEUE, GPU_QUEUE = "cpu", "gpu"
-    QUEUES = (CPU_QUEUE, GPU_QUEUE)
+    CPU_QUEUE, GPU_QUEUE, BULK_QUEUE = "cpu", "gpu", "bulk"
+    QUEUES = (CPU_QUEUE, GPU_QUEUE, BULK_QUEUE)
 
 INFRA = {"redis", "qdrant", "postgres", "vllm"}
-APP = {"watcher", "worker-cpu", "worker-gpu", "api", "flower"}
+APP = {"watcher", "worker-cpu", "worker-gpu", "worker-bulk", "api", "flower"}
 #: the subcommand each ShareIndex service runs
 ROLE = {
     "watcher": "watch",
     "worker-cpu": "worker",
     "worker-gpu": "worker",
+    "worker-bulk": "worker",
     "api": "api",
     "flower": "flower",
     "shareindex": "run",
 }
-WORKER_QUEUE = {"worker-cpu": CPU_QUEUE, "worker-gpu": GPU_QUEUE}
+WORKER_QUEUE = {"worker-cpu": CPU_QUEUE, "worker-gpu": GPU_QUEUE, "worker-bulk": BULK_QUEUE}
 GPU_SERVICES = {"vllm", "worker-gpu"}
 SECRET_NAME = re.compile(r"PASSWORD|API_KEY|AUTH|SECRET|TOKEN")
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message}, ${VAR?message}

@@ -8,8 +8,11 @@ a message, their version history and a freshness sample."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
+import uuid
+from collections.abc import Iterator
 from importlib import import_module
 from pathlib import Path
 
@@ -73,7 +76,29 @@ def test_a_catalog_newer_than_the_program_is_refused(tmp_path: Path) -> None:
         SqlCatalog(f"sqlite:///{path}")
 
 
-def test_an_unversioned_postgresql_catalog_upgrades(postgres_url: str) -> None:
+@pytest.fixture
+def fresh_postgres() -> Iterator[str]:
+    """A database of its own (the session's is shared with the catalog's contract tests)."""
+    import psycopg
+
+    from tests.conftest import PG_ADMIN_URL
+
+    name = f"shareindex_mig_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI: {exc}")
+        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_an_unversioned_postgresql_catalog_upgrades(fresh_postgres: str) -> None:
+    postgres_url = fresh_postgres
     engine = make_engine(postgres_url)
     baseline = import_module("index.catalog.migrations.versions.0001_baseline").baseline()
     baseline.create_all(engine)  # what the release before versioning made

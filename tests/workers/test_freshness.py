@@ -19,7 +19,7 @@ import pytest
 from index.acl import Principal
 from index.catalog import DELETED
 from index.search import Searcher
-from tests.helpers import free_port, running_service, wait_until
+from tests.helpers import free_port, readable, running_service, wait_until
 from workers.runtime import Runtime
 from workers.settings import load_settings
 from workers.watch.embedded import EmbeddedService
@@ -184,8 +184,8 @@ def test_delete_a_file_and_a_folder(live: Live) -> None:
     (live.root / "deldir").rmdir()
     wait_until(
         lambda: (
-            not live.points("del/one.txt")
-            and not any(live.points(f"deldir/f{i}.txt") for i in range(5))
+            not readable(live.points("del/one.txt"))
+            and not any(readable(live.points(f"deldir/f{i}.txt")) for i in range(5))
         ),
         10,
         "gone",

@@ -18,7 +18,7 @@ from index.search import Searcher
 from index.vectors import VectorIndex
 from tests.conftest import CORPUS_ENV, run_cli
 from tests.corpus import BAD_EXPECTED, NEEDLES, OUTSIDE_SECRET, write_bad_corpus, write_good_corpus
-from tests.helpers import all_points, open_index
+from tests.helpers import all_points, open_index, readable
 
 pytestmark = pytest.mark.integration
 
@@ -248,7 +248,7 @@ def test_resync_is_incremental_and_idempotent(synced: Synced) -> None:
             if p.payload["metadata"]["path"] == "reports/long.md"
         }
         assert versions == {2}  # the old version is gone, only the new one is readable
-        assert not [p for p in after if p.payload["metadata"]["path"] == "guide.md"]
+        assert not [p for p in readable(after) if p.payload["metadata"]["path"] == "guide.md"]
         unchanged_ids = {str(p.id) for p in after} & set(before)
         assert len(unchanged_ids) == len(after) - len(
             [p for p in after if p.payload["metadata"]["path"] == "reports/long.md"]

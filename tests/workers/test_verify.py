@@ -68,7 +68,9 @@ def test_every_kind_of_drift_is_found_and_repaired(runtime: Runtime, share: Path
     rt, store = runtime, runtime.store
 
     (share / "new.txt").write_text("A file nobody indexed yet. " + _long(50))  # not_indexed
-    (share / "doc0.txt").write_text("Edited behind the index's back. " + _long(51))  # stale
+    (share / "doc0.txt").write_text(
+        "Edited behind the index's back: zebrafish. " + _long(51)
+    )  # stale
     (share / "doc1.txt").unlink()  # gone
     record, points = _doc_points(rt, "doc2.txt")  # incomplete: a chunk lost
     store.delete_chunks(record.id, record.version, [1])
@@ -102,7 +104,7 @@ def test_every_kind_of_drift_is_found_and_repaired(runtime: Runtime, share: Path
     assert repaired["after_repair"]["clean"], repaired["after_repair"]["items"]
     # the repair reused vectors: only the new and the edited files' text was embedded
     assert rt.embedder.embedded_total - embedded <= 2 * 14
-    hits = rt.searcher.search("Edited behind the index's back", ROOT, k=1)
+    hits = rt.searcher.search("zebrafish", ROOT, k=1, mode="sparse")
     assert hits[0].metadata["path"] == "doc0.txt"
     assert rt.catalog.find("v", "doc1.txt").status == "deleted"
 
