@@ -198,9 +198,7 @@ class Planner:
     ) -> None:  # fmt: skip
         """``known``: a reconcile's records of the whole share (its deletions are guarded)."""
         self._match_moves(source, plan, report)
-        if (
-            known is not None
-        ):  # what is gone after the moves: deleted, unless the share looks emptied
+        if known is not None:  # gone after the moves: deleted, unless the share looks emptied
             plan.gone = self._guard_deletions(source, known, plan.gone, report)
         self._delete(plan.gone, report, changes)
         for item in plan.work:  # durable before any work: a crash leaves them pending

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -122,8 +123,6 @@ class EmbeddedService:
     def reconcile_now(self, timeout: float) -> bool:
         """Have the watch loop reconcile every share, and wait for it and its bulk work (from
         another thread); False if that took longer than ``timeout``."""
-        import time
-
         deadline = time.monotonic() + timeout
         with self._asking:
             self._asked += 1
