@@ -26,7 +26,7 @@ import httpx
 
 from bench.common import export_model_once, machine, quantile, write_result
 from bench.corpus import _paragraph
-from tests.helpers import free_port
+from tests.helpers import free_port, running_service
 
 
 def _write_big(path: Path, megabytes: float, seed: int) -> None:
@@ -59,9 +59,7 @@ def _wait_indexed(runtime: Any, paths: list[str], started: float) -> dict[str, d
 
 
 def run(big_mb: list[float], interval: float, out: str) -> dict[str, Any]:
-    from workers.runtime import open_runtime
     from workers.settings import load_settings
-    from workers.watch.embedded import EmbeddedService
 
     with tempfile.TemporaryDirectory(prefix="shareindex-load-") as tmp:
         root = Path(tmp) / "share"
@@ -69,14 +67,8 @@ def run(big_mb: list[float], interval: float, out: str) -> dict[str, Any]:
         settings = load_settings(
             data_dir=Path(tmp) / "data", shares={"bench": root}, api_port=free_port()
         )
-        runtime = open_runtime(settings)
-        said: list[str] = []
-        service = EmbeddedService(settings, runtime, say=said.append)
-        thread = threading.Thread(target=service.run, kwargs={"handle_signals": False})
-        thread.start()
-        try:
-            while not any("reconciled" in line for line in said):
-                time.sleep(0.05)
+        with running_service(settings) as running:
+            runtime, service = running.runtime, running.service
             token = json.loads((settings.data_dir / "service.json").read_text())["token"]
             client = httpx.Client(
                 base_url=service.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
@@ -131,10 +123,6 @@ def run(big_mb: list[float], interval: float, out: str) -> dict[str, Any]:
             while not (service.bulk and service.bulk.idle()):  # the last small files too
                 time.sleep(0.2)
             verified = service.verify([], False)  # the index equals the share after the load?
-        finally:
-            service.request_stop()
-            thread.join(timeout=120)
-            runtime.close()
     result = {
         "benchmark": "freshness_under_load",
         "machine": machine(),

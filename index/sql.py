@@ -19,7 +19,6 @@ def create_tables(metadata: MetaData, engine: Engine, tries: int = 3) -> None:
         try:
             metadata.create_all(engine)
             add_missing_columns(metadata, engine)
-            add_missing_indexes(metadata, engine)
             return
         except SQLAlchemyError as exc:
             if attempt == tries or not any(s in str(exc).lower() for s in _RACE):
@@ -43,18 +42,6 @@ def add_missing_columns(metadata: MetaData, engine: Engine) -> None:
                 if column.index:
                     name = f"ix_{table.name}_{column.name}"
                     conn.execute(text(f'CREATE INDEX "{name}" ON {table.name} ("{column.name}")'))
-
-
-def add_missing_indexes(metadata: MetaData, engine: Engine) -> None:
-    """Indexes added since a data dir was made, on columns it already had."""
-    found = inspect(engine)
-    for table in metadata.sorted_tables:
-        if not found.has_table(table.name):
-            continue
-        have = {i["name"] for i in found.get_indexes(table.name)}
-        for index in table.indexes:
-            if index.name not in have:
-                index.create(engine, checkfirst=True)
 
 
 def make_engine(url: str) -> Engine:

@@ -56,11 +56,11 @@ def embedder():
     return emb
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+def fresh_database(prefix: str) -> Iterator[str]:
+    """A new PostgreSQL database (its URL), dropped afterwards; fails in CI, skips elsewhere,
+    when PostgreSQL is not reachable."""
     psycopg = pytest.importorskip("psycopg")
-    name = f"shareindex_test_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     try:
         admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
@@ -73,6 +73,12 @@ def postgres_url() -> Iterator[str]:
     yield f"{base}/{name}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    yield from fresh_database("shareindex_test")
 
 
 @pytest.fixture

@@ -8,10 +8,8 @@ a message, their version history and a freshness sample."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
-import uuid
 from collections.abc import Iterator
 from importlib import import_module
 from pathlib import Path
@@ -22,6 +20,7 @@ from sqlalchemy import create_engine, text
 from index.catalog import CatalogError, SqlCatalog
 from index.catalog.migrate import current, head
 from index.sql import make_engine
+from tests.conftest import fresh_database
 
 OLD = Path(__file__).parent.parent / "data" / "catalog-0.1.sqlite"
 
@@ -79,22 +78,7 @@ def test_a_catalog_newer_than_the_program_is_refused(tmp_path: Path) -> None:
 @pytest.fixture
 def fresh_postgres() -> Iterator[str]:
     """A database of its own (the session's is shared with the catalog's contract tests)."""
-    import psycopg
-
-    from tests.conftest import PG_ADMIN_URL
-
-    name = f"shareindex_mig_{uuid.uuid4().hex[:8]}"
-    try:
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is required in CI: {exc}")
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield from fresh_database("shareindex_mig")
 
 
 def test_an_unversioned_postgresql_catalog_upgrades(fresh_postgres: str) -> None:

@@ -18,7 +18,7 @@ from workers.runtime import Runtime
 from workers.settings import Settings
 from workers.sources.base import RESCAN
 from workers.sync.report import SyncReport
-from workers.watch.lanes import BulkLane, LaneRouter
+from workers.watch.lanes import BulkLane, LaneRouter, say_changes
 from workers.watch.loop import RETRY_S, WatchLoop
 
 __all__ = ["EmbeddedService", "check_port_free", "read_service_info"]
@@ -227,6 +227,4 @@ class EmbeddedService:
         report = indexer.sync_share(share) if RESCAN in paths else indexer.sync_paths(share, paths)
         for f in report.failures:
             log.warning("%s:%s %s: %s", f["share"], f["path"], f["status"], f["reason"])
-        changes = {k: n for k, n in report.to_dict()["documents"].items() if n and k != "unchanged"}
-        if changes:
-            self.say(f"{share}: " + ", ".join(f"{n} {k}" for k, n in changes.items()))
+        say_changes(self.say, share, report)

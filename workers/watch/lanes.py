@@ -162,7 +162,7 @@ class BulkLane:
                 with self._cond:
                     for item in step:
                         self._current.pop(item.doc_id, None)
-            _say_changes(self.say, f"{step[0].share} (bulk)", report)
+            say_changes(self.say, f"{step[0].share} (bulk)", report)
 
 
 class LaneRouter:
@@ -198,7 +198,7 @@ def _same_file(a: WorkItem, b: WorkItem) -> bool:
     return (a.entry.size, a.entry.mtime_ns) == (b.entry.size, b.entry.mtime_ns)
 
 
-def _say_changes(say: Callable[[str], object], where: str, report: SyncReport) -> None:
+def say_changes(say: Callable[[str], object], where: str, report: SyncReport) -> None:
     changes = {k: n for k, n in report.to_dict()["documents"].items() if n and k != "unchanged"}
     if changes:
         say(f"{where}: " + ", ".join(f"{n} {k}" for k, n in changes.items()))
