@@ -99,6 +99,8 @@ def _backup(engine: Engine, newest: str) -> None:
         dst = sqlite3.connect(target)
         try:
             src.backup(dst)
+            # one self-contained file: the copy leaves WAL mode (no -wal/-shm beside it)
+            dst.execute("PRAGMA journal_mode=DELETE")
         finally:
             dst.close()
     finally:

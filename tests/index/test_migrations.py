@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+from contextlib import closing
 from collections.abc import Iterator
 from importlib import import_module
 from pathlib import Path
@@ -26,7 +27,7 @@ OLD = Path(__file__).parent.parent / "data" / "catalog-0.1.sqlite"
 
 
 def _tables(path: Path) -> set[str]:
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db:
         return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 

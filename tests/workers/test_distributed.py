@@ -23,46 +23,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from index.catalog import FAILED, INDEXED, Catalog, SqlCatalog
 from tests.conftest import run_cli
-from tests.helpers import all_points, free_port, open_index, readable, wait_until
+from tests.helpers import Proc, all_points, free_port, open_index, readable, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-class Proc:
-    """A ``shareindex`` command running in its own process, its output collected."""
-
-    def __init__(self, *args: str, env: dict[str, str], command: list[str] | None = None) -> None:
-        self.args = args
-        self.proc = subprocess.Popen(
-            [*(command or [sys.executable, "-m", "workers.cli"]), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, **env}, start_new_session=True,
-        )  # fmt: skip
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip())
-
-    def wait_for_line(self, text: str, timeout: float = 120) -> None:
-        wait_until(lambda: any(text in line for line in self.lines) or self.proc.poll() is not None,
-                   timeout, f"output {text!r}")  # fmt: skip
-        assert self.proc.poll() is None, "\n".join(self.lines[-40:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # the worker and everything it started
-            self.proc.wait(timeout=30)
 
 
 class Cluster:
