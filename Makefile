@@ -59,6 +59,7 @@ bench: install
 	$(BIN)/python -m bench.bench_sync --docs $(BENCH_DOCS) --out bench-results/sync.json
 	$(BIN)/python -m bench.bench_freshness --out bench-results/freshness.json
 	$(BIN)/python -m bench.bench_load --out bench-results/load.json
+	$(BIN)/python -m bench.bench_soak --out bench-results/soak.json
 	$(BIN)/python -m bench.bench_resync --out bench-results/resync.json
 	$(BIN)/python -m bench.bench_smb --docs $(BENCH_DOCS) --out bench-results/smb.json
 	$(BIN)/python -m bench.bench_index --out bench-results/index.json

@@ -16,8 +16,10 @@ in ``collection.json``; Edge itself knows only the vector sizes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -95,11 +97,7 @@ class EdgeIndex:
                 tmp = meta_path.with_suffix(".tmp")
                 tmp.write_text(json.dumps(wanted, indent=2))
                 tmp.replace(meta_path)
-                config = qe.EdgeConfig(
-                    vectors={DENSE: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)},
-                    sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
-                )  # fmt: skip
-                self._shard = qe.EdgeShard.create(str(self.folder / SHARD), config)
+                self._shard = qe.EdgeShard.create(str(self.folder / SHARD), shard_config(dimension))
             self._ensure_payload_indexes()
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         if meta.get("embedding_model") != model or meta.get("dimension") != dimension:
@@ -207,16 +205,17 @@ class EdgeIndex:
     def _pages(self, flt: Any, with_vectors: bool) -> Iterator[StoredPoint]:
         offset = None
         while True:
-            records, offset = self.shard.scroll(
-                qe.ScrollRequest(
-                    offset=offset,
-                    limit=_PAGE,
-                    filter=flt,
-                    with_payload=True,
-                    with_vector=with_vectors,
-                )  # fmt: skip
-            )
-            yield from (_stored(r) for r in records)
+            with _reading(self.folder):
+                records, offset = self.shard.scroll(
+                    qe.ScrollRequest(
+                        offset=offset,
+                        limit=_PAGE,
+                        filter=flt,
+                        with_payload=True,
+                        with_vector=with_vectors,
+                    )  # fmt: skip
+                )
+            yield from (stored_point(r) for r in records)
             if offset is None:
                 return
 
@@ -255,10 +254,12 @@ class EdgeIndex:
                 query=qe.Fusion.Rrf(k=_RRF_K),  # type: ignore[arg-type]
                 with_payload=True,
             )  # fmt: skip
+        with _reading(self.folder):
+            found = self.shard.query(request)
         return [
             Hit((p.payload or {}).get(CONTENT_KEY, ""), float(p.score),
                 (p.payload or {}).get(METADATA_KEY, {}))
-            for p in self.shard.query(request)
+            for p in found
         ]  # fmt: skip
 
     def document_chunks(
@@ -343,6 +344,14 @@ class Optimizer:
             self._wake.clear()
 
 
+def shard_config(dimension: int) -> Any:
+    """The shard's configuration: a dense vector of ``dimension`` (cosine), a sparse one (IDF)."""
+    return qe.EdgeConfig(
+        vectors={DENSE: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)},
+        sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+    )
+
+
 def _load(path: Path) -> Any:
     try:
         return qe.EdgeShard.load(str(path))
@@ -353,8 +362,8 @@ def _load(path: Path) -> Any:
                 "per embedded index); stop it, or query through its API"
             ) from exc
         raise IndexDamaged(
-            f"cannot open the index in {path.parent} ({exc}): run 'shareindex rebuild' (it "
-            "moves it aside and indexes the shares again into a new one)"
+            f"cannot open the index in {path.parent} ({exc}): run 'shareindex rebuild' (it moves "
+            "it aside, salvages the points that can still be read, and indexes the rest again)"
         ) from exc
 
 
@@ -407,7 +416,29 @@ def _point(p: IndexPoint) -> Any:
     return qe.Point(p.id, vector, p.payload)
 
 
-def _stored(record: Any) -> StoredPoint:
+#: what Edge says when a file of the shard is shorter or other than its bookkeeping says
+_DAMAGE = re.compile(
+    r"out of bounds|io error|gridstore|corrupt|unexpected end|not readable", re.IGNORECASE
+)
+
+
+@contextlib.contextmanager
+def _reading(folder: Path) -> Iterator[None]:
+    """A read that fails because a file of the shard is damaged (truncated, overwritten: the
+    shard opened, but its storage does not hold what its bookkeeping says) is IndexDamaged,
+    with the remedy, not a traceback."""
+    try:
+        yield
+    except Exception as exc:
+        if not (_DAMAGE.search(str(exc)) or str(folder) in str(exc)):  # a file of the shard
+            raise
+        raise IndexDamaged(
+            f"the index in {folder} is damaged ({exc}): run 'shareindex rebuild' (it salvages "
+            "the points that can still be read and indexes the rest of the shares again)"
+        ) from exc
+
+
+def stored_point(record: Any) -> StoredPoint:
     vectors = record.vector if isinstance(record.vector, dict) else {}
     dense, sparse = vectors.get(DENSE), vectors.get(SPARSE)
     return StoredPoint(

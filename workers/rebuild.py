@@ -6,9 +6,12 @@ normal pipeline.
   replaced by an empty one) is rebuilt too: one row per document the index holds, read from the
   points' payloads page by page (documents being written or deleted, readable by nobody, are
   left out). Nothing is embedded again: the next pass hashes each file and finds it unchanged.
-- An embedded index that cannot be opened (``IndexDamaged``) is moved aside
-  (``index.damaged-TIME``) and every indexed document is marked pending: the pass embeds them
-  again into a new index.
+- An embedded index that cannot be opened, or whose points cannot all be read (``IndexDamaged``:
+  a truncated or overwritten file), is moved aside (``index.damaged-TIME``); the points that can
+  still be read from it are salvaged into a new index (``index.salvage``: only those of
+  documents the catalog knows, at a version it has written), and every indexed document is
+  marked pending: the pass reuses the salvaged vectors (the text of each chunk decides, as for
+  any edit) and embeds the rest.
 
 Then every share is reconciled (progress bar) and verified.
 """
@@ -20,9 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from index.catalog import Catalog, CatalogDamaged, SqlCatalog
-from index.schema import document_id
-from index.vectors import IndexDamaged, VectorIndex
+from index.catalog import DELETED, Catalog, CatalogDamaged, SqlCatalog
+from index.schema import CONTENT_KEY, document_id
+from index.vectors import IndexDamaged, IndexPoint, StoredPoint, VectorIndex
 from workers.settings import Settings
 from workers.sync.report import ProgressFactory, SyncReport
 
@@ -59,6 +62,52 @@ def restore_catalog(catalog: Catalog, store: VectorIndex) -> int:
     return len(newest)
 
 
+def _read_whole(store: VectorIndex) -> None:
+    """Every point read once (IndexDamaged if one cannot be), then the index closed."""
+    try:
+        for _ in store.points(with_vectors=True):
+            pass
+    finally:
+        store.close()
+
+
+def salvage(damaged: Path, catalog: Catalog, store: VectorIndex, dimension: int,
+            say: Callable[[str], object]) -> int:  # fmt: skip
+    """The readable points of the damaged index written into the new one: those of documents
+    the catalog knows, at a version it has written (a deleted document's while they are kept);
+    how many."""
+    from index.salvage import salvage_points
+
+    newest: dict[str, int] = {}  # doc id -> the newest version the catalog lets it keep; -1: none
+    batch: list[IndexPoint] = []
+    written = 0
+
+    def keep(point: StoredPoint) -> bool:
+        doc_id = str(point.metadata.get("doc_id") or "")
+        if doc_id not in newest:
+            record = catalog.get(doc_id) if doc_id else None
+            wanted = record is not None and (record.status != DELETED or record.kept)
+            newest[doc_id] = record.version if record is not None and wanted else -1
+        return int(point.metadata.get("version", 0)) <= newest[doc_id]
+
+    for point in salvage_points(damaged, dimension):
+        if not keep(point):
+            continue
+        assert point.dense is not None and point.sparse is not None
+        batch.append(IndexPoint(point.id, point.payload.get(CONTENT_KEY, ""), point.dense,
+                                point.sparse, point.metadata))  # fmt: skip
+        if len(batch) == 256:
+            store.upsert(batch)
+            written += len(batch)
+            batch = []
+            if written % 10_240 == 0:
+                say(f"salvaged {written} point(s) so far")
+    store.upsert(batch)
+    written += len(batch)
+    say(f"salvaged {written} point(s) from the damaged index (their vectors are reused)")
+    return written
+
+
 def rebuild(
     settings: Settings, say: Callable[[str], object], progress: ProgressFactory
 ) -> dict[str, Any]:
@@ -73,24 +122,27 @@ def rebuild(
             moved = _aside(Path(settings.catalog[len("sqlite:///") :]))
             say(f"the catalog is damaged: moved aside to {moved}")
             out["catalog"] = f"damaged, moved aside to {moved}"
-    index_rebuilt = False
+    damaged: Path | None = None
     if settings.embedded and settings.embedded_index == "edge":
         try:
-            open_store(settings, background=False).close()
-        except IndexDamaged:
-            moved = _aside(settings.index_path)
-            say(f"the index could not be opened: moved aside to {moved}")
-            out["index"] = f"damaged, moved aside to {moved}"
-            index_rebuilt = True
+            _read_whole(open_store(settings, background=False))
+        except IndexDamaged as exc:
+            damaged = _aside(settings.index_path)
+            say(f"the index is damaged ({exc}): moved aside to {damaged}")
+            out["index"] = f"damaged, moved aside to {damaged}"
     runtime = open_runtime(settings, progress, warm=False, background=False, check_catalog=False)
     try:
         catalog, store = runtime.catalog, runtime.store
+        if damaged is not None:
+            out["salvaged_points"] = salvage(
+                damaged, catalog, store, runtime.embedder.dimension, say
+            )
         if not any(catalog.counts().values()) and store.count():
             out["restored_documents"] = restore_catalog(catalog, store)
             say(f"catalog rebuilt from the index: {out['restored_documents']} document(s)")
             if out["catalog"] == "ok":
                 out["catalog"] = "empty, rebuilt from the index"
-        if index_rebuilt:
+        if damaged is not None:
             requeued = 0
             for share in runtime.indexer.sources:
                 for record in catalog.documents(share).values():

@@ -1,7 +1,8 @@
 """A damaged store is an error with a remedy, not a traceback (issue 20, part 6): a truncated
 catalog, an emptied catalog beside a full index, an index whose files cannot be read; each is
-named at start in one line, and ``shareindex rebuild`` recovers (the catalog from the index
-without embedding anything again; the index from the shares)."""
+named in one line, and ``shareindex rebuild`` recovers (the catalog from the index without
+embedding anything again; the index from the points that can still be read from the damaged
+one, and the shares for the rest)."""
 
 from __future__ import annotations
 
@@ -71,11 +72,26 @@ def test_an_emptied_catalog_beside_a_full_index_is_not_indexed_over(
     assert result["sync"]["chunks"]["embedded"] == 0 and result["verify"]["clean"]
 
 
-def test_an_index_that_cannot_be_opened_is_rebuilt_from_the_shares(
-    synced: tuple[Path, Path],
+def _segment(data: Path) -> Path:
+    return next((data / "index" / "shard" / "segments").iterdir())
+
+
+DAMAGE = {
+    "its configuration": lambda data: (data / "index" / "shard" / "edge_config.json").write_text("{"),
+    "a segment's description": lambda data: (_segment(data) / "segment.json").write_text("{"),
+    "a segment's payload index": lambda data: (
+        _segment(data) / "payload_index" / "config.json").write_bytes(b"\x00" * 64),
+    "its write-ahead log": lambda data: next((data / "index" / "shard" / "wal").glob("open-*")
+                                             ).write_bytes(b"\xff" * 4096),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_an_index_that_cannot_be_opened_is_rebuilt_reusing_every_vector_that_survives(
+    synced: tuple[Path, Path], damage: str
 ) -> None:
     share, data = synced
-    (data / "index" / "shard" / "edge_config.json").write_text("{")
+    DAMAGE[damage](data)
     rc, _, err = _cli(share, data, "sync")
     _fatal_line(rc, err, "cannot open the index", "shareindex rebuild")
     rc, out, err = _cli(share, data, "rebuild", "--json")
@@ -83,6 +99,31 @@ def test_an_index_that_cannot_be_opened_is_rebuilt_from_the_shares(
     result = json.loads(out)
     assert result["index"].startswith("damaged, moved aside")
     assert result["requeued_documents"] == len(WORDS)
-    assert result["sync"]["chunks"]["embedded"] > 0 and result["verify"]["clean"]
+    # the points were salvaged from the damaged copy: nothing is embedded again
+    assert result["salvaged_points"] == len(WORDS)
+    assert result["sync"]["chunks"]["embedded"] == 0, result["sync"]
+    assert result["verify"]["clean"]
+    found = run_cli("search", "lemur pump", "--json", "--data-dir", str(data))
+    assert found.returncode == 0 and '"lemur.txt"' in found.stdout, found.stderr
+
+
+def test_a_truncated_vector_file_is_named_and_only_the_lost_points_are_embedded_again(
+    synced: tuple[Path, Path],
+) -> None:
+    """The shard opens, but its vector file holds one vector of three: a read says so in one
+    line (not a traceback), and rebuild salvages the one point that can still be read."""
+    share, data = synced
+    vectors = _segment(data) / "vector_storage-dense" / "vectors" / "chunk_0.mmap"
+    with vectors.open("r+b") as fh:
+        fh.truncate(384 * 4)  # one vector of 384 float32s
+    found = run_cli("search", "lemur pump", "--data-dir", str(data))
+    _fatal_line(found.returncode, found.stderr, "is damaged", "shareindex rebuild")
+    rc, out, err = _cli(share, data, "rebuild", "--json")
+    assert rc == 0, err
+    result = json.loads(out)
+    assert result["index"].startswith("damaged, moved aside")
+    assert result["salvaged_points"] == 1
+    assert result["sync"]["chunks"]["embedded"] == len(WORDS) - 1, result["sync"]
+    assert result["verify"]["clean"]
     found = run_cli("search", "lemur pump", "--json", "--data-dir", str(data))
     assert found.returncode == 0 and '"lemur.txt"' in found.stdout, found.stderr
