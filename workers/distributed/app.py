@@ -56,4 +56,6 @@ def make_celery(settings: Settings) -> Celery:
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
     )
+    if settings.broker_url.startswith("redis://"):  # kombu's, fixed (workers/distributed/broker.py)
+        app.conf.broker_transport = "workers.distributed.broker:Transport"
     return app
