@@ -127,3 +127,31 @@ def test_a_truncated_vector_file_is_named_and_only_the_lost_points_are_embedded_
     assert result["verify"]["clean"]
     found = run_cli("search", "lemur pump", "--json", "--data-dir", str(data))
     assert found.returncode == 0 and '"lemur.txt"' in found.stdout, found.stderr
+
+
+def test_the_query_api_answers_a_damaged_index_with_503_and_the_remedy(
+    synced: tuple[Path, Path],
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from workers.query.app import create_app
+    from workers.query.auth import Authenticator, Caller, TokenEntry, hash_token
+    from workers.runtime import open_runtime
+    from workers.settings import load_settings
+
+    share, data = synced
+    with (_segment(data) / "vector_storage-dense" / "vectors" / "chunk_0.mmap").open("r+b") as fh:
+        fh.truncate(384 * 4)
+    runtime = open_runtime(load_settings(data_dir=data, shares={"s": share}), warm=False)
+    try:
+        auth = Authenticator([TokenEntry(hash_token("si_t"), Caller("svc", on_behalf=True))])
+        http = TestClient(create_app(runtime.searcher, dict, auth), raise_server_exceptions=False)
+        reply = http.get("/search", params={"q": "lemur pump", "user": "root"},
+                         headers={"Authorization": "Bearer si_t"})  # fmt: skip
+        assert reply.status_code == 503, reply.text
+        assert (
+            "is damaged" in reply.json()["detail"]
+            and "shareindex rebuild" in reply.json()["detail"]
+        )
+    finally:
+        runtime.close()

@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from index.acl import Principal
 from index.search import Searcher
-from index.vectors import SearchMode
+from index.vectors import IndexDamaged, SearchMode
 from workers.directory import DirectoryUnavailable, UnknownPrincipal
 from workers.metrics import BacklogCollector
 from workers.query.auth import Authenticator, Caller, Forbidden, Unauthenticated
@@ -98,6 +98,11 @@ def create_app(
                     429, headers={"Retry-After": "1"},
                 )  # fmt: skip
         return await call_next(request)
+
+    @app.exception_handler(IndexDamaged)
+    async def damaged(_: Request, exc: IndexDamaged) -> JSONResponse:
+        """A file of the index is damaged: 503 with what to do, never a 500 (or a traceback)."""
+        return JSONResponse({"detail": str(exc)}, 503)
 
     backlog = CollectorRegistry(auto_describe=False)
     if pending_since is not None:
