@@ -50,14 +50,16 @@ def restore_catalog(catalog: Catalog, store: VectorIndex) -> int:
         held = newest.get(meta["doc_id"])
         if held is None or int(meta["version"]) > int(held["version"]):
             newest[meta["doc_id"]] = meta
+    at = {(m["share"], m["path"]): doc_id for doc_id, m in newest.items()}
     for doc_id, meta in newest.items():
         path = meta["path"]
         parent = path.rsplit("#", 1)[0] if "#" in path else None
+        parent_id = at.get((meta["share"], parent)) if parent else None  # ids follow moves
         catalog.restore_indexed(
             doc_id, meta["share"], path, int(meta["version"]), meta["content_hash"],
             int(meta["chunk_count"]), list(meta.get("acl") or []),
             list(meta.get("acl_deny") or []), meta.get("filetype"),
-            document_id(meta["share"], parent) if parent else None,
+            parent_id or (document_id(meta["share"], parent) if parent else None),
         )  # fmt: skip
     return len(newest)
 

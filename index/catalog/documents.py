@@ -20,6 +20,7 @@ from index.catalog.tables import (
     DocumentRow,
     now,
 )
+from index.schema import document_id
 
 
 class DocumentTable(SqlBase):
@@ -36,6 +37,21 @@ class DocumentTable(SqlBase):
         with self.session() as s:
             row = s.get(DocumentRow, doc_id)
             return DocumentRecord.of(row) if row else None
+
+    def new_id(self, share: str, path: str) -> str:
+        """The id of a new document at ``path``: derived from where it is first seen, unless a
+        document first seen there has it (a file renamed away, then a new file under its old
+        name): then the next of a sequence derived the same way, so that two planners of the
+        same share agree."""
+        with self.session() as s:
+            for n in range(1_000_000):
+                candidate = document_id(share, path if n == 0 else f"{path}\x00{n}")
+                held = s.execute(
+                    select(DocumentRow.share, DocumentRow.path).where(DocumentRow.id == candidate)
+                ).first()
+                if held is None or tuple(held) == (share, path):
+                    return candidate
+        raise AssertionError("unreachable: a million documents renamed away from one path")
 
     def find(self, share: str, path: str) -> DocumentRecord | None:
         with self.session() as s:

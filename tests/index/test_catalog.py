@@ -234,3 +234,22 @@ def test_a_live_lease_refuses_a_second_take(catalog: Catalog) -> None:
     assert catalog.take("d1", token, "w2", -1) is not None  # a lease already lapsed ...
     assert catalog.take("d1", token, "w3", 30) is not None  # ... is no lease (w2 died)
     assert catalog.take("d1", "stale-token", "w4", 30) is None
+
+
+def test_a_new_document_never_takes_the_id_of_one_renamed_away_from_its_path(
+    catalog: Catalog,
+) -> None:
+    from index.schema import document_id
+
+    first = catalog.new_id("docs", "report.docx")
+    assert first == document_id("docs", "report.docx")  # derived from where it is first seen
+    catalog.upsert_seen(first, "docs", "report.docx", 10, 1, [])
+    assert catalog.new_id("docs", "report.docx") == first  # the same file: the same id
+    catalog.repoint(first, "report-old.docx", 10, 1, [], [])  # renamed away
+    second = catalog.new_id("docs", "report.docx")  # a new file under the old name
+    assert second != first
+    assert catalog.new_id("docs", "report.docx") == second  # two planners agree
+    catalog.upsert_seen(second, "docs", "report.docx", 12, 2, [])
+    assert {p: r.id for p, r in catalog.documents("docs").items()} == {
+        "report-old.docx": first, "report.docx": second,
+    }  # fmt: skip

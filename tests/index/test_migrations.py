@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-from contextlib import closing
 from collections.abc import Iterator
+from contextlib import closing
 from importlib import import_module
 from pathlib import Path
 

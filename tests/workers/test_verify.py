@@ -139,3 +139,29 @@ def test_the_command_exits_3_on_drift_and_repairs_through_the_running_service(
         assert all("user:mallory" not in p.metadata["acl"] for p in points)
     proc = run_cli("verify", "--data-dir", str(tmp_path / "elsewhere"))  # fatal: no share
     assert proc.returncode == 1 and "no share given" in proc.stderr
+
+
+def test_a_file_renamed_away_and_a_new_file_under_its_old_name_are_two_documents(
+    tmp_path: Path,
+) -> None:
+    """An editor keeps the old copy under another name and saves a new file under the name (the
+    chaos soak found it): the new file once took the id its name was first seen with, which the
+    renamed document still had, and the renamed file was lost from the catalog."""
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "report.txt").write_text("The walrus pump was inspected in April.")
+    args = ("--share", f"s={share}", "--data-dir", str(tmp_path / "data"), "--json")
+    assert run_cli("sync", *args).returncode == 0
+    (share / "report.txt").rename(share / "report-old.txt")
+    assert (
+        json.loads(run_cli("sync", *args).stdout)["documents"]["moved"] == 1
+    )  # the watcher's view
+    (share / "report.txt").write_text("The quokka valve was replaced in May.")
+    report = json.loads(run_cli("sync", *args).stdout)
+    assert (report["documents"]["new"], report["chunks"]["embedded"]) == (1, 1), report
+    verified = run_cli("verify", *args)
+    assert verified.returncode == 0, verified.stdout
+    assert json.loads(verified.stdout)["checked"] == {"files": 2, "documents": 2, "points": 2}
+    for needle, path in (("walrus pump", "report-old.txt"), ("quokka valve", "report.txt")):
+        found = json.loads(run_cli("search", needle, "--k", "1", *args[2:]).stdout)
+        assert [h["metadata"]["path"] for h in found] == [path]

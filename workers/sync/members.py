@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 from index.catalog import DELETED, INDEXED, PENDING, Catalog, DocumentRecord
-from index.schema import document_id
 from index.vectors import VectorIndex
 from ingest.models import PreparedDocument, SourceFile
 from ingest.stages.members import is_container
@@ -102,7 +101,7 @@ class MemberBook:
             record = existing.get(address)
             if member.unchanged and record is not None and record.status != DELETED:
                 continue
-            doc_id = record.id if record is not None else document_id(item.share, address)
+            doc_id = record.id if record is not None else self.catalog.new_id(item.share, address)
             mtime_ns = doc.parsed.mtime_ns
             self.catalog.upsert_seen(
                 doc_id, item.share, address, member.size, mtime_ns, allow, deny, item.acl_note,

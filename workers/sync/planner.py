@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 
 from index.acl import Access
 from index.catalog import DELETED, FAILED, INDEXED, PENDING, SKIPPED, Catalog, DocumentRecord
-from index.schema import document_id
 from index.vectors import VectorIndex
 from ingest.errors import IngestError, UnsupportedType
 from ingest.paths import display
@@ -231,7 +230,7 @@ class Planner:
         report: SyncReport,
     ) -> None:  # fmt: skip
         try:
-            doc_id = record.id if record is not None else document_id(share, entry.path)
+            doc_id = record.id if record is not None else self.catalog.new_id(share, entry.path)
             self.catalog.upsert_seen(
                 doc_id, share, entry.path, entry.size, entry.mtime_ns, [], [], None,
                 filetype=format_name(entry.path),
@@ -250,7 +249,7 @@ class Planner:
         share = source.name
         access, note = source.permissions(entry.path)
         live = record if record is not None and record.status != DELETED else None
-        doc_id = record.id if record is not None else document_id(share, entry.path)
+        doc_id = record.id if record is not None else self.catalog.new_id(share, entry.path)
         problem = entry.problem or _unsupported(entry.path)
         if problem is not None:  # never opened, never sent to a parser
             if live and live.status == SKIPPED and live.error == problem:
