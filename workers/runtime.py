@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -206,6 +207,29 @@ def _migration_lock(settings: Settings) -> Iterator[None]:
 
 def _to_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def wait_for_catalog(settings: Settings, say: Callable[[str], object]) -> None:
+    """A service starting while its catalog database is unreachable (restarting, the network
+    down) waits for it, retrying with backoff, for ``catalog_wait_s``; then, or for a damaged
+    catalog, the error is raised as it is. A one-shot command does not wait."""
+    from index.catalog import CatalogDamaged, CatalogError
+
+    deadline = time.monotonic() + settings.catalog_wait_s
+    delay = 0.5
+    while True:
+        try:
+            prepare_data_dir(settings)
+            SqlCatalog(settings.catalog).close()
+            return
+        except CatalogDamaged:
+            raise
+        except CatalogError as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            say(f"{exc}; retrying in {delay:g} s (waiting up to {settings.catalog_wait_s:g} s)")
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def open_catalog(settings: Settings) -> Catalog:

@@ -270,6 +270,10 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = Field(
         600, gt=0, description="full comparison of shares and catalog"
     )
+    catalog_wait_s: float = Field(
+        300, ge=0, description="how long a service (run, watch, worker, api) waits at start for "
+        "an unreachable catalog database, retrying, before it gives up (0: at once)",
+    )  # fmt: skip
     polling_shares: list[str] = Field(
         default_factory=list, description="shares watched by polling (SMB/NFS)"
     )

@@ -4,6 +4,7 @@ catalog in SQLite. Timings (leases, requeue checks, backoff) are shortened by se
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -457,3 +458,33 @@ def test_the_threads_pool_at_concurrency_4_on_a_mixed_corpus_crashes_nothing(
     worker.stop()
     verified = run_cli("verify", "--json", env=cluster.env)
     assert verified.returncode == 0, verified.stdout[-2000:] + verified.stderr[-2000:]
+
+
+def test_a_service_started_while_the_catalog_is_unreachable_waits_for_it(
+    cluster: Cluster,
+) -> None:
+    """The catalog database restarting (here: cut off behind a proxy) while the watcher starts:
+    it says so and retries until the database answers, then runs; it does not exit."""
+    from sqlalchemy.engine import make_url
+
+    from tests.chaos import TcpProxy
+    from tests.conftest import fresh_database
+
+    with contextlib.contextmanager(fresh_database)("wait") as url:
+        real = make_url(url)
+        proxy = TcpProxy((real.host or "127.0.0.1", real.port or 5432))
+        try:
+            proxy.cut()
+            cluster.env["SHAREINDEX_CATALOG_URL"] = real.set(
+                host="127.0.0.1", port=proxy.port
+            ).render_as_string(hide_password=False)
+            watcher = Proc("watch", env=cluster.env)
+            cluster.procs.append(watcher)
+            watcher.wait_for_line("retrying in", 60)
+            proxy.restore()
+            watcher.wait_for_line("watching", 120)
+            assert any("cannot open the catalog" in line for line in watcher.lines)
+        finally:
+            cluster.close()  # before the database is dropped
+            cluster.procs.clear()
+            proxy.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from workers.cli.common import (
@@ -45,16 +46,19 @@ def register(sub: Any) -> None:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
+    from workers.runtime import wait_for_catalog
     from workers.watch.distributed import WatchService
 
     settings = settings_of(args, polling_shares=args.poll or None)
     need_shares(settings)
+    wait_for_catalog(settings, lambda m: print(m, file=sys.stderr, flush=True))
     return WatchService(settings, lambda m: print(m, flush=True)).run()
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from workers.distributed.queues import parse_queues
     from workers.distributed.worker import prepare_metrics, run_worker
+    from workers.runtime import wait_for_catalog
     from workers.settings import ConfigError
 
     settings = settings_of(args, worker_concurrency=args.concurrency)
@@ -64,6 +68,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise ConfigError(f"--queues: {exc}") from exc
     if "cpu" in queues or "bulk" in queues:
         need_shares(settings)
+    wait_for_catalog(settings, lambda m: print(m, file=sys.stderr, flush=True))
     prepare_metrics(settings)
     announce_nlp()
     return run_worker(settings, queues, args.pool, lambda m: print(m, flush=True))
@@ -71,8 +76,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_api(args: argparse.Namespace) -> int:
     from workers.query.server import run_api
+    from workers.runtime import wait_for_catalog
 
-    run_api(settings_of(args, api_port=args.port), lambda m: print(m, flush=True))
+    settings = settings_of(args, api_port=args.port)
+    wait_for_catalog(settings, lambda m: print(m, file=sys.stderr, flush=True))
+    run_api(settings, lambda m: print(m, flush=True))
     return EXIT_OK
 
 

@@ -123,7 +123,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from workers.query.server import check_port_free
-    from workers.runtime import open_runtime
+    from workers.runtime import open_runtime, wait_for_catalog
     from workers.settings import config_file_in_use
     from workers.watch.embedded import EmbeddedService
 
@@ -133,6 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = load()
     need_shares(settings)
     check_port_free(settings.api_host, settings.api_port)
+    wait_for_catalog(settings, lambda m: print(m, file=sys.stderr, flush=True))
     announce_nlp()
     print("loading the embedding model and the index...", file=sys.stderr)
     runtime = open_runtime(settings)
