@@ -165,3 +165,36 @@ def test_a_file_renamed_away_and_a_new_file_under_its_old_name_are_two_documents
     for needle, path in (("walrus pump", "report-old.txt"), ("quokka valve", "report.txt")):
         found = json.loads(run_cli("search", needle, "--k", "1", *args[2:]).stdout)
         assert [h["metadata"]["path"] for h in found] == [path]
+
+
+def test_a_file_renamed_onto_a_path_seen_but_never_indexed_does_not_stop_the_share(
+    tmp_path: Path,
+) -> None:
+    """The chaos soak's stuck share: the service was killed after it recorded a new file
+    (pending, never indexed), and another file was renamed onto it while it was down. The
+    reconcile took the rename for a move onto a live document, which the catalog refuses, and
+    every pass failed the same way. Now the file there is indexed (reusing the vanished
+    document's vectors) and the vanished one deleted."""
+    from index.catalog import SqlCatalog
+
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "a.txt").write_text("The walrus pump was inspected in April.")
+    args = ("--share", f"s={share}", "--data-dir", str(tmp_path / "data"), "--json")
+    assert run_cli("sync", *args).returncode == 0
+    (share / "b.txt").write_text("A draft, seen but not indexed yet.")
+    catalog = SqlCatalog(f"sqlite:///{tmp_path / 'data' / 'catalog.db'}")
+    try:  # what a service killed between planning and indexing b.txt leaves
+        doc = catalog.new_id("s", "b.txt")
+        catalog.upsert_seen(doc, "s", "b.txt", 34, 1, ["everyone"], [], None, filetype="txt")
+    finally:
+        catalog.close()
+    (share / "a.txt").replace(share / "b.txt")
+    synced = run_cli("sync", *args)
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    report = json.loads(synced.stdout)
+    assert report["documents"]["deleted"] == 1 and report["chunks"]["embedded"] == 0, report
+    verified = run_cli("verify", *args)
+    assert verified.returncode == 0, verified.stdout
+    found = json.loads(run_cli("search", "walrus pump", "--k", "1", *args[2:]).stdout)
+    assert [h["metadata"]["path"] for h in found] == ["b.txt"]

@@ -68,8 +68,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise ConfigError(f"--queues: {exc}") from exc
     if "cpu" in queues or "bulk" in queues:
         need_shares(settings)
+    prepare_metrics(settings)  # before anything imports prometheus_client
     wait_for_catalog(settings, lambda m: print(m, file=sys.stderr, flush=True))
-    prepare_metrics(settings)
     announce_nlp()
     return run_worker(settings, queues, args.pool, lambda m: print(m, flush=True))
 

@@ -318,15 +318,27 @@ class Planner:
             return
         remaining = []
         for item in plan.work:
-            candidates = by_size.get(item.entry.size, []) if item.kind == "new" else []
+            # only to a path no live document holds (one seen there but never indexed, kind
+            # "new", is still there: it is indexed, and reuses the vanished one's vectors)
+            free = item.record is None or item.record.status == DELETED
+            candidates = by_size.get(item.entry.size, []) if free else []
             digest = self.hash(source, item.entry) if candidates else None
             match = next((r for r in candidates if r.content_hash == digest), None)
             if match is None:
                 remaining.append(item)
                 continue
+            try:
+                self._repoint(match, item)
+            except Exception as exc:  # this file is indexed instead; the pass goes on
+                if is_transient(exc):
+                    raise
+                log.exception(
+                    "moving %s to %s failed", display(match.path), display(item.entry.path)
+                )
+                remaining.append(item)
+                continue
             candidates.remove(match)
             plan.gone.remove(match)
-            self._repoint(match, item)
             report.moved += 1
         plan.work = remaining
 
