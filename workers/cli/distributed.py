@@ -58,7 +58,6 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from workers.distributed.queues import parse_queues
     from workers.distributed.worker import prepare_metrics, run_worker
-    from workers.runtime import wait_for_catalog
     from workers.settings import ConfigError
 
     settings = settings_of(args, worker_concurrency=args.concurrency)
@@ -69,6 +68,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if "cpu" in queues or "bulk" in queues:
         need_shares(settings)
     prepare_metrics(settings)  # before anything imports prometheus_client
+    from workers.runtime import wait_for_catalog
+
     wait_for_catalog(settings, lambda m: print(m, file=sys.stderr, flush=True))
     announce_nlp()
     return run_worker(settings, queues, args.pool, lambda m: print(m, flush=True))
