@@ -84,6 +84,13 @@ class VersionedWriter:
         catalog.finish_version(
             doc.doc_id, version, doc.content_hash, doc.size, len(doc.chunks), doc.filetype
         )
+        # a permission change planned while this version was written is not lost: the points
+        # get the readers the catalog holds now
+        now = catalog.get(doc.doc_id)
+        if now is not None and now.version == version:
+            acl = (sorted(now.acl), sorted(now.acl_deny))
+            if acl != (sorted(doc.acl), sorted(doc.acl_deny)):
+                store.set_acl(doc.doc_id, *acl)
         return True
 
     def begin(self, doc: DocumentVersion) -> SlicedVersion:

@@ -249,33 +249,52 @@ class ChaosShare:
 
 
 # -- what the system is asked at the end ---------------------------------------------------------
-def settled(catalog: Catalog, share: ChaosShare, name: str = "docs") -> bool:
-    """The catalog has every file of the share, indexed at the content it has now (its mtime),
-    and nothing else: nothing pending, no document of a path that is gone."""
+def unsettled(catalog: Catalog, share: ChaosShare, name: str = "docs") -> list[str]:
+    """What keeps the catalog from equalling the share (empty: settled): a file it does not
+    have at the content the file has now (its mtime), a document it has for a path that is
+    gone, anything pending."""
     live = {p: r for p, r in catalog.documents(name).items() if r.status != DELETED}
-    if set(live) != set(share.files) or catalog.counts()[PENDING]:
-        return False
-    for rel, record in live.items():
-        if record.status != INDEXED:
-            return False
+    problems = [f"{p}: not in the catalog" for p in sorted(set(share.files) - set(live))]
+    problems += [f"{p}: in the catalog ({r.status}), gone from the share"
+                 for p, r in sorted(live.items()) if p not in share.files]  # fmt: skip
+    for rel in sorted(set(live) & set(share.files)):
+        record = live[rel]
         try:
-            if record.mtime_ns != (share.root / rel).stat().st_mtime_ns:
-                return False
+            mtime_ns = (share.root / rel).stat().st_mtime_ns
         except FileNotFoundError:
-            return False
-    return True
+            mtime_ns = None
+        if record.status != INDEXED or record.mtime_ns != mtime_ns:
+            problems.append(f"{rel}: {record.status} v{record.version} {record.error or ''} "
+                            f"(catalog mtime {record.mtime_ns}, file {mtime_ns})")  # fmt: skip
+    pending = catalog.counts()[PENDING]
+    if pending and not problems:
+        problems.append(f"{pending} pending")
+    return problems
 
 
-def wait_settled(catalog: Catalog, share: ChaosShare, timeout: float) -> float:
-    """Seconds until the catalog settles and stays settled for two seconds."""
+def settled(catalog: Catalog, share: ChaosShare, name: str = "docs") -> bool:
+    return not unsettled(catalog, share, name)
+
+
+def wait_settled(catalog: Catalog, share: ChaosShare, timeout: float,
+                 log: Callable[[str], None] = print) -> float:  # fmt: skip
+    """Seconds until the catalog settles and stays settled for two seconds; what keeps it from
+    settling is logged after 30 s, and is the error after ``timeout``."""
     start = time.monotonic()
+    told = False
     while True:
-        wait_until(lambda: settled(catalog, share), timeout - (time.monotonic() - start),
-                   "the system to settle")  # fmt: skip
+        problems = unsettled(catalog, share)
         took = time.monotonic() - start
-        time.sleep(2)
-        if settled(catalog, share):
-            return round(took, 1)
+        if not problems:
+            time.sleep(2)
+            if settled(catalog, share):
+                return round(took, 1)
+            continue
+        if took > 30 and not told:
+            told = True
+            log(f"soak: not settled after {took:.0f} s: " + "; ".join(problems[:20]))
+        assert took < timeout, "the system did not settle: " + "; ".join(problems[:20])
+        time.sleep(0.2)
 
 
 class Api:
@@ -584,7 +603,7 @@ def _finish(share: ChaosShare, soak: Soak, catalog: Catalog, data: Path,
     a test's own look while it still runs)."""
     for proc in procs:
         proc.ensure()
-    settle_s = wait_settled(catalog, share, settle_timeout)
+    settle_s = wait_settled(catalog, share, settle_timeout, soak.log)
     api = Api(data)
     checked = check_index(api, catalog, share)
     if probe is not None:

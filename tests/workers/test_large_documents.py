@@ -183,6 +183,37 @@ def test_a_file_that_changes_mid_write_leaves_no_slices_and_a_permission_change_
     assert {tuple(p.metadata["acl"]) for p in points} == {("user:root",)}
 
 
+def test_a_permission_change_while_a_small_document_is_written_holds(
+    runtime: Runtime, share: Path
+) -> None:
+    """The chaos soak's lost chmod: the planner changed the readers (catalog and points) while
+    an edit of the document was being written with the readers it was planned with; the new
+    version's points must end with the readers the catalog holds."""
+    path = share / "note.txt"
+    path.write_text("The walrus pump was inspected in April.")
+    runtime.indexer.sync_share("big")
+    doc_id = runtime.catalog.find("big", "note.txt").id
+    upsert = runtime.store.upsert
+    changed = []
+
+    def upsert_after_a_chmod(points: Any) -> None:  # what the planner does for a chmod, mid-write
+        if not changed:
+            changed.append(True)
+            runtime.catalog.set_acl(doc_id, ["user:root"], [], None)
+            runtime.store.set_acl(doc_id, ["user:root"], [])
+        upsert(points)
+
+    runtime.store.upsert = upsert_after_a_chmod  # type: ignore[method-assign]
+    path.write_text("The walrus pump was replaced in May.")
+    runtime.indexer.sync_share("big")
+    assert changed
+    record = runtime.catalog.find("big", "note.txt")
+    assert record.status == "indexed" and record.version == 2
+    points = runtime.store.document_points(doc_id)
+    assert {p.metadata["version"] for p in points} == {2}
+    assert {tuple(p.metadata["acl"]) for p in points} == {("user:root",)}
+
+
 def test_a_small_change_goes_first_while_a_large_document_and_a_bulk_arrival_wait(
     tmp_path: Path, share: Path
 ) -> None:

@@ -195,7 +195,10 @@ class LaneRouter:
 
 
 def _same_file(a: WorkItem, b: WorkItem) -> bool:
-    return (a.entry.size, a.entry.mtime_ns) == (b.entry.size, b.entry.mtime_ns)
+    """The same bytes and the same readers (a permission change is planned again)."""
+    return (a.entry.size, a.entry.mtime_ns, a.access.as_lists(), a.acl_note) == (
+        b.entry.size, b.entry.mtime_ns, b.access.as_lists(), b.acl_note,
+    )  # fmt: skip
 
 
 def say_changes(say: Callable[[str], object], where: str, report: SyncReport) -> None:
