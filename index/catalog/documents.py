@@ -185,12 +185,22 @@ class DocumentTable(SqlBase):
 
     def mark_failed(self, doc_id: str, status: str, reason: str) -> None:
         """A permanent error (``failed``), nothing to index (``skipped``) or a transient error
-        (``pending``), with its reason. The indexed version, if any, stays as it was."""
+        (``pending``), with its reason. The indexed version, if any, stays as it was. A document
+        deleted meanwhile stays deleted (its file is gone: the error of a late reader must not
+        bring it back as pending)."""
         with self.session() as s:
-            row = row_of(s, doc_id)
-            row.status, row.error = status, reason
-            row.attempts += 1
-            row.unfinished, row.lease_owner = 0, None
+            row_of(s, doc_id)  # KeyError for an unknown document
+            s.execute(
+                update(DocumentRow)
+                .where(DocumentRow.id == doc_id, DocumentRow.status != DELETED)
+                .values(
+                    status=status,
+                    error=reason,
+                    attempts=DocumentRow.attempts + 1,
+                    unfinished=0,
+                    lease_owner=None,
+                )  # fmt: skip
+            )
 
     def mark_deleted(self, doc_ids: Iterable[str], kept_until: datetime | None = None) -> None:
         """Tombstones: the file is gone; its row stays, with its history. ``kept_until``: its

@@ -253,3 +253,19 @@ def test_a_new_document_never_takes_the_id_of_one_renamed_away_from_its_path(
     assert {p: r.id for p, r in catalog.documents("docs").items()} == {
         "report-old.docx": first, "report.docx": second,
     }  # fmt: skip
+
+
+def test_the_error_of_a_late_reader_does_not_bring_a_deleted_document_back(
+    catalog: Catalog,
+) -> None:
+    """One lane read the file as it vanished (a transient error: pending) after the planner
+    had deleted the document: it stays deleted (found by the chaos soak: a ghost pending
+    document until the next reconcile)."""
+    catalog.upsert_seen("d1", "docs", "a.txt", 1, 1, [])
+    catalog.mark_deleted(["d1"])
+    catalog.mark_failed("d1", "pending", "the file disappeared before it could be read")
+    assert catalog.get("d1").status == "deleted"  # type: ignore[union-attr]
+    catalog.upsert_seen("d2", "docs", "b.txt", 1, 1, [])
+    catalog.mark_failed("d2", "failed", "not a PDF")
+    d2 = catalog.get("d2")
+    assert d2 is not None and (d2.status, d2.error, d2.attempts) == ("failed", "not a PDF", 1)
