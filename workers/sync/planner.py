@@ -188,6 +188,8 @@ class Planner:
             return None
         source.new_pass()
         access, note = source.permissions(record.path)
+        # the catalog holds the readers read now: the writer gives them to the new version
+        self._update_acl(record, access, note)
         kind = "changed" if record.version > 0 else "new"
         return WorkItem(source, entry, record.id, access, note, record, kind, changed_at)
 
