@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 
 from index.catalog import DELETED, INDEXED, PENDING, Catalog
-from tests.helpers import Proc, free_port, wait_until
+from tests.helpers import QUICK_TIMINGS, Proc, free_port, wait_until
 
 _WORDS = (
     "pump valve bearing seal impeller flange gasket motor shaft housing coupling filter "
@@ -518,12 +518,7 @@ def soak_env(data: Path, share: Path, **settings: str) -> dict[str, str]:
         "SHAREINDEX_DATA_DIR": str(data),
         "SHAREINDEX_SHARES": json.dumps({"docs": str(share)}),
         "SHAREINDEX_API_PORT": str(free_port()),
-        "SHAREINDEX_DEBOUNCE_S": "0.2",
-        "SHAREINDEX_LEASE_S": "3",
-        "SHAREINDEX_REQUEUE_AFTER_S": "3",
-        "SHAREINDEX_REQUEUE_INTERVAL_S": "1",
-        "SHAREINDEX_RETRY_BACKOFF_S": "1",
-        "SHAREINDEX_RETRY_BACKOFF_MAX_S": "2",
+        **QUICK_TIMINGS,
         "SHAREINDEX_MAX_DELETE_FRACTION": "1",
         **{f"SHAREINDEX_{k.upper()}": v for k, v in settings.items()},
     }

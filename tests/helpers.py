@@ -23,6 +23,17 @@ if TYPE_CHECKING:
     from workers.watch.embedded import EmbeddedService
 
 
+#: the distributed mode's timings, shortened for tests: leases, requeue checks, retry backoff
+QUICK_TIMINGS = {
+    "SHAREINDEX_DEBOUNCE_S": "0.2",
+    "SHAREINDEX_LEASE_S": "3",
+    "SHAREINDEX_REQUEUE_AFTER_S": "3",
+    "SHAREINDEX_REQUEUE_INTERVAL_S": "1",
+    "SHAREINDEX_RETRY_BACKOFF_S": "1",
+    "SHAREINDEX_RETRY_BACKOFF_MAX_S": "2",
+}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -22,7 +22,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from index.catalog import FAILED, INDEXED, Catalog, SqlCatalog
 from tests.conftest import run_cli
-from tests.helpers import Proc, all_points, free_port, open_index, readable, wait_until
+from tests.helpers import (
+    QUICK_TIMINGS,
+    Proc,
+    all_points,
+    free_port,
+    open_index,
+    readable,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -42,12 +50,7 @@ class Cluster:
             "SHAREINDEX_SHARES": json.dumps({"docs": str(self.share)}),
             "SHAREINDEX_API_PORT": str(self.api_port),
             "SHAREINDEX_WORKER_METRICS_PORT": str(self.metrics_port),
-            "SHAREINDEX_DEBOUNCE_S": "0.2",
-            "SHAREINDEX_LEASE_S": "3",
-            "SHAREINDEX_REQUEUE_AFTER_S": "3",
-            "SHAREINDEX_REQUEUE_INTERVAL_S": "1",
-            "SHAREINDEX_RETRY_BACKOFF_S": "1",
-            "SHAREINDEX_RETRY_BACKOFF_MAX_S": "2",
+            **QUICK_TIMINGS,
             "SHAREINDEX_RECONCILE_INTERVAL_S": "3600",
             **{f"SHAREINDEX_{k.upper()}": v for k, v in settings.items()},
         }
