@@ -77,6 +77,7 @@ def build_synthetic(settings: Any, n: int) -> dict[str, Any]:
                 chunk_index=i % 20, chunk_count=20, kind="text", kinds=["text"], page_numbers=[],
                 section=None, mtime_ns=0, filetype="txt", embedding_model=embedder.model_name,
                 text_hash=f"t{i}", acl=[f"group:g{(i // 20) % GROUPS}"], acl_deny=[],
+                share_acl=["everyone"], share_acl_deny=[],
             )  # fmt: skip
             vector = SparseVector(tuple(int(t) for t in terms), tuple(rng.random(40).tolist()))
             points.append(make_point(doc, 1, i % 20, f"chunk {i}", dense[j], vector, meta))

@@ -85,7 +85,8 @@ def measure_latency(tmp: Path, sizes: list[int], queries: int, engine: str) -> d
                 terms = sorted(r.sample(range(50_000), 30))
                 sparse = SparseVector(tuple(terms), tuple(r.random() for _ in terms))
                 meta = {"doc_id": f"d{n // 5}", "version": 1, "chunk_index": n % 5,
-                        "acl": r.choice(acl_choices), "acl_deny": []}  # fmt: skip
+                        "acl": r.choice(acl_choices), "acl_deny": [], "share_acl": ["everyone"],
+                        "share_acl_deny": []}  # fmt: skip
                 points.append(
                     make_point(f"d{n // 5}", 1, n % 5, f"chunk {n}", vectors[i], sparse, meta)
                 )

@@ -1,8 +1,12 @@
 """Access control: principals as prefixed tokens, and the one filter every query path applies.
 
-A point carries ``metadata.acl`` (tokens allowed to read it) and ``metadata.acl_deny`` (tokens
-denied). A principal may read a point when one of its tokens is allowed and none is denied.
-A point with an empty ``acl`` is readable by nobody: an unreadable ACL denies.
+A point carries two layers of readers, each as allowed and denied tokens: the file's own
+(``metadata.acl``, ``metadata.acl_deny``: its POSIX or NTFS permissions with the share rules)
+and its share's (``metadata.share_acl``, ``metadata.share_acl_deny``: a Windows share's own
+permissions; ``everyone`` for a local folder). A principal may read a point when, in each layer,
+one of its tokens is allowed and none is denied: Windows grants a file over a share only where
+the share permissions and the NTFS permissions both allow it. An empty ``acl`` or ``share_acl``
+is readable by nobody: an unreadable ACL denies.
 
 Tokens come from the filesystem (``document_access``): the POSIX access check of the file for
 reading, intersected with the check of every directory from the share root down for traversing,
@@ -47,20 +51,30 @@ class Principal:
         return out
 
 
+#: the payload fields of the two layers: (allowed, denied) of the file, then of its share
+LAYERS = (("metadata.acl", "metadata.acl_deny"), ("metadata.share_acl", "metadata.share_acl_deny"))
+
+
 def acl_filter(principal: Principal) -> models.Filter:
     """The Qdrant filter for what ``principal`` may read. Every query path must use it."""
     tokens = principal.tokens()
     return models.Filter(
-        must=[models.FieldCondition(key="metadata.acl", match=models.MatchAny(any=tokens))],
-        must_not=[
-            models.FieldCondition(key="metadata.acl_deny", match=models.MatchAny(any=tokens))
-        ],
-    )
+        must=[models.FieldCondition(key=allow, match=models.MatchAny(any=tokens))
+              for allow, _ in LAYERS],
+        must_not=[models.FieldCondition(key=deny, match=models.MatchAny(any=tokens))
+                  for _, deny in LAYERS],
+    )  # fmt: skip
 
 
-def may_read(principal: Principal, acl: Iterable[str], acl_deny: Iterable[str]) -> bool:
-    """What ``acl_filter`` decides, for one document's tokens."""
+def may_read(
+    principal: Principal, acl: Iterable[str], acl_deny: Iterable[str],
+    share: Access | None = None,
+) -> bool:  # fmt: skip
+    """What ``acl_filter`` decides, for one document's tokens (``share``: its share's layer;
+    None: a share that restricts nobody)."""
     tokens = set(principal.tokens())
+    if share is not None and (not tokens & share.allow or tokens & share.deny):
+        return False
     return bool(tokens & set(acl)) and not tokens & set(acl_deny)
 
 
@@ -226,6 +240,20 @@ class Access:
 
 
 NOBODY = Access(frozenset())
+#: a share layer that restricts nobody (a local folder; a share read with NTFS alone)
+OPEN = Access(frozenset({EVERYONE}))
+
+
+@dataclass(frozen=True)
+class ShareAccess:
+    """Who a share itself admits, before any file's permissions: the share layer of readers."""
+
+    access: Access
+    #: where it comes from: "server" (the file server's share permissions), "config"
+    #: (share_permissions), "local" (a local folder: no share layer), "unknown"
+    origin: str
+    #: why the share's permissions are unknown, and what to grant (a warning for operators)
+    warning: str | None = None
 
 
 def object_access(obj: FileAccess, perm: int, names: Directory) -> Access:

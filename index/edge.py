@@ -167,6 +167,11 @@ class EdgeIndex:
     def set_acl(self, doc_id: str, acl: list[str], acl_deny: list[str]) -> None:
         self._set_metadata(doc_id, {"acl": acl, "acl_deny": acl_deny})
 
+    def set_share_readers(self, share: str, allow: list[str], deny: list[str]) -> None:
+        fields = {"share_acl": allow, "share_acl_deny": deny}
+        flt = _and(_match("metadata.share", share))
+        self._update(qe.UpdateOperation.set_payload_by_filter(flt, fields, key=METADATA_KEY))
+
     def set_location(self, doc_id: str, path: str, mtime_ns: int) -> None:
         self._set_metadata(doc_id, location_metadata(path, mtime_ns))
 

@@ -205,3 +205,135 @@ def build_descriptor(aces: list[Ace] | None, owner: str = "S-1-5-32-544") -> byt
 def _ace_bytes(ace: Ace) -> bytes:
     sid = sid_bytes(ace.sid)
     return struct.pack("<BBHI", ace.type, ace.flags, 8 + len(sid), ace.mask) + sid
+
+
+# -- SDDL: a descriptor in its text form (share_permissions in the configuration) ----------------
+#: SID aliases of SDDL that name the same SID in every domain
+SDDL_SIDS = {
+    "WD": EVERYONE_SID, "AU": AUTHENTICATED_USERS_SID, "AN": "S-1-5-7", "BA": "S-1-5-32-544",
+    "BU": "S-1-5-32-545", "BG": "S-1-5-32-546", "PU": "S-1-5-32-547", "AO": "S-1-5-32-548",
+    "SO": "S-1-5-32-549", "BO": "S-1-5-32-551", "RU": "S-1-5-32-554", "SY": "S-1-5-18",
+    "LS": "S-1-5-19", "NS": "S-1-5-20", "IU": "S-1-5-4", "NU": "S-1-5-2", "SU": "S-1-5-6",
+    "CO": "S-1-3-0", "CG": "S-1-3-1", "OW": "S-1-3-4",
+}  # fmt: skip
+#: aliases relative to the domain (its SID, then this RID)
+SDDL_DOMAIN_RIDS = {"LA": 500, "LG": 501, "DA": 512, "DU": 513, "DG": 514, "DC": 515,
+                    "DD": 516, "CA": 517, "SA": 518, "EA": 519, "PA": 520}  # fmt: skip
+SDDL_RIGHTS = {
+    "GA": GENERIC_ALL, "GR": GENERIC_READ, "GW": 0x40000000, "GX": 0x20000000,
+    "FA": 0x1F01FF, "FR": 0x120089, "FW": 0x120116, "FX": 0x1200A0,
+    "RC": 0x20000, "SD": 0x10000, "WD": 0x40000, "WO": 0x80000,
+    "CC": 0x1, "DC": 0x2, "LC": 0x4, "SW": 0x8, "RP": 0x10, "WP": 0x20, "DT": 0x40, "LO": 0x80,
+    "CR": 0x100,
+}  # fmt: skip
+_SDDL_FLAGS = {"OI": 0x01, "CI": 0x02, "NP": 0x04, "IO": INHERIT_ONLY, "ID": INHERITED,
+               "SA": 0x40, "FA": 0x80}  # fmt: skip
+
+
+class BadSddl(ValueError):
+    """Text that is not an SDDL security descriptor this module can evaluate."""
+
+
+def parse_sddl(text: str, domain_sid: str | None = None) -> SecurityDescriptor:
+    """An SDDL string (``O:BAG:SYD:(A;;0x1200a9;;;S-1-5-21-...-1104)(D;;FA;;;S-1-...)``) as a
+    descriptor. Allow and deny ACEs only; domain-relative aliases (DU, DA, ...) need
+    ``domain_sid``. ``D:NO_ACCESS_CONTROL``: no DACL (everyone)."""
+    text = "".join(text.split())
+    owner = group = None
+    dacl: tuple[Ace, ...] | None = None
+    seen_dacl = False
+    pos = 0
+    while pos < len(text):
+        part, colon = text[pos], text.find(":", pos)
+        if colon != pos + 1 or part not in "OGDS":
+            raise BadSddl(f"SDDL: expected O:, G:, D: or S: at {text[pos : pos + 12]!r}")
+        end = _next_part(text, colon + 1)
+        value = text[colon + 1 : end]
+        if part == "O":
+            owner = _sddl_sid(value, domain_sid)
+        elif part == "G":
+            group = _sddl_sid(value, domain_sid)
+        elif part == "D":
+            seen_dacl = True
+            dacl = _sddl_acl(value, domain_sid)
+        pos = end  # S: (the audit list) says nothing about who may read
+    if not seen_dacl:
+        raise BadSddl("SDDL without a D: part (the DACL): who may read is not said")
+    return SecurityDescriptor(owner, group, dacl)
+
+
+def _next_part(text: str, start: int) -> int:
+    depth = 0
+    for i in range(start, len(text)):
+        ch = text[i]
+        depth += ch == "("
+        depth -= ch == ")"
+        if depth == 0 and ch in "OGDS" and text[i + 1 : i + 2] == ":" and i > start:
+            return i
+    return len(text)
+
+
+def _sddl_acl(value: str, domain_sid: str | None) -> tuple[Ace, ...] | None:
+    flags, _, rest = value.partition("(")
+    if "NO_ACCESS_CONTROL" in flags:
+        return None
+    if flags.replace("AI", "").replace("AR", "").replace("P", ""):
+        raise BadSddl(f"SDDL: unknown DACL flags {flags!r}")
+    aces = []
+    for body in ("(" + rest).split(")") if rest else ():
+        if not body:
+            continue
+        if not body.startswith("("):
+            raise BadSddl(f"SDDL: {body!r} is not an ACE in parentheses")
+        aces.append(_sddl_ace(body[1:], domain_sid))
+    return tuple(aces)
+
+
+def _sddl_ace(body: str, domain_sid: str | None) -> Ace:
+    fields = body.split(";")
+    if len(fields) != 6:
+        raise BadSddl(f"SDDL: ACE ({body}) needs six fields: type;flags;rights;;;sid")
+    kind, flags, rights, obj, inherit_obj, sid = fields
+    if kind not in ("A", "D") or obj or inherit_obj:
+        raise BadSddl(f"SDDL: ACE ({body}): only allow (A) and deny (D) ACEs without object types")
+    flag_bits = 0
+    for i in range(0, len(flags), 2):
+        if flags[i : i + 2] not in _SDDL_FLAGS:
+            raise BadSddl(f"SDDL: ACE ({body}): unknown flag {flags[i : i + 2]!r}")
+        flag_bits |= _SDDL_FLAGS[flags[i : i + 2]]
+    ace_type = ACCESS_ALLOWED if kind == "A" else ACCESS_DENIED
+    return Ace(ace_type, flag_bits, _sddl_rights(rights, body), _sddl_sid(sid, domain_sid))
+
+
+def _sddl_rights(rights: str, body: str) -> int:
+    if rights[:2].lower() == "0x" or rights.isdigit():
+        try:
+            return int(rights, 0)
+        except ValueError:
+            raise BadSddl(f"SDDL: ACE ({body}): rights {rights!r} are not a number") from None
+    mask = 0
+    for i in range(0, len(rights), 2):
+        code = rights[i : i + 2]
+        if code not in SDDL_RIGHTS:
+            raise BadSddl(f"SDDL: ACE ({body}): unknown right {code!r}")
+        mask |= SDDL_RIGHTS[code]
+    return mask
+
+
+def _sddl_sid(value: str, domain_sid: str | None) -> str:
+    if value.upper().startswith("S-1-"):
+        try:
+            sid_bytes(value.upper())
+        except ValueError:
+            raise BadSddl(f"SDDL: {value!r} is not a SID") from None
+        return value.upper()
+    if value in SDDL_SIDS:
+        return SDDL_SIDS[value]
+    if value in SDDL_DOMAIN_RIDS:
+        if domain_sid is None:
+            raise BadSddl(f"SDDL: {value!r} names a group of the domain: write its SID "
+                          f"(S-1-5-21-...-{SDDL_DOMAIN_RIDS[value]})")  # fmt: skip
+        return f"{domain_sid}-{SDDL_DOMAIN_RIDS[value]}"
+    raise BadSddl(
+        f"SDDL: unknown account {value!r} (a SID S-1-..., or an alias such as WD, AU, BA)"
+    )

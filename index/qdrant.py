@@ -89,13 +89,13 @@ class QdrantIndex:
                     },
                     metadata=wanted,
                 )
-                # local mode accepts payload indexes but warns; servers need them
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", UserWarning)
-                    for field, kind in INDEXED_FIELDS.items():
-                        self.client.create_payload_index(self.collection, field, field_schema=kind)  # type: ignore[arg-type]
+                self._index_fields(INDEXED_FIELDS)
                 return
-            meta = self.client.get_collection(self.collection).config.metadata or {}
+            info = self.client.get_collection(self.collection)
+            meta = info.config.metadata or {}
+            # a field a newer release filters on (the share layer): indexed now
+            self._index_fields({f: k for f, k in INDEXED_FIELDS.items()
+                                if f not in (info.payload_schema or {})})  # fmt: skip
         if meta.get("embedding_model") != model or meta.get("dimension") != dimension:
             raise ModelMismatch(
                 f"collection {self.collection!r} was built with embedding model "
@@ -108,6 +108,13 @@ class QdrantIndex:
                 f"collection {self.collection!r} was built with sparse tokenizer {built!r}, not "
                 f"{sparse_tokenizer!r}; use that tokenizer, another collection, or a new data dir"
             )
+
+    def _index_fields(self, fields: dict[str, str]) -> None:
+        # local mode accepts payload indexes but warns; servers need them
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            for field, kind in fields.items():
+                self.client.create_payload_index(self.collection, field, field_schema=kind)  # type: ignore[arg-type]
 
     # -- writes ----------------------------------------------------------------------------
     def upsert(self, points: Sequence[IndexPoint]) -> None:
@@ -302,6 +309,15 @@ class QdrantIndex:
     def set_acl(self, doc_id: str, acl: list[str], acl_deny: list[str]) -> None:
         """Permission change: rewrite the ACL of every point of the document in place."""
         self._set_metadata(doc_id, {"acl": acl, "acl_deny": acl_deny})
+
+    def set_share_readers(self, share: str, allow: list[str], deny: list[str]) -> None:
+        """A change of the share's own permissions: every point of the share, in place."""
+        flt = models.Filter(must=[_match("metadata.share", share)])
+        with self._lock:
+            self.client.set_payload(
+                self.collection, payload={"share_acl": allow, "share_acl_deny": deny},
+                key=METADATA_KEY, points=models.FilterSelector(filter=flt), wait=True,
+            )  # fmt: skip
 
     def set_location(self, doc_id: str, path: str, mtime_ns: int) -> None:
         """A moved or renamed file: re-point every point of the document, vectors untouched."""

@@ -22,6 +22,8 @@ METADATA_KEY = "metadata"
 INDEXED_FIELDS: dict[str, str] = {
     "metadata.acl": "keyword",
     "metadata.acl_deny": "keyword",
+    "metadata.share_acl": "keyword",
+    "metadata.share_acl_deny": "keyword",
     "metadata.doc_id": "keyword",
     "metadata.share": "keyword",
     "metadata.path": "keyword",
@@ -80,6 +82,8 @@ def build_metadata(
     text_hash: str,
     acl: list[str],
     acl_deny: list[str],
+    share_acl: list[str],
+    share_acl_deny: list[str],
 ) -> dict[str, Any]:
     return {
         "doc_id": doc_id,
@@ -102,4 +106,6 @@ def build_metadata(
         "text_hash": text_hash,
         "acl": acl,
         "acl_deny": acl_deny,
+        "share_acl": share_acl,
+        "share_acl_deny": share_acl_deny,
     }

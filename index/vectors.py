@@ -113,6 +113,9 @@ class VectorIndex(Protocol):
     def set_acl(self, doc_id: str, acl: list[str], acl_deny: list[str]) -> None:
         """A permission change: every point of the document, in place."""
 
+    def set_share_readers(self, share: str, allow: list[str], deny: list[str]) -> None:
+        """A change of a share's own permissions: every point of the share, in place."""
+
     def set_location(self, doc_id: str, path: str, mtime_ns: int) -> None:
         """A moved or renamed file: every point re-pointed, vectors untouched."""
 

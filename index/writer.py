@@ -27,6 +27,10 @@ memory. The swap stays atomic for readers who could read it before:
 
 The same compare-and-set decides at the end; a lost race, a file that changed meanwhile or an
 error removes the slices written (``SlicedVersion.abandon``).
+
+Every point also carries its share's layer of readers, as the catalog records it for the share
+(never recorded: nobody). A pass that records a new share layer updates the share's points after
+recording it; a writer that wrote the old one looks again after its write, so neither loses it.
 """
 
 from __future__ import annotations
@@ -73,7 +77,8 @@ class VersionedWriter:
         version = catalog.allocate_version(doc.doc_id, doc.content_hash)
         record = catalog.get(doc.doc_id)
         same = record is not None and record.version == version
-        store.upsert([self._point(doc, version, c) for c in doc.chunks])
+        share = self.share_readers(doc.share)
+        store.upsert([self._point(doc, version, c, share) for c in doc.chunks])
         if not catalog.claim_version(doc.doc_id, version, doc.content_hash):
             store.delete_version(doc.doc_id, version)
             return False
@@ -91,7 +96,22 @@ class VersionedWriter:
             acl = (sorted(now.acl), sorted(now.acl_deny))
             if acl != (sorted(doc.acl), sorted(doc.acl_deny)):
                 store.set_acl(doc.doc_id, *acl)
+            self._share_changed(doc, version, share)
         return True
+
+    def share_readers(self, share: str) -> tuple[list[str], list[str]]:
+        """The share layer the catalog holds for ``share``; never recorded: nobody."""
+        readers = self.catalog.share_readers(share)
+        return (readers.allow, readers.deny) if readers is not None else ([], [])
+
+    def _share_changed(
+        self, doc: DocumentVersion, version: int, written: tuple[list[str], list[str]]
+    ) -> None:
+        """The share's readers changed while this version was written: its points get the new."""
+        now = self.share_readers(doc.share)
+        if now != written:
+            fields = {"share_acl": now[0], "share_acl_deny": now[1]}
+            self.store.set_version_metadata(doc.doc_id, version, fields)
 
     def begin(self, doc: DocumentVersion) -> SlicedVersion:
         """A new version of ``doc`` (its ``chunks`` unused) to be written slice by slice."""
@@ -101,8 +121,9 @@ class VersionedWriter:
         return SlicedVersion(self, doc, version, visible)
 
     def _point(
-        self, doc: DocumentVersion, version: int, c: EmbeddedChunk, chunk_count: int | None = None
-    ) -> IndexPoint:
+        self, doc: DocumentVersion, version: int, c: EmbeddedChunk,
+        share: tuple[list[str], list[str]], chunk_count: int | None = None,
+    ) -> IndexPoint:  # fmt: skip
         chunk = c.chunk
         count = len(doc.chunks) if chunk_count is None else chunk_count
         metadata = build_metadata(
@@ -111,7 +132,7 @@ class VersionedWriter:
             kind=chunk.kind, kinds=list(chunk.kinds), page_numbers=list(chunk.page_numbers),
             section=chunk.section, mtime_ns=doc.mtime_ns, filetype=doc.filetype,
             embedding_model=self.embedding_model, text_hash=c.text_hash,
-            acl=doc.acl, acl_deny=doc.acl_deny,
+            acl=doc.acl, acl_deny=doc.acl_deny, share_acl=share[0], share_acl_deny=share[1],
         )  # fmt: skip
         return make_point(doc.doc_id, version, chunk.index, chunk.text, c.dense, c.sparse, metadata)
 
@@ -138,7 +159,8 @@ class SlicedVersion:
         count = end if last else end + 1  # a chunk before the last has a next one
         # an edit's new version: readable by nobody until it is complete
         doc = self.doc if self.visible else replace(self.doc, acl=[], acl_deny=[])
-        points = [self.writer._point(doc, self.version, c, count) for c in chunks]
+        share = self.writer.share_readers(doc.share)
+        points = [self.writer._point(doc, self.version, c, share, count) for c in chunks]
         for p in points:
             p.metadata["partial"] = True
         self.writer.store.upsert(points)
@@ -155,10 +177,13 @@ class SlicedVersion:
             self.abandon()
             return False
         allow, deny = acl
+        share_allow, share_deny = w.share_readers(doc.share)
         fields: dict[str, Any] = {
-            "acl": allow, "acl_deny": deny, "chunk_count": self.written, "partial": False,
+            "acl": allow, "acl_deny": deny, "share_acl": share_allow,
+            "share_acl_deny": share_deny, "chunk_count": self.written, "partial": False,
         }  # fmt: skip
         w.store.set_version_metadata(doc.doc_id, version, fields)
+        w._share_changed(doc, version, (share_allow, share_deny))  # a pass recorded another
         w.store.delete_versions_before(doc.doc_id, version)
         record = w.catalog.get(doc.doc_id)
         if record is not None and record.chunk_count > self.written and record.version == version:

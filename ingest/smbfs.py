@@ -75,7 +75,7 @@ def configure(location: SmbLocation, username: str | None, password: str | None)
         _accounts[(location.host, location.port)] = (username, password)
 
 
-def _session(location: SmbLocation) -> None:
+def session(location: SmbLocation) -> None:
     """The service account's session on the server: smbclient's pool keeps it; a connection the
     server dropped is made again here, with the account (smbclient alone would retry without)."""
     import smbclient
@@ -102,7 +102,7 @@ _DENIED = {0xC0000022}  # ACCESS_DENIED
 _NO_SHARE = {0xC00000CC, 0xC0000225}  # BAD_NETWORK_NAME, NOT_FOUND (the share)
 
 
-def _error(exc: BaseException, what: str) -> Exception:
+def error(exc: BaseException, what: str) -> Exception:
     """An smbprotocol (or network) error as the error a document records: gone, locked (tried
     again), denied (recorded), or the share unavailable (an outage: retried, nothing lost)."""
     status = getattr(exc, "ntstatus", None) or getattr(exc, "status", None)
@@ -134,11 +134,11 @@ def lstat(location: SmbLocation, relpath: str) -> SmbStat | None:
     """The file now (not following a reparse point), or None when it is gone."""
     import smbclient
 
-    _session(location)
+    session(location)
     try:
         st = smbclient.lstat(location.unc(relpath))
     except Exception as exc:
-        err = _error(exc, relpath)
+        err = error(exc, relpath)
         if isinstance(err, FileChanged):
             return None
         raise err from exc
@@ -176,11 +176,11 @@ def listdir(location: SmbLocation, relpath: str) -> list[tuple[str, SmbStat]]:
     """(name, stat) of each entry of a folder, sorted by name."""
     import smbclient
 
-    _session(location)
+    session(location)
     try:
         entries = [(e.name, _listed(e.smb_info)) for e in smbclient.scandir(location.unc(relpath))]
     except Exception as exc:
-        raise _error(exc, relpath or "(share root)") from exc
+        raise error(exc, relpath or "(share root)") from exc
     return sorted(entries)
 
 
@@ -201,7 +201,7 @@ def read(location: SmbLocation, relpath: str, max_bytes: int) -> FileContent:
         with smbclient.open_file(location.unc(relpath), mode="rb", share_access="r") as fh:
             data = fh.read(max_bytes + 1)
     except Exception as exc:
-        raise _error(exc, relpath) from exc
+        raise error(exc, relpath) from exc
     if len(data) > max_bytes:
         raise TooLarge(f"file grew past the limit of {max_bytes:,} bytes while being read")
     return FileContent(data, st.mtime_ns)
@@ -222,7 +222,7 @@ def security_descriptor(location: SmbLocation, relpath: str) -> bytes:
         SMB2QueryInfoResponse,
     )
 
-    _session(location)
+    session(location)
     try:
         tree, path = get_smb_tree(location.unc(relpath))
         handle = Open(tree, path)
@@ -251,7 +251,7 @@ def security_descriptor(location: SmbLocation, relpath: str) -> bytes:
         finally:
             handle.close()
     except Exception as exc:
-        raise _error(exc, relpath) from exc
+        raise error(exc, relpath) from exc
 
 
 # -- change notifications ----------------------------------------------------------------------
@@ -285,7 +285,7 @@ class TreeWatch:
             ShareAccess,
         )
 
-        _session(location)
+        session(location)
         self.completion = completion
         self._watcher: Any = None
         try:
@@ -302,7 +302,7 @@ class TreeWatch:
                 CreateOptions.FILE_DIRECTORY_FILE,
             )
         except Exception as exc:
-            raise _error(exc, "(share root)") from exc
+            raise error(exc, "(share root)") from exc
 
     def arm(self) -> None:
         """Ask for the next changes, unless a request is outstanding."""
@@ -314,7 +314,7 @@ class TreeWatch:
         try:
             watcher.start(self.completion, flags=ChangeNotifyFlags.SMB2_WATCH_TREE)
         except Exception as exc:
-            raise _error(exc, "change notification") from exc
+            raise error(exc, "change notification") from exc
         self._watcher = watcher
 
     @property
@@ -330,7 +330,7 @@ class TreeWatch:
             status = getattr(failure, "ntstatus", None) or getattr(failure, "status", None)
             if status in _NO_NOTIFY:
                 raise NotifyUnsupported(f"the server sends no change notifications ({failure})")
-            raise _error(failure, "change notification") from failure
+            raise error(failure, "change notification") from failure
         if watcher.cancelled:
             return []
         actions = []

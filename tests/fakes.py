@@ -7,7 +7,7 @@ import math
 import threading
 from collections.abc import Iterator, Sequence
 
-from index.acl import Principal
+from index.acl import Access, Principal, may_read
 from index.schema import location_metadata
 from index.vectors import Hit, IndexPoint, ModelMismatch, SearchMode, StoredPoint
 from ingest.models import SparseVector
@@ -77,6 +77,13 @@ class MemoryIndex:
 
     def set_acl(self, doc_id: str, acl: list[str], acl_deny: list[str]) -> None:
         self._update(doc_id, {"acl": acl, "acl_deny": acl_deny})
+
+    def set_share_readers(self, share: str, allow: list[str], deny: list[str]) -> None:
+        with self._lock:
+            for i, p in list(self._points.items()):
+                if p.metadata["share"] == share:
+                    meta = {**p.metadata, "share_acl": allow, "share_acl_deny": deny}
+                    self._points[i] = IndexPoint(p.id, p.text, p.dense, p.sparse, meta)
 
     def set_location(self, doc_id: str, path: str, mtime_ns: int) -> None:
         self._update(doc_id, location_metadata(path, mtime_ns))
@@ -175,8 +182,10 @@ def _version(p: IndexPoint) -> int:
 
 
 def _may_read(principal: Principal, p: IndexPoint) -> bool:
-    tokens = set(principal.tokens())
-    return bool(tokens & set(p.metadata["acl"])) and not tokens & set(p.metadata["acl_deny"])
+    """As the real filter: both layers (a point without the share layer is readable by nobody)."""
+    meta = p.metadata
+    share = Access(frozenset(meta.get("share_acl", ())), frozenset(meta.get("share_acl_deny", ())))
+    return may_read(principal, meta["acl"], meta["acl_deny"], share)
 
 
 def _cosine(a: Sequence[float], b: Sequence[float]) -> float:

@@ -27,6 +27,11 @@ class UnknownPrincipal(LookupError):
     """The user is not in the directory (never searched as "everyone")."""
 
 
+class InactiveAccount(UnknownPrincipal):
+    """The directory has the user, but the account may not log on: disabled, locked out or
+    expired. It resolves to no principal, as the file server refuses its logon."""
+
+
 class DirectoryUnavailable(RuntimeError):
     """The directory cannot be reached or refuses the service account."""
 
@@ -44,7 +49,8 @@ class LdapDirectory:
         self.cache_s = cache_s
         self._conn: Any = None
         self._lock = threading.Lock()
-        self._sids: dict[str, tuple[float, tuple[str, ...]]] = {}
+        #: user -> (when, the SIDs; or why the account may not log on)
+        self._sids: dict[str, tuple[float, tuple[str, ...] | str]] = {}
         self._names: dict[str, str | None] = {}
         if not tls_verify:
             log.warning("the directory's TLS certificate is not verified (directory_tls_verify "
@@ -53,17 +59,30 @@ class LdapDirectory:
     # -- lookups ---------------------------------------------------------------------------
     def sids_of(self, user: str) -> tuple[str, ...]:
         """The user's SID, every group's, Everyone and Authenticated Users; UnknownPrincipal
-        when the directory has no such user."""
+        when the directory has no such user, InactiveAccount (a kind of it) when the account is
+        disabled, locked out or expired: it resolves to no principal, as the server refuses it."""
         now = time.monotonic()
         cached = self._sids.get(user.lower())
         if cached and now - cached[0] < self.cache_s:
+            if isinstance(cached[1], str):
+                raise self._inactive(user, cached[1])
             return cached[1]
         dn, own = self._find_user(user)
-        groups = self._search(dn, "(objectClass=*)", ["tokenGroups"], scope_base=True)
-        values = groups[0]["raw_attributes"].get("tokenGroups", []) if groups else []
+        # a BASE search: AD computes msDS-User-Account-Control-Computed (the lockout) only there
+        found = self._search(dn, "(objectClass=*)", ["tokenGroups", *_STATE], scope_base=True)
+        raw = found[0]["raw_attributes"] if found else {}
+        inactive = account_state(raw, time.time())
+        if inactive:  # cached as well: a change applies within cache_s, as group changes do
+            self._sids[user.lower()] = (now, inactive)
+            raise self._inactive(user, inactive)
+        values = raw.get("tokenGroups", [])
         sids = (own, *sorted({_sid(v) for v in values}), EVERYONE_SID, AUTHENTICATED_USERS_SID)
         self._sids[user.lower()] = (now, sids)
         return sids
+
+    def _inactive(self, user: str, why: str) -> InactiveAccount:
+        return InactiveAccount(f"the account {user!r} is {why} in the directory {self.url}: "
+                               "it may read nothing")  # fmt: skip
 
     def name_of(self, sid: str) -> str | None:
         """The account name of a SID (``acl explain``), None when the directory has none."""
@@ -144,6 +163,42 @@ class LdapDirectory:
                 raise DirectoryUnavailable(f"cannot bind to {self.url}: {exc}") from exc
             self._conn = conn
             return conn
+
+
+#: the attributes that say whether an account may log on
+_STATE = ["userAccountControl", "msDS-User-Account-Control-Computed", "lockoutTime",
+          "accountExpires"]  # fmt: skip
+_UF_ACCOUNTDISABLE, _UF_LOCKOUT = 0x2, 0x10
+_NEVER = {0, 0x7FFFFFFFFFFFFFFF}
+_FILETIME_EPOCH = 11_644_473_600  # seconds from 1601-01-01 to 1970-01-01
+
+
+def account_state(raw: dict[str, Any], now: float) -> str | None:
+    """Why the account may not log on ("disabled", "locked out", "expired since ..."), from its
+    raw attributes; None when it may."""
+
+    def number(name: str) -> int | None:
+        values = raw.get(name) or []
+        try:
+            return int(values[0]) if values else None
+        except (TypeError, ValueError):
+            return None
+
+    if (number("userAccountControl") or 0) & _UF_ACCOUNTDISABLE:
+        return "disabled"
+    computed = number("msDS-User-Account-Control-Computed")
+    if computed is not None:
+        if computed & _UF_LOCKOUT:
+            return "locked out"
+    elif (number("lockoutTime") or 0) > 0:  # no computed lockout: a lockout is assumed to hold
+        return "locked out"
+    expires = number("accountExpires")
+    if expires is not None and expires not in _NEVER:
+        at = expires / 1e7 - _FILETIME_EPOCH
+        if at <= now:
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+            return f"expired (since {when})"
+    return None
 
 
 def _sid(value: Any) -> str:

@@ -243,7 +243,9 @@ def open_sources(settings: Settings, rules: RuleBook) -> dict[str, Source]:
     sources: dict[str, Source] = {}
     for name, root in settings.shares.items():
         if isinstance(root, str):  # smb://
-            sources[name] = SmbShare(name, root, *settings.smb_account(root), rules)
+            sources[name] = SmbShare(name, root, *settings.smb_account(root), rules,
+                                     settings.share_permissions.get(name),
+                                     settings.share_permissions_missing)  # fmt: skip
         else:
             sources[name] = LocalFolder(name, str(root), PermissionResolver(rules))
     return sources

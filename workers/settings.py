@@ -30,6 +30,7 @@ from pydantic_settings import (
 )
 
 from index.acl import AclRule
+from index.ntacl import parse_sddl
 
 DEFAULT_IGNORE = ["~$*", ".~lock.*#", "*.tmp", "*.part", "*.swp", ".DS_Store", "Thumbs.db", ".*"]
 _SHARE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -314,6 +315,12 @@ class Settings(BaseSettings):
 
     # access control
     acl_rules: list[AclRuleSetting] = Field(default_factory=list)
+    #: SMB share name -> the share's own permissions as SDDL ("D:(A;;0x1200a9;;;S-1-5-21-...)"),
+    #: used where the server does not give them to the service account
+    share_permissions: dict[str, str] = Field(default_factory=dict)
+    #: an SMB share whose permissions are known from neither the server nor share_permissions:
+    #: "nothing" (none of it searchable) or "ntfs" (the files' NTFS permissions alone decide)
+    share_permissions_missing: Literal["nothing", "ntfs"] = "nothing"
     api_tokens: list[ApiToken] = Field(default_factory=list)
     #: a principal given by user name alone gets that user's groups from the system database
     expand_groups: bool = True
@@ -347,6 +354,16 @@ class Settings(BaseSettings):
                 f"acl_rules name unknown shares: {', '.join(sorted(unknown_rule_shares))}"
             )
         return self
+
+    @field_validator("share_permissions")
+    @classmethod
+    def _check_sddl(cls, value: dict[str, str]) -> dict[str, str]:
+        for share, sddl in value.items():
+            try:
+                parse_sddl(sddl)
+            except ValueError as exc:
+                raise ValueError(f"share {share!r}: {exc}") from None
+        return value
 
     @model_validator(mode="after")
     def _check_polling(self) -> Settings:

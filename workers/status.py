@@ -57,6 +57,8 @@ def status_report(
         # deletions a reconcile held back: the share looked emptied (root gone or changed, or
         # more than max_delete_fraction at once); 'shareindex deletes --confirm SHARE' to go on
         "held_deletions": catalog.held_deletions(),
+        # SMB shares whose own permissions are unknown (what is done, and what to grant)
+        "share_warnings": catalog.share_warnings(),
         "service": service,
         # the running service's work now: large documents (chunks done/total, rate) and the
         # bulk backlog by size with the age of its oldest document; None: no service
@@ -79,6 +81,8 @@ def format_status(report: dict[str, Any]) -> str:
             f"{held['reason']}; they stay searchable until the files return, or confirm with "
             f"'shareindex deletes --confirm {share}'"
         )
+    for share, warning in (report.get("share_warnings") or {}).items():
+        lines.append(f"warning: share {share}: {warning}")
     lines += _in_flight_lines(report.get("in_flight"))
     if report["pending"]:
         lines.append(f"pending ({docs['pending']}):")

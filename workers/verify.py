@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 KINDS = (
     "not_indexed", "stale_content", "incomplete", "duplicate", "old_version", "mixed_versions",
-    "orphan_points", "acl_mismatch", "gone",
+    "orphan_points", "acl_mismatch", "share_acl_mismatch", "gone",
 )  # fmt: skip
 #: drift entries listed in full (the counts are always complete)
 LIST_LIMIT = 1000
@@ -63,6 +63,8 @@ class _Points:
     path: str = ""
     versions: dict[int, _Version] = field(default_factory=dict)
     acls: set[tuple[tuple[str, ...], tuple[str, ...]]] = field(default_factory=set)
+    #: the share layers its points carry (one, the share's own, when nothing drifted)
+    share_acls: set[tuple[tuple[str, ...], tuple[str, ...]]] = field(default_factory=set)
 
 
 @dataclass
@@ -129,10 +131,13 @@ def _summarise(store: VectorIndex, shares: set[str]) -> tuple[dict[str, _Points]
         v.index_sum += index
         v.index_max = max(v.index_max, index)
         v.partial = v.partial or bool(meta.get("partial"))
-        doc.acls.add(
-            (tuple(sorted(meta.get("acl") or ())), tuple(sorted(meta.get("acl_deny") or ())))
-        )
+        doc.acls.add(_layer(meta, "acl"))
+        doc.share_acls.add(_layer(meta, "share_acl"))
     return by_doc, total
+
+
+def _layer(meta: dict[str, Any], name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return tuple(sorted(meta.get(name) or ())), tuple(sorted(meta.get(f"{name}_deny") or ()))
 
 
 def verify(
@@ -151,6 +156,7 @@ def verify(
         source = sources[name]
         source.new_pass()
         known = catalog.documents(name)
+        _check_share(source, points, report)
         _check_files(source, known, ignore, file_hash, points, report)
         for record in known.values():
             if record.status == PENDING:
@@ -168,6 +174,20 @@ def verify(
                                  f"{sum(v.points for v in held.versions.values())} point(s) of a "
                                  "document the catalog does not hold as live"))  # fmt: skip
     return report
+
+
+def _check_share(source: Source, points: Mapping[str, _Points], report: VerifyReport) -> None:
+    """Every point of the share carries the share's own readers, as the share says now."""
+    allow, deny = source.share_access().access.as_lists()
+    wanted = (tuple(allow), tuple(deny))
+    held: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
+    for p in points.values():
+        if p.share == source.name:
+            held |= p.share_acls
+    if held - {wanted}:
+        report.add(Drift("share_acl_mismatch", source.name, "", None,
+                         f"points carry the share readers {sorted(held - {wanted})[0][0]}, the "
+                         f"share says {list(allow)}"))  # fmt: skip
 
 
 def _check_files(
@@ -250,6 +270,10 @@ def repair(
         shares.add(drift.share)
         if drift.kind == "orphan_points" and drift.doc_id:
             store.delete_document(drift.doc_id)
+        elif drift.kind == "share_acl_mismatch":  # the catalog's record; the reconcile reads anew
+            recorded = catalog.share_readers(drift.share)
+            store.set_share_readers(drift.share, *((recorded.allow, recorded.deny)
+                                                   if recorded else ([], [])))  # fmt: skip
         elif drift.doc_id and drift.kind not in ("not_indexed", "gone"):
             record = catalog.get(drift.doc_id)
             if drift.kind in _STRAY and record is not None and record.status == INDEXED:

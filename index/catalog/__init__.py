@@ -16,7 +16,7 @@ from index.catalog.documents import DocumentTable
 from index.catalog.freshness import FreshnessLog
 from index.catalog.leases import LeaseBook
 from index.catalog.protocols import Catalog, Documents, Freshness, Leases, Staging, Versions
-from index.catalog.shares import ShareBook, ShareState
+from index.catalog.shares import ShareBook, ShareReaders, ShareState
 from index.catalog.staging import StagingArea
 from index.catalog.tables import (
     DELETED,
@@ -33,7 +33,7 @@ from index.catalog.versions import VersionLedger
 __all__ = [
     "DELETED", "FAILED", "INDEXED", "PENDING", "SKIPPED", "STATUSES",
     "Catalog", "CatalogDamaged", "CatalogError", "DocumentRecord", "Documents", "Freshness", "Leases",
-    "ShareState", "SqlCatalog", "Staging", "VersionRow", "Versions",
+    "ShareReaders", "ShareState", "SqlCatalog", "Staging", "VersionRow", "Versions",
 ]  # fmt: skip
 
 

@@ -9,7 +9,7 @@ from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
-from index.catalog.shares import ShareState
+from index.catalog.shares import ShareReaders, ShareState
 from index.catalog.tables import DocumentRecord, VersionRow
 
 
@@ -170,7 +170,8 @@ class Freshness(Protocol):
 
 
 class Shares(Protocol):
-    """Each share's root identity and the deletions held back (``index.catalog.shares``)."""
+    """Each share's root identity, the deletions held back and the share's own readers
+    (``index.catalog.shares``)."""
 
     def share_state(self, name: str) -> ShareState | None: ...
 
@@ -181,6 +182,12 @@ class Shares(Protocol):
     def confirm_deletions(self, name: str) -> int: ...
 
     def held_deletions(self) -> dict[str, dict[str, Any]]: ...
+
+    def share_readers(self, name: str) -> ShareReaders | None: ...
+
+    def set_share_readers(self, name: str, readers: ShareReaders) -> None: ...
+
+    def share_warnings(self) -> dict[str, str]: ...
 
 
 class Catalog(Documents, Versions, Leases, Staging, Freshness, Shares, Protocol):

@@ -1,8 +1,10 @@
-"""Shares across passes: the identity of each share's root, and the deletions held back when a
-reconcile would empty a share (a mount that dropped, a folder replaced by an empty one)."""
+"""Shares across passes: the identity of each share's root, the deletions held back when a
+reconcile would empty a share (a mount that dropped, a folder replaced by an empty one), and the
+share's own permissions (the share layer of readers every point of the share carries)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +23,16 @@ class ShareState:
     held_reason: str | None
     held_since: datetime | None
     confirmed: bool
+
+
+@dataclass(frozen=True)
+class ShareReaders:
+    """The share layer as the last pass recorded it."""
+
+    allow: list[str]
+    deny: list[str]
+    origin: str | None
+    warning: str | None
 
 
 class ShareBook(SqlBase):
@@ -75,3 +87,29 @@ class ShareBook(SqlBase):
                 }
                 for r in rows
             }  # fmt: skip
+
+    # -- the share layer of readers ---------------------------------------------------------
+    def share_readers(self, name: str) -> ShareReaders | None:
+        """The share's own readers as last recorded; None: never read (a writer then writes its
+        points readable by nobody, and the pass that records them sets them)."""
+        with self.session() as s:
+            row = s.get(ShareRow, name)
+            if row is None or row.acl is None:
+                return None
+            return ShareReaders(json.loads(row.acl), json.loads(row.acl_deny or "[]"),
+                                row.acl_origin, row.acl_warning)  # fmt: skip
+
+    def set_share_readers(self, name: str, readers: ShareReaders) -> None:
+        with self.session() as s:
+            row = self._row(s, name)
+            row.acl, row.acl_deny = (
+                json.dumps(sorted(readers.allow)),
+                json.dumps(sorted(readers.deny)),
+            )
+            row.acl_origin, row.acl_warning = readers.origin, readers.warning
+
+    def share_warnings(self) -> dict[str, str]:
+        """Shares whose permissions are unknown: share -> the warning (what to grant)."""
+        with self.session() as s:
+            rows = s.scalars(select(ShareRow).where(ShareRow.acl_warning.is_not(None)))
+            return {r.name: r.acl_warning for r in rows if r.acl_warning}

@@ -119,6 +119,12 @@ class ShareRow(Base):
     held_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     #: an operator confirmed the held deletions: the next reconcile carries them out
     confirmed: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: the share layer of readers (JSON lists of tokens; NULL: never read), where it came from
+    #: and why it is unknown
+    acl: Mapped[str | None] = mapped_column(Text, nullable=True)
+    acl_deny: Mapped[str | None] = mapped_column(Text, nullable=True)
+    acl_origin: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    acl_warning: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class StagedRow(Base):

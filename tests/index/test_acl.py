@@ -302,7 +302,7 @@ def test_search_never_returns_what_a_principal_may_not_read(tree, rules, who) ->
             "t",
             [
                 models.PointStruct(
-                    id=n, vector=[1.0, 0.0], payload={"metadata": {"acl": allow, "acl_deny": deny}}
+                    id=n, vector=[1.0, 0.0], payload={"metadata": {"acl": allow, "acl_deny": deny, "share_acl": ["everyone"]}}
                 )
             ],
         )

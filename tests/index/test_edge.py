@@ -45,6 +45,7 @@ def _corpus(n: int, seed: int = 7) -> list[IndexPoint]:
             chunk_index=i // 40, chunk_count=n // 40 + 1, kind="text", kinds=["text"],
             page_numbers=[], section=None, mtime_ns=0, filetype="txt", embedding_model="m",
             text_hash=f"t{i}", acl=acl, acl_deny=["user:carol"] if i % 7 == 0 else [],
+            share_acl=["everyone"], share_acl_deny=[],
         )  # fmt: skip
         dense = [rng.gauss(0, 1) for _ in range(DIM)]
         points.append(make_point(f"d{i % 40}", 1, i // 40, text, dense, _sparse(rng), meta))

@@ -33,6 +33,7 @@ def _point(doc: str, version: int, i: int, text: str, acl: list[str], deny: list
         doc_id=doc, share="s", path=f"{doc}.txt", version=version, content_hash="h", chunk_index=i,
         chunk_count=1, kind="text", kinds=["text"], page_numbers=[], section=None, mtime_ns=0,
         filetype="txt", embedding_model="test-model", text_hash=f"{doc}{version}{i}", acl=acl, acl_deny=deny or [],
+        share_acl=["everyone"], share_acl_deny=[],
     )  # fmt: skip
     return make_point(doc, version, i, text, dense, SparseEncoder().encode_document(text), meta)
 

@@ -37,6 +37,7 @@ def _store(embedder, docs: dict[str, list[str]], acl: dict[str, list[str]] | Non
                 chunk_count=len(chunks), kind="text", kinds=["text"], page_numbers=[], section="Intro",
                 mtime_ns=0, filetype="txt", embedding_model=embedder.model_name, text_hash=f"{path}{i}",
                 acl=(acl or {}).get(path, ["everyone"]), acl_deny=[],
+                share_acl=["everyone"], share_acl_deny=[],
             )  # fmt: skip
             points.append(
                 make_point(path, version, i, text, vectors[i], sparse.encode_document(text), meta)

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from index.acl import Access
+from index.acl import Access, ShareAccess
 from ingest.guards import FileContent
 
 
@@ -67,6 +67,10 @@ class Source(Protocol):
 
     def permissions(self, path: str) -> tuple[Access, str | None]:
         """Who may read it (share rules applied), and why nobody may when they cannot be read."""
+
+    def share_access(self) -> ShareAccess:
+        """Who the share itself admits (a Windows share's own permissions), before any file's
+        permissions: read at each reconcile; a change is a payload update of the share."""
 
     def new_pass(self) -> None:
         """A new pass over the share starts: forget what was cached about its folders."""

@@ -35,7 +35,8 @@ def explain_smb(settings: Settings, share: str, url: str, path: str, user: str |
     if user and directory is None:
         raise ConfigError("explaining an SMB file for a user needs the directory "
                           "(SHAREINDEX_DIRECTORY_URL)")  # fmt: skip
-    source = SmbShare(share, url, *settings.smb_account(url), RuleBook(settings.rules()))
+    source = SmbShare(share, url, *settings.smb_account(url), RuleBook(settings.rules()),
+                      settings.share_permissions.get(share), settings.share_permissions_missing)  # fmt: skip
     sd = parse_descriptor(smbfs.security_descriptor(source.smb, path))
     sids = directory.sids_of(user) if user and directory is not None else ()
     token = set(sids)

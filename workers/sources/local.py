@@ -20,7 +20,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from index.acl import NOBODY, Access
+from index.acl import NOBODY, OPEN, Access, ShareAccess
 from ingest import paths, sharefs
 from ingest.errors import IngestError
 from ingest.guards import FileContent, describe_mode, link_target, read_file_in_share
@@ -128,6 +128,9 @@ class LocalFolder:
         if self.untrusted:
             return NOBODY, self.untrusted
         return self.resolver.resolve(self.name, self.location, path)
+
+    def share_access(self) -> ShareAccess:
+        return ShareAccess(OPEN, "local")  # who reads is the files' own business
 
     def root_identity(self) -> str | None:
         try:

@@ -14,10 +14,18 @@ import stat
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
-from index.acl import NOBODY, Access, RuleBook, SystemDirectory, apply_rules
-from index.ntacl import BadDescriptor, parse_descriptor, read_access
-from ingest import smbfs
+from index.acl import NOBODY, OPEN, Access, RuleBook, ShareAccess, SystemDirectory, apply_rules
+from index.ntacl import (
+    BadDescriptor,
+    ReadAccess,
+    SecurityDescriptor,
+    parse_descriptor,
+    parse_sddl,
+    read_access,
+)
+from ingest import smbfs, srvsvc
 from ingest.errors import IngestError
 from ingest.guards import FileContent
 from ingest.paths import from_bytes
@@ -28,15 +36,36 @@ log = logging.getLogger(__name__)
 _FILE, _DIR, _LINK = stat.S_IFREG | 0o444, stat.S_IFDIR | 0o555, stat.S_IFLNK | 0o777
 
 
+#: what an operator grants so that the share's permissions can be read (the README's words)
+GRANT = ("add the service account to the file server's local Power Users group (or Server "
+         "Operators, or Administrators), or give the share's permissions in the configuration "
+         "as share_permissions.{share} (SDDL)")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ShareDescriptor:
+    """A share's own security descriptor and where it came from (None: unknown, and why)."""
+
+    descriptor: SecurityDescriptor | None
+    origin: str  # "server", "config", "unknown"
+    problem: str | None = None
+
+
 class SmbShare:
-    """``Source`` on an SMB share."""
+    """``Source`` on an SMB share. ``share_sddl``: the share's permissions from the
+    configuration, used where the server does not give them; ``missing``: what a share whose
+    permissions are known from neither means ("nothing": readable by nobody; "ntfs": the files'
+    NTFS permissions alone)."""
 
     def __init__(self, name: str, url: str, username: str | None, password: str | None,
-                 rules: RuleBook) -> None:  # fmt: skip
+                 rules: RuleBook, share_sddl: str | None = None,
+                 missing: str = "nothing") -> None:  # fmt: skip
         self.name = name
         self.smb = smbfs.SmbLocation.parse(url)
         self.location = self.smb.url
         self.rules = rules
+        self.share_sddl = share_sddl
+        self.missing = missing
         smbfs.configure(self.smb, username, password)
 
     # -- listing ---------------------------------------------------------------------------
@@ -77,10 +106,40 @@ class SmbShare:
             if isinstance(exc, smbfs.ShareUnavailable):
                 raise  # an outage, not this file's permissions
             return NOBODY, f"cannot read the security descriptor: {exc}; readable by nobody"
-        access = read_access(sd)
-        tokens = Access(frozenset(f"sid:{s}" for s in access.allow),
-                        frozenset(f"sid:{s}" for s in access.deny))  # fmt: skip
+        tokens = _sid_tokens(read_access(sd))
         return apply_rules(tokens, self.rules.rules, self.name, path, SystemDirectory()), None
+
+    def share_descriptor(self) -> ShareDescriptor:
+        """The share's own permissions: the server's (SRVSVC NetrShareGetInfo, level 502), else
+        the configuration's; ShareUnavailable when the server cannot be reached at all."""
+        try:
+            info = srvsvc.share_info(self.smb)
+            if info.descriptor is None:
+                problem = (
+                    f"{self.smb.host} gave no security descriptor for share {self.smb.share!r}"
+                )
+            else:
+                return ShareDescriptor(parse_descriptor(info.descriptor), "server")
+        except smbfs.ShareUnavailable:
+            raise
+        except (IngestError, BadDescriptor) as exc:
+            problem = str(exc)
+        if self.share_sddl is not None:
+            return ShareDescriptor(parse_sddl(self.share_sddl), "config", problem)
+        return ShareDescriptor(None, "unknown", problem)
+
+    def share_access(self) -> ShareAccess:
+        found = self.share_descriptor()
+        if found.descriptor is not None:
+            return ShareAccess(_sid_tokens(read_access(found.descriptor)), found.origin)
+        grant = GRANT.format(share=self.name)
+        if self.missing == "ntfs":
+            return ShareAccess(OPEN, "unknown", f"the share's permissions are unknown "
+                               f"({found.problem}): the files' NTFS permissions alone decide "
+                               f"(share_permissions_missing = ntfs); to be exact, {grant}")  # fmt: skip
+        return ShareAccess(NOBODY, "unknown", f"the share's permissions are unknown "
+                           f"({found.problem}): nothing of share {self.name!r} is searchable "
+                           f"(share_permissions_missing = nothing); {grant}")  # fmt: skip
 
     def new_pass(self) -> None:
         pass
@@ -241,6 +300,11 @@ class SmbPoller:
                 if before.get(path) != now.get(path):
                     self.out.put(Change(self.share.name, path, at, wall, "close"))
             before = now
+
+
+def _sid_tokens(access: ReadAccess) -> Access:
+    return Access(frozenset(f"sid:{s}" for s in access.allow),
+                  frozenset(f"sid:{s}" for s in access.deny))  # fmt: skip
 
 
 def _text(name: str) -> str:

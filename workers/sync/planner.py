@@ -20,7 +20,16 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from index.acl import Access
-from index.catalog import DELETED, FAILED, INDEXED, PENDING, SKIPPED, Catalog, DocumentRecord
+from index.catalog import (
+    DELETED,
+    FAILED,
+    INDEXED,
+    PENDING,
+    SKIPPED,
+    Catalog,
+    DocumentRecord,
+    ShareReaders,
+)
 from index.vectors import VectorIndex
 from ingest.errors import IngestError, UnsupportedType
 from ingest.paths import display
@@ -73,6 +82,7 @@ class Planner:
         started = time.monotonic()
         report = SyncReport()
         source.new_pass()
+        self._share_layer(source, report)
         self._forget_expired()
         known = self.catalog.documents(source.name)
         plan = Plan(waiting=_waiting(known.values()))
@@ -94,6 +104,8 @@ class Planner:
         started = time.monotonic()
         report = SyncReport()
         source.new_pass()
+        if self.catalog.share_readers(source.name) is None:  # before its first reconcile
+            self._share_layer(source, report)
         plan = Plan()
         wanted = {
             path: at
@@ -122,6 +134,20 @@ class Planner:
         self._carry_out(source, plan, report, changes)
         report.seconds = time.monotonic() - started
         return report
+
+    def _share_layer(self, source: Source, report: SyncReport) -> None:
+        """The share's own permissions, read again: a change is one payload update of the
+        share's points (recorded first: a writer that wrote the old layer looks again after)."""
+        found = source.share_access()
+        allow, deny = found.access.as_lists()
+        readers = ShareReaders(allow, deny, found.origin, found.warning)
+        if found.warning:
+            report.share_warnings[source.name] = found.warning
+            log.warning("share %s: %s", source.name, found.warning)
+        if self.catalog.share_readers(source.name) != readers:
+            self.catalog.set_share_readers(source.name, readers)
+            self.store.set_share_readers(source.name, allow, deny)
+            metrics.DOCUMENTS.labels(source.name, "share_acl_changed").inc()
 
     def _forget_expired(self) -> None:
         """The points of documents deleted longer ago than ``keep_deleted_s``: removed."""

@@ -31,6 +31,8 @@ class SyncReport:
     skipped_reasons: Counter[str] = field(default_factory=Counter)
     #: deletions held back (share -> {"documents", "reason"}): the share looked emptied
     held_deletions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: shares whose own permissions are unknown: share -> what is done, and what to grant
+    share_warnings: dict[str, str] = field(default_factory=dict)
 
     def add(self, other: SyncReport) -> None:
         for name in (*_COUNTS, "embedded", "reused", "seconds"):
@@ -39,6 +41,7 @@ class SyncReport:
         self.formats.update(other.formats)
         self.skipped_reasons.update(other.skipped_reasons)
         self.held_deletions.update(other.held_deletions)
+        self.share_warnings.update(other.share_warnings)
 
     def count(self, outcome: str) -> None:
         setattr(self, outcome, getattr(self, outcome) + 1)
@@ -56,6 +59,7 @@ class SyncReport:
             "formats": dict(self.formats.most_common()),
             "skipped_by_reason": dict(self.skipped_reasons.most_common()),
             "deletions_held": self.held_deletions,
+            "share_warnings": self.share_warnings,
         }
 
 
