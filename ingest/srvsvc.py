@@ -25,6 +25,8 @@ _BIND, _BIND_ACK, _BIND_NAK, _REQUEST, _RESPONSE, _FAULT = 11, 12, 13, 0, 2, 3
 _FIRST, _LAST = 0x01, 0x02
 _NET_SHARE_GET_INFO = 16
 _MAX_FRAGMENT = 4280
+#: how long the server may take to answer one request on the pipe
+TIMEOUT_S = 30.0
 _ERROR_ACCESS_DENIED = 5
 _NERR_NET_NAME_NOT_FOUND = 2310
 _STATUS_ACCESS_DENIED = 0xC0000022
@@ -101,11 +103,23 @@ def _call(location: smbfs.SmbLocation, opnum: int, stub: bytes) -> bytes:
 
 
 def _exchange(pipe: Any, pdu: bytes, expected: int) -> bytes:
-    """Send one PDU and read the answer, joining its fragments; the body after the header."""
-    pipe.write(pdu, 0)
+    """Send one PDU and read the answer (FSCTL_PIPE_TRANSCEIVE: written and read in one
+    request, as Windows' clients do), joining its fragments; the body after the header. A server
+    that does not answer within ``TIMEOUT_S`` is an outage (ShareUnavailable), not a refusal."""
+    from smbprotocol.ioctl import CtlCode, IOCTLFlags, SMB2IOCTLRequest, SMB2IOCTLResponse
+    from smbprotocol.open import SMB2ReadRequest, SMB2ReadResponse
+
+    request: Any = SMB2IOCTLRequest()
+    request["ctl_code"] = CtlCode.FSCTL_PIPE_TRANSCEIVE
+    request["file_id"] = pipe.file_id
+    request["max_output_response"] = _MAX_FRAGMENT
+    request["flags"] = IOCTLFlags.SMB2_0_IOCTL_IS_FSCTL
+    request["buffer"] = pdu
+    answer: Any = SMB2IOCTLResponse()
     body = b""
     while True:
-        data = bytes(pipe.read(0, 65536))
+        answer.unpack(_send(pipe, request))
+        data = bytes(answer["buffer"].get_value())
         if len(data) < 16:
             raise RpcError("a truncated DCE/RPC answer")
         ptype, flags, frag_len = data[2], data[3], struct.unpack_from("<H", data, 8)[0]
@@ -116,13 +130,33 @@ def _exchange(pipe: Any, pdu: bytes, expected: int) -> bytes:
             raise RpcError("the server does not serve SRVSVC on this pipe (bind refused)")
         if ptype != expected:
             raise RpcError(f"an unexpected DCE/RPC answer (type {ptype})")
-        if expected == _RESPONSE:
-            chunk = data[16:frag_len]
-            body += chunk if not body else chunk[8:]  # each fragment has its own stub header
-        else:
-            body = data[16:frag_len]
-        if flags & _LAST or expected != _RESPONSE:
+        if expected != _RESPONSE:
+            return data[16:frag_len]
+        chunk = data[16:frag_len]
+        body += chunk if not body else chunk[8:]  # each fragment has its own stub header
+        if flags & _LAST:
             return body
+        request = SMB2ReadRequest()  # the next fragment: a plain read of the pipe
+        request["length"] = _MAX_FRAGMENT
+        request["offset"] = 0
+        request["file_id"] = pipe.file_id
+        answer = SMB2ReadResponse()
+
+
+def _send(pipe: Any, request: Any) -> bytes:
+    from smbprotocol.exceptions import SMBException
+
+    tree = pipe.tree_connect
+    connection = tree.session.connection
+    sent = connection.send(request, sid=tree.session.session_id, tid=tree.tree_connect_id)
+    try:
+        return bytes(connection.receive(sent, timeout=TIMEOUT_S)["data"].get_value())
+    except SMBException as exc:
+        if sent.response_event.is_set():
+            raise  # an answer, an error status: told by the caller
+        raise smbfs.ShareUnavailable(
+            f"the server's srvsvc pipe did not answer within {TIMEOUT_S:g} s"
+        ) from exc
 
 
 def _pdu(ptype: int, call_id: int, body: bytes) -> bytes:

@@ -9,6 +9,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +32,26 @@ def shared_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
         os.environ.pop("SHAREINDEX_MODEL_DIR", None)
     else:
         os.environ["SHAREINDEX_MODEL_DIR"] = saved
+
+
+@pytest.fixture(scope="session")
+def dc() -> Iterator[Any]:
+    """A Samba Active Directory domain controller with a file share on a loopback address of
+    its own (tests/samba.py), one for the whole session: every module names its users, groups,
+    folders and shares uniquely."""
+    import shutil
+
+    from tests.samba import start_dc, stop_dc
+
+    if os.geteuid() != 0 or not shutil.which("samba-tool"):
+        if os.environ.get("CI"):
+            pytest.fail("the Windows file server tests need root and Samba (make installs it)")
+        pytest.skip("needs root and Samba's AD DC packages")
+    server = start_dc()
+    try:
+        yield server
+    finally:
+        stop_dc(server)
 
 
 @pytest.fixture(scope="session")

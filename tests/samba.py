@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 
 ADMIN_PASSWORD = "Adm1n-" + uuid.uuid4().hex[:10] + "!"
 USER_PASSWORD = "Us3r-" + uuid.uuid4().hex[:10] + "!"
+#: what the server answers a user it refuses: ACCESS_DENIED (tree connect, open), and at logon
+#: ACCOUNT_DISABLED, ACCOUNT_LOCKED_OUT, ACCOUNT_EXPIRED
+REFUSED = {0xC0000022, 0xC0000072, 0xC0000234, 0xC0000193}
+#: a service account the server refuses the SRVSVC pipe (IPC$): it cannot read share permissions
+NO_RPC_ACCOUNT = "svc-norpc"
 
 
 def _listening(ip: str, port: int) -> bool:
@@ -150,26 +155,116 @@ class SambaDC:
         if proc.returncode:
             raise RuntimeError(f"smbcacls {rel} --inherit=remove: {proc.stdout} {proc.stderr}")
 
-    def can_read(self, user: str, rel: str) -> bool:
-        """The DC's own verdict: ``user`` opens the file for reading over SMB (one SMB2 CREATE of
-        the file itself: traversal of the folders above is not checked, as on Windows)."""
+    def can_read(self, user: str, rel: str, share: str = "corp") -> bool:
+        """The DC's own verdict: ``user`` connects to ``share`` and opens the file for reading
+        over SMB (the tree connect checks the share's permissions, the SMB2 CREATE of the file
+        itself its NTFS ACL: traversal of the folders above is not checked, as on Windows)."""
         import smbclient
-        from smbprotocol.exceptions import SMBOSError
+        from smbprotocol.exceptions import SMBOSError, SMBResponseException
 
         cache: dict[str, object] = {}  # a session of this user's own
-        path = "\\\\" + self.ip + "\\corp\\" + rel.replace("/", "\\")
+        path = "\\\\" + self.ip + f"\\{share}\\" + rel.replace("/", "\\")
         try:
             smbclient.register_session(self.ip, username=f"{self.domain}\\{user}",
                                        password=USER_PASSWORD, connection_cache=cache)  # fmt: skip
             with smbclient.open_file(path, mode="rb", connection_cache=cache) as fh:
                 fh.read(1)
             return True
-        except SMBOSError as exc:
-            if exc.ntstatus == 0xC0000022:  # STATUS_ACCESS_DENIED
+        except (SMBOSError, SMBResponseException) as exc:
+            status = getattr(exc, "ntstatus", None) or getattr(exc, "status", None)
+            if status in REFUSED:  # the logon, the tree connect or the open
                 return False
             raise
         finally:
             smbclient.reset_connection_cache(connection_cache=cache)
+
+    def sid(self, name: str) -> str:
+        """The objectSid of a user or group."""
+        kind = "user" if name in self.users or name in ("svc", "Administrator") else "group"
+        out = self.tool(kind, "show", name, "--attributes=objectSid")
+        return next(line.split()[1] for line in out.splitlines() if line.startswith("objectSid:"))
+
+    def add_share(self, name: str) -> Path:
+        """A new share of the server (a folder of its own), served once the server reloaded
+        its configuration and its SRVSVC answers for it."""
+        from ingest import smbfs, srvsvc
+
+        folder = self.folder / name
+        folder.mkdir()
+        folder.chmod(0o755)
+        with open(self.conf, "a") as conf:
+            conf.write(f"\n[{name}]\n\tpath = {folder}\n\tread only = No\n")
+        subprocess.run(["smbcontrol", "-s", self.conf, "all", "reload-config"], check=True,
+                       capture_output=True, timeout=60)  # fmt: skip
+        location = smbfs.SmbLocation.parse(f"smb://{self.ip}/{name}")
+        smbfs.configure(location, f"{self.domain}\\svc", USER_PASSWORD)
+
+        def served() -> bool:
+            try:
+                srvsvc.share_info(location)
+                return True
+            except Exception:  # not yet: the RPC server reloads its configuration on its own
+                return False
+
+        deadline = time.monotonic() + 120
+        while not served():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"share {name} not served after a reload")
+            time.sleep(0.2)
+        self.acl_on(name, "/", f"{self.domain}\\Administrator:ALLOWED/OI|CI/FULL",
+                    f"{self.domain}\\svc:ALLOWED/OI|CI/READ",
+                    f"{self.domain}\\Domain Users:ALLOWED/0x0/0x00100020")  # fmt: skip
+        return folder
+
+    def share_acl(self, share: str, *aces: tuple[str, str, str]) -> None:
+        """Replace the share's own permissions (the "Share Permissions" tab): (kind, name,
+        rights) in this order, e.g. ("ALLOWED", "HR", "READ"); names become SIDs (sharesec
+        does not resolve names)."""
+        spec = ",".join(f"{self.sid(who) if not who.startswith('S-1-') else who}:{kind}/0/{rights}"
+                        for kind, who, rights in aces)  # fmt: skip
+        proc = subprocess.run(["sharesec", share, "-s", self.conf, "-R", spec],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        if proc.returncode:
+            raise RuntimeError(f"sharesec {share} {spec}: {proc.stdout} {proc.stderr}")
+
+    def acl_on(self, share: str, rel: str, *aces: str) -> None:
+        """``acl`` on a file of another share."""
+        spec = ",".join(f"ACL:{a}" for a in aces)
+        proc = subprocess.run(["smbcacls", "-s", self.conf, f"//{self.ip}/{share}", rel,
+                               "-U", self.admin, "--set", spec],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        if proc.returncode:
+            raise RuntimeError(f"smbcacls {share} {rel} {spec}: {proc.stdout} {proc.stderr}")
+
+    def put_on(self, share: str, rel: str, content: str) -> None:
+        """``put`` on another share."""
+        local = self.folder / "upload.tmp"
+        local.write_text(content)
+        proc = subprocess.run(["smbclient", "-s", self.conf, f"//{self.ip}/{share}", "-U",
+                               self.admin, "-c", f'put "{local}" "{rel}"'],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        if proc.returncode or "NT_STATUS" in proc.stdout:
+            raise RuntimeError(f"put {share}/{rel}: {proc.stdout} {proc.stderr}")
+
+    def disable(self, user: str) -> None:
+        self.tool("user", "disable", user)
+
+    def enable(self, user: str) -> None:
+        self.tool("user", "enable", user)
+
+    def expire(self, user: str) -> None:
+        """The account expires now (accountExpires)."""
+        self.tool("user", "setexpiry", user, "--days=0")
+
+    def lock_out(self, user: str) -> None:
+        """Failed logons until the DC locks the account out (lockoutThreshold is 3 here)."""
+        for _ in range(6):
+            proc = subprocess.run(["smbclient", "-s", self.conf, f"//{self.ip}/corp", "-U",
+                                   f"{self.domain}\\{user}%wrong-password", "-c", "ls"],
+                                  capture_output=True, text=True, timeout=60)  # fmt: skip
+            if "NT_STATUS_ACCOUNT_LOCKED_OUT" in proc.stdout + proc.stderr:
+                return
+        raise RuntimeError(f"{user} was not locked out")
 
     @contextlib.contextmanager
     def hold_open(self, rel: str) -> Iterator[None]:
@@ -229,8 +324,14 @@ def start_dc() -> SambaDC:
         text = re.sub(r"\tserver services = .*\n",
                       "\tserver services = -dns -ntp -kcc -dnsupdate -drepl\n", text)  # fmt: skip
         text = re.sub(r"\tlog file = .*\n", f"\tlog file = {folder}/log.%m\n", text)
-        text = text.replace("[global]\n", f"[global]\n\tpid directory = {folder}\n", 1)
-        conf.write_text(text + f"\n[corp]\n\tpath = {share}\n\tread only = No\n")
+        # every socket in the DC's folder: the RPC helpers smbd starts on demand (srvsvc) are
+        # found through ncalrpc dir, which another DC's leftover helpers must never answer
+        text = text.replace("[global]\n", f"[global]\n\tpid directory = {folder}\n"
+                            f"\tncalrpc dir = {folder}/ncalrpc\n", 1)  # fmt: skip
+        (folder / "ncalrpc").mkdir()
+        # an account the server refuses its IPC$ share (so its share permissions via SRVSVC)
+        conf.write_text(text + f"\n[corp]\n\tpath = {share}\n\tread only = No\n"
+                        f"\n[IPC$]\n\tinvalid users = CORP\\{NO_RPC_ACCOUNT}\n")  # fmt: skip
         # interactive: samba stops when its stdin closes, so a test run that dies takes it along
         process = subprocess.Popen(["samba", "-s", str(conf), "-i"], stdin=subprocess.PIPE,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -242,6 +343,14 @@ def start_dc() -> SambaDC:
                 raise RuntimeError(f"samba did not start on {ip}")
             time.sleep(0.2)
         dc.user("svc")
+        # the share's own permissions, explicit (Samba's default, Everyone FULL). Windows gives
+        # them (SRVSVC level 502) to Administrators, Server Operators and Power Users; Samba
+        # reads them from share_info.tdb as the caller, so only root gets them reliably: the
+        # service account is granted them by that file being open to it (what adding it to
+        # Power Users does on Windows)
+        dc.share_acl("corp", ("ALLOWED", "S-1-1-0", "FULL"))
+        (folder / "state" / "share_info.tdb").chmod(0o666)
+        dc.tool("domain", "passwordsettings", "set", "--account-lockout-threshold=3")
         # the share root: the service account reads the whole tree, files get no Everyone;
         # domain users may traverse it (Samba checks traversal through the file system, where
         # Windows grants bypass-traverse: without it the DC would refuse what Windows grants)
@@ -261,4 +370,6 @@ def _remove(ip: str, folder: Path) -> None:
 
 def stop_dc(dc: SambaDC) -> None:
     dc.stop()
+    # smbd's RPC helpers (samba-dcerpcd, rpcd_*) run outside samba's process group
+    subprocess.run(["pkill", "-KILL", "-f", f"--configfile={dc.folder}/"], capture_output=True)
     _remove(dc.ip, dc.folder)

@@ -7,10 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import random
-import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,22 +16,9 @@ import pytest
 
 from index.acl import Principal, may_read
 from tests.conftest import run_cli
-from tests.samba import SambaDC, start_dc, stop_dc
+from tests.samba import SambaDC
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def dc() -> Iterator[SambaDC]:
-    if os.geteuid() != 0 or not shutil.which("samba-tool"):
-        if os.environ.get("CI"):
-            pytest.fail("the Windows file server tests need root and Samba (make installs it)")
-        pytest.skip("needs root and Samba's AD DC packages")
-    server = start_dc()
-    try:
-        yield server
-    finally:
-        stop_dc(server)
 
 
 @dataclass

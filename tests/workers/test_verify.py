@@ -86,6 +86,7 @@ def test_every_kind_of_drift_is_found_and_repaired(runtime: Runtime, share: Path
     store.upsert([_copy(p, doc_id="0" * 8 + "-orphan") for p in points])
     record, _ = _doc_points(rt, "doc7.txt")  # acl: the payload says what the share does not
     store.set_acl(record.id, ["user:mallory"], [])
+    store.set_share_readers("v", ["user:mallory"], [])  # share: the layer of no share's own
 
     found = verify_runtime(rt, [], False, rt.indexer.sync_share)
     assert not found["clean"]
@@ -94,6 +95,7 @@ def test_every_kind_of_drift_is_found_and_repaired(runtime: Runtime, share: Path
         ("not_indexed", "new.txt"), ("stale_content", "doc0.txt"), ("gone", "doc1.txt"),
         ("incomplete", "doc2.txt"), ("duplicate", "doc3.txt"), ("mixed_versions", "doc4.txt"),
         ("old_version", "doc5.txt"), ("orphan_points", "doc6.txt"), ("acl_mismatch", "doc7.txt"),
+        ("share_acl_mismatch", ""),
     }  # fmt: skip
     assert {k: n for k, n in found["drift"].items() if n} == dict.fromkeys(KINDS, 1)
     assert not any(d["path"] == "doc8.txt" for d in found["items"])  # untouched: no drift

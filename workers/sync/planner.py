@@ -31,7 +31,7 @@ from index.catalog import (
     ShareReaders,
 )
 from index.vectors import VectorIndex
-from ingest.errors import IngestError, UnsupportedType
+from ingest.errors import IngestError, TransientError, UnsupportedType
 from ingest.paths import display
 from ingest.stages.parse import filetype_of, format_name
 from workers import metrics
@@ -138,7 +138,13 @@ class Planner:
     def _share_layer(self, source: Source, report: SyncReport) -> None:
         """The share's own permissions, read again: a change is one payload update of the
         share's points (recorded first: a writer that wrote the old layer looks again after)."""
-        found = source.share_access()
+        try:
+            found = source.share_access()
+        except TransientError as exc:  # no answer now: the layer recorded stays, if there is one
+            if self.catalog.share_readers(source.name) is None:
+                raise
+            log.warning("share %s: its permissions not read again (%s); kept", source.name, exc)
+            return
         allow, deny = found.access.as_lists()
         readers = ShareReaders(allow, deny, found.origin, found.warning)
         if found.warning:
