@@ -29,6 +29,7 @@ _MAX_FRAGMENT = 4280
 TIMEOUT_S = 30.0
 _ERROR_ACCESS_DENIED = 5
 _NERR_NET_NAME_NOT_FOUND = 2310
+_ERROR_INVALID_NAME = 123
 _STATUS_ACCESS_DENIED = 0xC0000022
 
 
@@ -225,7 +226,7 @@ def _get_info_response(stub: bytes, location: smbfs.SmbLocation) -> ShareInfo:
             f"{location.host} does not give this account the permissions of share "
             f"{location.share!r} (NetrShareGetInfo level 502: access denied)"
         )
-    if status == _NERR_NET_NAME_NOT_FOUND:
+    if status in (_NERR_NET_NAME_NOT_FOUND, _ERROR_INVALID_NAME):  # Windows, Samba
         raise smbfs.ShareUnavailable(f"{location.url}: the share does not exist on the server")
     if status != 0:
         raise RpcError(f"NetrShareGetInfo of {location.share!r} failed (error {status})")

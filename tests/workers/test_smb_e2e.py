@@ -93,13 +93,15 @@ def test_acl_explain_names_the_sids_and_the_deciding_ace(indexed: Indexed) -> No
     first = report["dacl"][0]
     assert (first["type"], first["name"], first["decided"]) == ("deny", "alice", True)
     assert not report["windows_allows"] and not report["index_allows"]
-    assert report["verdict"] == "cannot read: ACE 1 decided (deny alice)"
+    assert report["verdict"] == "cannot read: NTFS: ACE 1 decided (deny alice)"
+    assert report["decided_by"] == "ntfs" and report["share_permissions"]["allows"]
     # bob holds Staff, the third ACE; given as the file's URL, in text form
     proc = run_cli("acl", "explain", f"{indexed.dc.url}/deny.txt", "--user", "bob", *share,
                    env=indexed.env())  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "=>  3 allow Staff" in proc.stdout
-    assert "verdict: CAN read: ACE 3 decided (allow Staff)" in proc.stdout
+    assert ("verdict: CAN read: share permissions: ACE 1 decided (allow Everyone); NTFS: ACE 3 "
+            "decided (allow Staff)") in proc.stdout
     proc = run_cli("acl", "explain", "corp:deny.txt", "--user", "bob", "--group", "x", *share,
                    env=indexed.env())  # fmt: skip
     assert proc.returncode == 1 and "groups are read from the directory" in proc.stderr
@@ -307,7 +309,7 @@ def test_a_share_that_cannot_be_reached_stops_the_pass_and_loses_nothing(indexed
         assert code == 1, (url, stderr)
         assert message in stderr, (url, stderr)
         assert "Traceback" not in stderr
-    assert indexed.found("bob", "lynx forklift lease") == before
+    assert indexed.found("bob", "lynx forklift lease") == before  # the share layer kept too
     assert indexed.sync()["documents"]["deleted"] == 0
 
 

@@ -43,6 +43,8 @@ class ServiceClient:
             params.append(("user", user))
         params += [("group", g) for g in groups]
         response = self._http.get("/search", params=params)
+        if response.status_code == 403:  # the principal: unknown, disabled, another's
+            raise ServiceError(_detail(response))
         if response.status_code != 200:
             raise ServiceError(
                 f"the running service at {self.url} answered {response.status_code}: {response.text[:300]}"
@@ -105,3 +107,11 @@ def search_client(settings: Settings) -> Iterator[SearchClient]:
         yield client
     finally:
         client.close()
+
+
+def _detail(response: Any) -> str:
+    """The API's one-line reason (``{"detail": ...}``), else the body's start."""
+    try:
+        return str(response.json()["detail"])[:500]
+    except (ValueError, KeyError, TypeError):
+        return response.text[:300]
