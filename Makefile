@@ -45,7 +45,7 @@ sync: install
 test: install
 	$(BIN)/ruff check ingest index workers tests bench
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 # JSON results in bench-results/; BENCH_DOCS sets the corpus size, BENCH_BACKEND the embedding
 # backend ShareIndex runs with against the LangChain peer (auto: the default configuration;

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import pickle
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -143,11 +142,9 @@ def test_after_the_retries_the_vlm_is_unavailable_and_fails_fast(vlm: VlmDouble)
         client.caption(_png())
     assert isinstance(info.value, TransientError)
     assert len(vlm.completions) == 3
-    started = time.monotonic()
-    with pytest.raises(VlmUnavailable, match="next try in"):
+    with pytest.raises(VlmUnavailable, match="next try in"):  # at once: the cooldown
         client.caption(_png())
-    assert time.monotonic() - started < 0.5
-    assert len(vlm.completions) == 3  # the cooldown sent nothing
+    assert len(vlm.completions) == 3  # the cooldown sent nothing (and waited on nothing)
 
 
 def test_a_4xx_is_permanent_and_not_retried(vlm: VlmDouble) -> None:
@@ -268,9 +265,9 @@ def test_while_the_vlm_is_down_captions_are_pending_and_nothing_waits(
     figures = document_figures(figures_pdf, FigureOptions(), 10_000_000)
     client, cache = _client(vlm.url, retries=1), MemoryCache()
     assert caption_figures(figures_pdf, figures, client, cache) == ([], "pending")
-    started = time.monotonic()
+    sent = len(vlm.completions)
     assert caption_figures(figures_pdf, figures, client, cache) == ([], "pending")
-    assert time.monotonic() - started < 0.5  # the next document does not wait out retries
+    assert len(vlm.completions) == sent  # the next document does not wait out retries
     vlm._script.failures.clear()
     client = _client(vlm.url)  # the VLM is back (a later pass, after the cooldown)
     chunks, status = caption_figures(figures_pdf, figures, client, cache)

