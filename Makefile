@@ -68,6 +68,7 @@ bench: install
 	$(BIN)/python -m bench.bench_office --out bench-results/office.json
 	$(BIN)/python -m bench.bench_captions --out bench-results/captions.json
 	$(BIN)/python -m bench.bench_celery --out bench-results/celery.json
+	$(BIN)/python -m bench.bench_cli --ref e30a766 --out bench-results/cli.json
 
 lint: install
 	$(BIN)/ruff check ingest index workers tests bench

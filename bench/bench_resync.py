@@ -26,8 +26,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from index.catalog import SqlCatalog
+    from index.permissions.posix import PermissionResolver
     from index.schema import document_id
-    from workers.sources.posix import PermissionResolver
 
     work = Path(tempfile.mkdtemp(prefix="shareindex-bench-resync-"))
     share, data = work / "share", work / "data"

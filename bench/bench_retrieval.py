@@ -51,8 +51,8 @@ def measure_latency(tmp: Path, sizes: list[int], queries: int, engine: str) -> d
     """ACL-filtered search latency of the index alone (no model, no HTTP) as it grows."""
     import numpy as np
 
-    from index.acl import Principal
     from index.edge import EdgeIndex
+    from index.permissions.readers import Principal
     from index.qdrant import QdrantIndex, open_client
     from index.vectors import VectorIndex, make_point
     from ingest.models import SparseVector

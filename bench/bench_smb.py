@@ -40,7 +40,7 @@ def _sync(share: str, data: Path, env: dict[str, str]) -> dict[str, Any]:
 
 
 def measure_live(dc: Any, work: Path, files: int) -> dict[str, Any]:
-    from index.acl import Principal
+    from index.permissions.readers import Principal
     from index.search import Searcher
     from tests.helpers import free_port, running_service
     from workers.settings import load_settings

@@ -10,14 +10,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from index.acl import Principal, acl_filter
+    from index.permissions.filter import acl_filter
+    from index.permissions.readers import Principal
 
 __all__ = ["Principal", "acl_filter"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from index import acl
+    # on first use: a parse process that only uses the content cache never imports Qdrant's client
+    if name == "Principal":
+        from index.permissions.readers import Principal
 
-        return getattr(acl, name)
+        return Principal
+    if name == "acl_filter":
+        from index.permissions.filter import acl_filter
+
+        return acl_filter
     raise AttributeError(f"module 'index' has no attribute {name!r}")

@@ -4,7 +4,7 @@ The same segments, HNSW, payload indexes, sparse vectors with the IDF modifier, 
 fusion and filters as a Qdrant server, in one shard folder of the data dir, with a write-ahead
 log (a kill -9 loses nothing that was written). One process per shard (a second gets
 ``IndexLocked``). Filters are built with qdrant-client's models, as for a server, and translated
-here, so that the ACL filter has one definition (``index.acl.acl_filter``).
+here, so that the ACL filter has one definition (``index.permissions.filter.acl_filter``).
 
 New points are searchable at once (Edge searches segments without an HNSW index by brute force);
 the HNSW index is built by ``optimize``, which the ``Optimizer`` runs in the background when
@@ -30,7 +30,8 @@ from uuid import UUID
 import qdrant_edge as qe
 from qdrant_client import models
 
-from index.acl import Principal, acl_filter
+from index.permissions.filter import acl_filter
+from index.permissions.readers import Principal
 from index.schema import (
     CONTENT_KEY,
     DENSE,

@@ -9,7 +9,8 @@ from typing import Any
 
 from qdrant_client import QdrantClient, models
 
-from index.acl import Principal, acl_filter
+from index.permissions.filter import acl_filter
+from index.permissions.readers import Principal
 from index.schema import (
     CONTENT_KEY,
     DENSE,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from index.acl import Principal
+from index.permissions.readers import Principal
 from index.vectors import Hit, SearchMode, VectorIndex
 from ingest.stages.embed import SentenceEmbedder
 from ingest.stages.rerank import CrossEncoderReranker

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from index.acl import Principal
+from index.permissions.readers import Principal
 from index.schema import CONTENT_KEY, METADATA_KEY, point_id
 from ingest.models import SparseVector
 from ingest.pipeline import StoredVectors

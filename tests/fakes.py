@@ -7,7 +7,7 @@ import math
 import threading
 from collections.abc import Iterator, Sequence
 
-from index.acl import Access, Principal, may_read
+from index.permissions.readers import Access, Principal, may_read
 from index.schema import location_metadata
 from index.vectors import Hit, IndexPoint, ModelMismatch, SearchMode, StoredPoint
 from ingest.models import SparseVector

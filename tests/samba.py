@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from workers.directory import LdapDirectory
+    from index.permissions.directory import LdapDirectory
 
 ADMIN_PASSWORD = "Adm1n-" + uuid.uuid4().hex[:10] + "!"
 USER_PASSWORD = "Us3r-" + uuid.uuid4().hex[:10] + "!"
@@ -88,7 +88,7 @@ class SambaDC:
 
     def directory(self, cache_s: float = 0) -> LdapDirectory:
         """The directory as ShareIndex reads it (close it after use)."""
-        from workers.directory import LdapDirectory
+        from index.permissions.directory import LdapDirectory
 
         env = self.env()
         return LdapDirectory(env["SHAREINDEX_DIRECTORY_URL"], env["SHAREINDEX_DIRECTORY_USERNAME"],

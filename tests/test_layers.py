@@ -80,7 +80,7 @@ def test_only_the_settings_read_the_environment() -> None:
 @pytest.mark.parametrize(
     ("source", "finding"),
     [
-        ("from index.acl import Principal\n", "imports"),
+        ("from index.permissions.readers import Principal\n", "imports"),
         ("def f():\n    import workers.settings\n", "imports"),
         ("import os\nx = os.environ.get('HOME')\n", "env"),
         ("import os\nx = os.environ['HOME']\n", "env"),

@@ -11,11 +11,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from index.acl import RuleBook
 from index.cache import SqlContentCache
 from index.catalog import Catalog, CatalogError, SqlCatalog
 from index.edge import EdgeIndex
 from index.migrate import migrate_local_mode, needs_migration
+from index.permissions.posix import PermissionResolver
+from index.permissions.rules import RuleBook
 from index.qdrant import QdrantIndex, open_client
 from index.search import Searcher
 from index.sql import safe_url
@@ -32,13 +33,12 @@ from ingest.stages.rerank import CrossEncoderReranker
 from ingest.stages.sparse import SparseEncoder, SparseTokenizerUnavailable
 from ingest.stages.vlm import VlmClient, VlmOptions
 from workers.settings import ConfigError, Settings, prepare_data_dir
-from workers.sources.posix import PermissionResolver
 
 if TYPE_CHECKING:
     from celery import Celery
 
     from workers.distributed.dispatch import Dispatcher
-from workers.directory import LdapDirectory
+from index.permissions.directory import LdapDirectory
 from workers.sources.base import Source
 from workers.sources.local import LocalFolder
 from workers.sources.smb import SmbShare

@@ -29,8 +29,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from index.acl import AclRule
-from index.ntacl import parse_sddl
+from index.permissions.ntfs import parse_sddl
+from index.permissions.rules import AclRule
 
 DEFAULT_IGNORE = ["~$*", ".~lock.*#", "*.tmp", "*.part", "*.swp", ".DS_Store", "Thumbs.db", ".*"]
 _SHARE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")

@@ -10,23 +10,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from index.acl import (
-    EVERYONE,
+from index.permissions.posix import (
     EXECUTE,
     READ,
-    Access,
     AclEntry,
-    AclRule,
     AclUnreadable,
     FileAccess,
-    Principal,
-    apply_rules,
     document_access,
-    may_read,
     object_access,
     parse_posix_acl,
     posix_check,
 )
+from index.permissions.readers import EVERYONE, Access, Principal, may_read
+from index.permissions.rules import AclRule, apply_rules
 
 
 @dataclass
@@ -288,7 +284,7 @@ def test_search_never_returns_what_a_principal_may_not_read(tree, rules, who) ->
     exactly what the encoded tokens allow."""
     from qdrant_client import QdrantClient, models
 
-    from index.acl import acl_filter
+    from index.permissions.filter import acl_filter
 
     client = QdrantClient(":memory:")
     client.create_collection(

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from index.acl import Principal
 from index.edge import EdgeIndex
+from index.permissions.readers import Principal
 from index.qdrant import QdrantIndex, open_client
 from index.schema import INDEXED_FIELDS, build_metadata
 from index.vectors import Hit, IndexLocked, IndexPoint, make_point

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from index.acl import Principal, acl_filter
+from index.permissions.filter import acl_filter
+from index.permissions.readers import Principal
 from index.qdrant import QdrantIndex, open_client
 from index.schema import build_metadata
 from index.vectors import IndexLocked, ModelMismatch, make_point

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from qdrant_client import QdrantClient
 
-from index.acl import Principal
+from index.permissions.readers import Principal
 from index.qdrant import QdrantIndex
 from index.schema import build_metadata
 from index.search import Searcher

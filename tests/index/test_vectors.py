@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from index.acl import Principal
 from index.edge import EdgeIndex
+from index.permissions.readers import Principal
 from index.qdrant import QdrantIndex, open_client
 from index.schema import build_metadata, point_id
 from index.vectors import IndexPoint, ModelMismatch, VectorIndex, make_point

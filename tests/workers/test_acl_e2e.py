@@ -18,14 +18,15 @@ from typing import Any
 import httpx
 import pytest
 
-from index.acl import EVERYONE, Principal, clear_name_caches
+from index.permissions.callers import new_token
+from index.permissions.names import clear_name_caches
+from index.permissions.posix import PermissionResolver
+from index.permissions.readers import EVERYONE, Principal
 from index.search import Searcher
 from tests.conftest import run_cli
 from tests.helpers import free_port, wait_until
-from workers.query.auth import new_token
 from workers.runtime import Runtime, open_runtime
 from workers.settings import load_settings
-from workers.sources.posix import PermissionResolver
 from workers.watch.embedded import EmbeddedService
 
 pytestmark = pytest.mark.integration

@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from index.acl import may_read
+from index.permissions.callers import Authenticator, Caller, TokenEntry, hash_token
+from index.permissions.readers import may_read
 from workers.query.app import Limits, create_app
-from workers.query.auth import Authenticator, Caller, TokenEntry, hash_token
 from workers.runtime import Runtime, open_runtime
 from workers.settings import load_settings
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from index.acl import Principal
+from index.permissions.readers import Principal
 from tests.helpers import all_points
 from tests.scans import chart_image, logo_image, png_bytes
 from tests.vlm_double import VlmDouble

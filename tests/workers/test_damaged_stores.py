@@ -134,8 +134,8 @@ def test_the_query_api_answers_a_damaged_index_with_503_and_the_remedy(
 ) -> None:
     from fastapi.testclient import TestClient
 
+    from index.permissions.callers import Authenticator, Caller, TokenEntry, hash_token
     from workers.query.app import create_app
-    from workers.query.auth import Authenticator, Caller, TokenEntry, hash_token
     from workers.runtime import open_runtime
     from workers.settings import load_settings
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from index.acl import Principal
+from index.permissions.readers import Principal
 from tests.conftest import run_cli
 from workers.runtime import Runtime, open_runtime
 from workers.settings import load_settings

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from index.acl import Principal
 from index.catalog import DELETED, PENDING
+from index.permissions.readers import Principal
 from index.search import Searcher
 from tests.helpers import free_port, readable, running_service, wait_until
 from workers.runtime import Runtime

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from bench.corpus import _paragraph
-from index.acl import Principal
+from index.permissions.readers import Principal
 from ingest.stages.parts import edge, part_count
 from tests.helpers import free_port, running_service, wait_until
 from workers.runtime import Runtime, open_runtime

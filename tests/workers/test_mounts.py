@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from index.permissions.posix import PermissionResolver
 from workers.sources import local
 from workers.sources.local import LocalFolder
 from workers.sources.mounts import filesystem_of, network_mount_note
-from workers.sources.posix import PermissionResolver
 
 MOUNTINFO = """\
 27 1 253:1 / / rw,relatime shared:1 - ext4 /dev/vda rw

@@ -14,15 +14,15 @@ from typing import Any
 
 import pytest
 
-from index.acl import Principal
 from index.catalog import FAILED, INDEXED
+from index.permissions.posix import PermissionResolver
+from index.permissions.readers import Principal
 from index.search import Searcher
 from ingest import paths
 from tests.conftest import run_cli
 from tests.helpers import free_port, running_service, wait_until
 from workers.runtime import open_runtime
 from workers.settings import load_settings
-from workers.sources.posix import PermissionResolver
 
 pytestmark = pytest.mark.integration
 

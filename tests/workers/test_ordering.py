@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from index.acl import Access
 from index.catalog import PENDING
+from index.permissions.readers import Access
 from workers.runtime import Runtime, open_runtime
 from workers.settings import load_settings
 from workers.sync.indexer import Indexer

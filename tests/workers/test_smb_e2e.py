@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from index.acl import Principal, may_read
+from index.permissions.readers import Principal, may_read
 from tests.conftest import run_cli
 from tests.samba import SambaDC
 

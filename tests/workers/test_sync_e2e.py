@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from index.acl import Principal
 from index.catalog import SqlCatalog
+from index.permissions.readers import Principal
 from index.search import Searcher
 from index.vectors import VectorIndex
 from tests.conftest import CORPUS_ENV, run_cli

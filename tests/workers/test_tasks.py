@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import redis
 
-from index.acl import RuleBook
 from index.catalog import FAILED, Catalog, SqlCatalog
+from index.permissions.rules import RuleBook
 from index.vectors import IndexUnavailable
 from ingest.errors import CorruptDocument, FileChanged, PagesNeedGpu
 from ingest.models import Chunk, ParsedDocument, PreparedDocument, SourceFile

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 
 from bench.corpus import _paragraph
-from index.acl import Principal
+from index.permissions.readers import Principal
 from index.vectors import IndexPoint
 from tests.conftest import run_cli
 from tests.helpers import free_port, running_service
 from workers.runtime import Runtime, open_runtime
 from workers.settings import load_settings
-from workers.verify import KINDS, verify_runtime
+from workers.sync.verify import KINDS, verify_runtime
 
 pytestmark = pytest.mark.integration
 ROOT = Principal("root", ("root",))

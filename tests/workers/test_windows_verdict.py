@@ -225,8 +225,8 @@ def test_disabled_locked_out_and_expired_accounts_read_nothing(
     """Each state of the account (userAccountControl, lockout, accountExpires) as the directory
     sets it: the server refuses the logon, `search --user` gives one error line, the query API a
     403 with the reason, `acl explain` says why; enabled again, the user reads again."""
+    from index.permissions.callers import new_token
     from tests.helpers import free_port, running_service
-    from workers.query.auth import new_token
     from workers.settings import load_settings
 
     dc = share.dc

@@ -1,39 +1,37 @@
 """``shareindex``: the command line. Exit codes: 0 ok, 1 fatal (one line on stderr), 3 some
-documents failed (recorded; everything else was indexed). One module per group of commands:
-``index`` (sync, run, retry, status), ``query`` (search, eval, token), ``distributed`` (watch,
-worker, api, flower), ``acl`` (explain); the work itself lives in the packages they call."""
+documents failed (recorded; everything else was indexed).
+
+``parser`` holds the grammar of every command; a command's module is imported when it runs
+(``index``: sync, run, retry, verify, rebuild, deletes, status; ``query``: search, eval, token;
+``distributed``: watch, worker, api, flower; ``acl``: explain), so the command line starts at
+once and each command pays only for what it uses.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
-from workers.cli import acl, distributed, index, query
-from workers.cli.common import EXIT_FAILED_DOCS, EXIT_FATAL, EXIT_OK
+from workers.cli.parser import build_parser
 from workers.offline import enforce_offline
 
 __all__ = ["EXIT_FAILED_DOCS", "EXIT_FATAL", "EXIT_OK", "build_parser", "main"]
 
+EXIT_OK, EXIT_FATAL, EXIT_FAILED_DOCS = 0, 1, 3
 log = logging.getLogger("shareindex")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="shareindex", description="Keep an ACL-aware RAG index fresh from file shares."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    for group in (index, query, distributed, acl):
-        group.register(sub)
-    return parser
-
-
 def _fatal_errors() -> tuple[type[BaseException], ...]:
+    """What ends a command with one line: imported here, after the command's own module loaded
+    them anyway (the catalog, the index, the model and the directory are its dependencies)."""
     from index.catalog import CatalogError
+    from index.permissions.directory import DirectoryUnavailable, UnknownPrincipal
     from index.vectors import StoreError
     from ingest.stages.model_files import ModelUnavailable
-    from workers.directory import DirectoryUnavailable, UnknownPrincipal
     from workers.query.client import ServiceError
     from workers.settings import ConfigError
 
@@ -47,7 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     _quiet_libraries(args.verbose)
-    func: Callable[[argparse.Namespace], int] = args.func
+    module, _, name = args.handler.partition(":")
+    func: Callable[[argparse.Namespace], int] = getattr(
+        importlib.import_module(f"workers.cli.{module}"), name
+    )
     try:
         return func(args)
     except _fatal_errors() as exc:
@@ -59,8 +60,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _quiet_libraries(verbose: bool) -> None:
-    import warnings
-
     if not verbose:
         warnings.filterwarnings("ignore", category=FutureWarning)
         for name in ("sentence_transformers", "transformers", "pikepdf", "httpx", "unstructured"):

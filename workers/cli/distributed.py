@@ -1,48 +1,16 @@
-"""The distributed mode's commands: ``watch``, ``worker``, ``api``, ``flower``."""
+"""The distributed mode's commands: ``watch``, ``worker``, ``api``, ``flower``.
+
+Each imports inside its function, on purpose: ``worker`` must set up Prometheus' multiprocess
+directory before anything imports prometheus_client (``workers.runtime`` does), and each of the
+four loads a different stack (watchdog and the planner; Celery and the model; FastAPI; Flower)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
-from workers.cli.common import (
-    EXIT_OK,
-    add_common,
-    add_shares,
-    announce_nlp,
-    need_shares,
-    settings_of,
-)
-
-
-def register(sub: Any) -> None:
-    p = sub.add_parser("watch", help="distributed mode: watch shares, send changes to the queue")
-    add_common(p)
-    add_shares(p)
-    p.add_argument("--poll", action="append", default=[], metavar="NAME",
-                   help="watch this share by polling (network mounts: SMB, NFS); may repeat")  # fmt: skip
-    p.set_defaults(func=cmd_watch)
-
-    p = sub.add_parser("worker", help="distributed mode: a Celery worker")
-    add_common(p)
-    add_shares(p)
-    p.add_argument("--queues", default="cpu,gpu,bulk",
-                   help="queues to consume (default cpu,gpu,bulk)")  # fmt: skip
-    p.add_argument("--pool", choices=["prefork", "threads"],
-                   help="prefork (default with a Qdrant server) or threads (Qdrant local mode)")  # fmt: skip
-    p.add_argument("--concurrency", type=int, help="pool size (default: cores; threads: 2)")
-    p.set_defaults(func=cmd_worker)
-
-    p = sub.add_parser("api", help="distributed mode: the query API (needs a Qdrant server)")
-    add_common(p)
-    p.add_argument("--port", type=int, help="port (default 8765); address: api_host")
-    p.set_defaults(func=cmd_api)
-
-    p = sub.add_parser("flower", help="Flower, the Celery monitor, on the same broker")
-    add_common(p)
-    p.add_argument("--port", type=int, help="port (default 5555); address: flower_host")
-    p.set_defaults(func=cmd_flower)
+from workers.cli import EXIT_OK
+from workers.cli.common import announce_nlp, need_shares, settings_of
 
 
 def cmd_watch(args: argparse.Namespace) -> int:

@@ -19,12 +19,12 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Res
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from index.acl import Principal
+from index.permissions.callers import Authenticator, Caller, Forbidden, Unauthenticated
+from index.permissions.directory import DirectoryUnavailable, UnknownPrincipal
+from index.permissions.readers import Principal
 from index.search import Searcher
 from index.vectors import IndexDamaged, SearchMode
-from workers.directory import DirectoryUnavailable, UnknownPrincipal
 from workers.metrics import BacklogCollector
-from workers.query.auth import Authenticator, Caller, Forbidden, Unauthenticated
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,34 @@
-"""Searching from the command line: through the running service when one holds the index (Qdrant
-local mode allows one process), otherwise by opening the index here."""
+"""Searching from the command line: through the running service when one holds the index (one
+process holds an embedded index; ``service.json`` in the data dir says where it answers),
+otherwise by opening the index here."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
-from index.vectors import SearchMode
 from workers.settings import ConfigError, Settings
+
+if TYPE_CHECKING:  # the vector index's module loads numpy and the parsers: not for a type
+    from index.vectors import SearchMode
+
+#: in the data dir: where the running service answers, and the token it gives its own commands
+SERVICE_FILE = "service.json"
+
+
+def read_service_info(data_dir: Path) -> dict[str, Any] | None:
+    """The running service of a data dir, if its process is alive."""
+    try:
+        info = json.loads((data_dir / SERVICE_FILE).read_text())
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return info
+
 
 
 class SearchClient(Protocol):
@@ -80,7 +100,7 @@ class LocalClient:
 
     def search(self, query: str, user: str | None, groups: tuple[str, ...], k: int, mode: str,
                context: int = 0) -> list[dict[str, Any]]:  # fmt: skip
-        from workers.query.auth import principal_of
+        from index.permissions.callers import principal_of
 
         principal = principal_of(user, groups, self.settings.expand_groups, None, self.directory)
         hits = self.searcher.search(query, principal, k=k, mode=_mode(mode), context=context)
@@ -92,8 +112,6 @@ class LocalClient:
 
 @contextmanager
 def search_client(settings: Settings) -> Iterator[SearchClient]:
-    from workers.query.server import read_service_info
-
     info = read_service_info(settings.data_dir)
     client: ServiceClient | LocalClient | None = None
     if info is not None:

@@ -10,18 +10,16 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from index.catalog import Catalog
+from index.permissions.callers import Authenticator, Caller, TokenEntry, new_token
 from index.search import Searcher
 from workers.query.app import Limits, create_app
-from workers.query.auth import Authenticator, Caller, TokenEntry, new_token
+from workers.query.client import SERVICE_FILE, read_service_info
 from workers.settings import ConfigError, Settings
-
-SERVICE_FILE = "service.json"
 
 
 def token_entries(settings: Settings) -> list[TokenEntry]:
@@ -29,16 +27,6 @@ def token_entries(settings: Settings) -> list[TokenEntry]:
         TokenEntry(t.sha256, Caller(t.name, t.user, tuple(t.groups), t.on_behalf, t.admin))
         for t in settings.api_tokens
     ]
-
-
-def read_service_info(data_dir: Path) -> dict[str, Any] | None:
-    """The running service of a data dir, if its process is alive."""
-    try:
-        info = json.loads((data_dir / SERVICE_FILE).read_text())
-        os.kill(int(info["pid"]), 0)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return info
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from index.acl import Access, ShareAccess
+from index.permissions.readers import Access, ShareAccess
 from ingest.guards import FileContent
 
 

@@ -20,13 +20,13 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from index.acl import NOBODY, OPEN, Access, ShareAccess
+from index.permissions.posix import PermissionResolver
+from index.permissions.readers import NOBODY, OPEN, Access, ShareAccess
 from ingest import paths, sharefs
 from ingest.errors import IngestError
 from ingest.guards import FileContent, describe_mode, link_target, read_file_in_share
 from workers.sources.base import RESCAN, Change, FileEntry, is_ignored
 from workers.sources.mounts import network_mount_note
-from workers.sources.posix import PermissionResolver
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 

@@ -1,6 +1,6 @@
 """A share on a Windows file server or NAS (``smb://HOST[:PORT]/SHARE[/FOLDER]``), read over SMB
 with the service account: list, stat, read, and permissions from each file's security
-descriptor as Windows evaluates them (``index.ntacl``); tokens are ``sid:S-1-...``. A file whose
+descriptor as Windows evaluates them (``index.permissions.ntfs``); tokens are ``sid:S-1-...``. A file whose
 descriptor cannot be read is readable by nobody. Reparse points (links, junctions) are never
 followed. Changes are reported by the server (SMB2 CHANGE_NOTIFY on the whole tree), or found by
 polling (a snapshot of the tree compared every interval) where it sends none or the share is
@@ -16,8 +16,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from index.acl import NOBODY, OPEN, Access, RuleBook, ShareAccess, SystemDirectory, apply_rules
-from index.ntacl import (
+from index.permissions.names import SystemDirectory
+from index.permissions.ntfs import (
     BadDescriptor,
     ReadAccess,
     SecurityDescriptor,
@@ -25,6 +25,8 @@ from index.ntacl import (
     parse_sddl,
     read_access,
 )
+from index.permissions.readers import NOBODY, OPEN, Access, ShareAccess
+from index.permissions.rules import RuleBook, apply_rules
 from ingest import smbfs, srvsvc
 from ingest.errors import IngestError
 from ingest.guards import FileContent

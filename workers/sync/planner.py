@@ -19,7 +19,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from index.acl import Access
 from index.catalog import (
     DELETED,
     FAILED,
@@ -30,6 +29,7 @@ from index.catalog import (
     DocumentRecord,
     ShareReaders,
 )
+from index.permissions.readers import Access
 from index.vectors import VectorIndex
 from ingest.errors import IngestError, TransientError, UnsupportedType
 from ingest.paths import display

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from index.acl import Access
 from index.catalog import DocumentRecord
+from index.permissions.readers import Access
 from ingest.models import SourceFile
 from workers.sources.base import FileEntry, Source
 from workers.sync.report import SyncReport

@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Any
 
-from index.acl import RuleBook
+from index.permissions.rules import RuleBook
 from workers.distributed.app import make_celery
 from workers.distributed.dispatch import Dispatcher, Requeuer, queued_messages
 from workers.runtime import open_catalog, open_sources

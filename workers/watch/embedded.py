@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from workers.query.server import check_port_free, read_service_info, serve_queries
+from workers.query.client import read_service_info
+from workers.query.server import check_port_free, serve_queries
 from workers.runtime import Runtime
 from workers.settings import Settings
 from workers.sources.base import RESCAN
@@ -138,7 +139,7 @@ class EmbeddedService:
 
     def verify(self, shares: list[str], fix: bool) -> dict[str, Any]:
         """``shareindex verify`` in this process (the one that holds the index)."""
-        from workers.verify import verify_runtime
+        from workers.sync.verify import verify_runtime
 
         def reconcile(_share: str) -> None:
             if not self.reconcile_now(timeout=600):

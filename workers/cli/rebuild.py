@@ -18,16 +18,25 @@ Then every share is reconciled (progress bar) and verified.
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from index.catalog import DELETED, Catalog, CatalogDamaged, SqlCatalog
+from index.salvage import salvage_points
 from index.schema import CONTENT_KEY, document_id
 from index.vectors import IndexDamaged, IndexPoint, StoredPoint, VectorIndex
+from workers.cli import EXIT_FAILED_DOCS, EXIT_FATAL, EXIT_OK
+from workers.cli.common import need_shares, progress, settings_of
+from workers.query.client import read_service_info
+from workers.runtime import finish_writes, open_runtime, open_store
 from workers.settings import Settings
 from workers.sync.report import ProgressFactory, SyncReport
+from workers.sync.verify import format_report, verify_runtime
 
 
 def _aside(path: Path) -> Path:
@@ -78,8 +87,6 @@ def salvage(damaged: Path, catalog: Catalog, store: VectorIndex, dimension: int,
     """The readable points of the damaged index written into the new one: those of documents
     the catalog knows, at a version it has written (a deleted document's while they are kept);
     how many."""
-    from index.salvage import salvage_points
-
     newest: dict[str, int] = {}  # doc id -> the newest version the catalog lets it keep; -1: none
     batch: list[IndexPoint] = []
     written = 0
@@ -113,9 +120,6 @@ def salvage(damaged: Path, catalog: Catalog, store: VectorIndex, dimension: int,
 def rebuild(
     settings: Settings, say: Callable[[str], object], progress: ProgressFactory
 ) -> dict[str, Any]:
-    from workers.runtime import finish_writes, open_runtime, open_store
-    from workers.verify import verify_runtime
-
     out: dict[str, Any] = {"catalog": "ok", "index": "ok"}
     if settings.catalog.startswith("sqlite:///"):
         try:
@@ -162,3 +166,23 @@ def rebuild(
     finally:
         runtime.close()
     return out
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    """Exit 0: rebuilt (or nothing to rebuild) and verified clean; 3: drift left; 1: fatal."""
+    settings = settings_of(args)
+    need_shares(settings)
+    info = read_service_info(settings.data_dir)
+    if info is not None:
+        print(f"error: a service (pid {info['pid']}) holds this data dir: stop it first",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_FATAL
+    result = rebuild(settings, lambda m: print(m, file=sys.stderr, flush=True), progress)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        print(f"catalog: {result['catalog']}; index: {result['index']}")
+        docs = result["sync"]["documents"]
+        print("reconciled: " + ", ".join(f"{n} {k}" for k, n in docs.items() if n))
+        print(format_report(result["verify"]))
+    return EXIT_OK if result["verify"]["clean"] else EXIT_FAILED_DOCS

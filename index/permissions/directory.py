@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any
 
-from index.ntacl import AUTHENTICATED_USERS_SID, EVERYONE_SID, parse_sid
+from index.permissions.ntfs import AUTHENTICATED_USERS_SID, EVERYONE_SID, parse_sid
 
 log = logging.getLogger(__name__)
 

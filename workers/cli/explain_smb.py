@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from index.acl import Principal, RuleBook, may_read
-from index.ntacl import SecurityDescriptor, parse_descriptor, windows_reads
+from index.permissions.directory import InactiveAccount, LdapDirectory
+from index.permissions.ntfs import SecurityDescriptor, parse_descriptor, windows_reads
+from index.permissions.readers import Principal, may_read
+from index.permissions.rules import RuleBook
 from ingest import smbfs
-from workers.directory import InactiveAccount, LdapDirectory
+from workers.cli.explain import format_rules, matching_rules
 from workers.settings import ConfigError, Settings
-from workers.sources.explain import format_rules, matching_rules
 from workers.sources.smb import SmbShare
 
 WELL_KNOWN = {

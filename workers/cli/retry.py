@@ -4,11 +4,18 @@ process, now."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 import time
 from collections.abc import Collection
 from typing import Any
 
 from index.catalog import DocumentRecord
+from ingest.paths import display
+from workers.cli import EXIT_FAILED_DOCS, EXIT_OK
+from workers.cli.common import progress, settings_of
+from workers.query.client import read_service_info
 from workers.runtime import open_catalog, open_runtime
 from workers.settings import ConfigError, Settings
 from workers.sync.report import ProgressFactory, SyncReport, no_progress
@@ -19,8 +26,6 @@ def retry_failed(
 ) -> dict[str, Any]:
     """Reset the failed documents (of ``shares``, all when empty) and have them processed;
     ``report`` (a sync summary) when they were processed here."""
-    from workers.query.server import read_service_info
-
     catalog = open_catalog(settings)
     try:
         failed = [r for r in catalog.failed() if not shares or r.share in shares]
@@ -66,3 +71,23 @@ def process_now(
     finally:
         runtime.close()
     return {**total.to_dict(), "unconfigured_shares": unconfigured}
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    names = {spec.partition("=")[0] for spec in args.share}
+    args.share = [spec for spec in args.share if "=" in spec]
+    result = retry_failed(settings_of(args), names, progress)
+    report = result.get("report", {})
+    for share in report.get("unconfigured_shares", []):
+        print(f"warning: share {share!r} is not configured; its documents stay pending",
+              file=sys.stderr)  # fmt: skip
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        n = result["retried"]
+        print(f"{n} failed document(s) retried" + (f": {result['how']}" if n else ""))
+        for failure in report.get("failures", []):
+            print(
+                f"  still failing {failure['share']}:{display(failure['path'])}: {failure['reason']}"
+            )
+    return EXIT_FAILED_DOCS if report.get("documents", {}).get("failed", 0) else EXIT_OK

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from index.ntacl import (
+from index.permissions.ntfs import (
     ACCESS_ALLOWED,
     ACCESS_DENIED,
     EVERYONE_SID,

@@ -6,19 +6,19 @@ import os
 from typing import Any
 from urllib.parse import unquote
 
-from index.acl import (
+from index.permissions.names import Directory
+from index.permissions.posix import (
     EXECUTE,
     READ,
     AclUnreadable,
-    Directory,
     FileAccess,
-    Principal,
-    may_read,
+    PermissionResolver,
+    explain_chain,
     posix_check,
 )
+from index.permissions.readers import Principal, may_read
 from ingest.paths import from_os, is_text_form
 from workers.settings import ConfigError, Settings
-from workers.sources.posix import PermissionResolver, explain_chain
 
 
 def locate(settings: Settings, target: str) -> tuple[str, str, str]:

@@ -14,8 +14,9 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from index.acl import Directory, Principal, SystemDirectory
-from workers.directory import LdapDirectory
+from index.permissions.directory import LdapDirectory
+from index.permissions.names import Directory, SystemDirectory
+from index.permissions.readers import Principal
 
 
 class Unauthenticated(Exception):
