@@ -43,7 +43,7 @@ def corpus_chunks(n_docs: int, tmp: Path) -> list[str]:
 
 def load(backend: str, data_dir: Path) -> tuple[Any, dict[str, Any]]:
     """First use (the export, for the ONNX backends), then a load as every later start does."""
-    from workers.runtime import make_embedder
+    from workers.components import make_embedder
     from workers.settings import load_settings
 
     settings = load_settings(data_dir=data_dir, embedding_backend=backend)

@@ -57,7 +57,7 @@ def corpus_texts(n_docs: int, tmp: Path) -> list[str]:
 
 
 def measure(texts: list[str], fp16: bool, rounds: int, tmp: Path) -> tuple[dict[str, Any], Any]:
-    from workers.runtime import make_embedder
+    from workers.components import make_embedder
     from workers.settings import load_settings
 
     settings = load_settings(data_dir=tmp / "data", embedding_device="cuda", embedding_fp16=fp16)

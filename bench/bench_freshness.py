@@ -33,10 +33,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def measure_latency(runtime: Any, settings: Any, root: Path, files: int) -> dict[str, Any]:
+def measure_latency(
+    runtime: Any, settings: Any, root: Path, files: int, said: list[str]
+) -> dict[str, Any]:
     from workers.watch.embedded import EmbeddedService
 
-    said: list[str] = []
     service = EmbeddedService(settings, runtime, say=said.append)
     thread = threading.Thread(target=service.run, kwargs={"handle_signals": False}, daemon=True)
     thread.start()
@@ -184,11 +185,12 @@ def main() -> None:
         settings = load_settings(
             data_dir=Path(tmp) / "data", shares={"bench": root}, api_port=_free_port()
         )
-        runtime = open_runtime(settings)
+        said: list[str] = []
+        runtime = open_runtime(settings, lanes=said.append)
         try:
             result = {
                 "benchmark": "freshness",
-                "latency_write_to_searchable": measure_latency(runtime, settings, root, args.files),
+                "latency_write_to_searchable": measure_latency(runtime, settings, root, args.files, said),
             }
             result.update(measure_incremental(runtime, root))
         finally:

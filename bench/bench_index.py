@@ -56,7 +56,7 @@ def build_synthetic(settings: Any, n: int) -> dict[str, Any]:
     from index.schema import build_metadata
     from index.vectors import make_point
     from ingest.models import SparseVector
-    from workers.runtime import make_embedder, make_sparse, open_store
+    from workers.components import make_embedder, make_sparse, open_store
 
     embedder, sparse = make_embedder(settings), make_sparse(settings)
     store = open_store(settings, background=False)

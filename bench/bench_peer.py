@@ -133,7 +133,7 @@ def run_shareindex(
 def prepare_model(settings: Any) -> tuple[float, str]:
     """The one-time export of an ONNX backend into the data dir, timed apart from the cold run;
     and the backend the setting runs ("auto" resolved)."""
-    from workers.runtime import make_embedder
+    from workers.components import make_embedder
 
     started = time.monotonic()
     embedder = make_embedder(settings)
@@ -143,7 +143,7 @@ def prepare_model(settings: Any) -> tuple[float, str]:
 
 def embedding_bound(settings: Any) -> dict[str, Any]:
     """The model alone, same backend and settings, on every chunk text ShareIndex indexed."""
-    from workers.runtime import make_embedder, open_store
+    from workers.components import make_embedder, open_store
 
     store = open_store(settings)
     try:

@@ -108,7 +108,7 @@ def export_model_once() -> None:
     """The default embedding backend exports the model on first use into the data dir. A
     benchmark that times steady work in fresh data dirs shares one export instead
     (SHAREINDEX_MODEL_DIR; bench_peer and bench_backends time the export itself)."""
-    from workers.runtime import make_embedder
+    from workers.components import make_embedder
     from workers.settings import load_settings
 
     default = Path(__file__).resolve().parent.parent / ".data" / "bench-models"

@@ -90,7 +90,7 @@ def readable(points: list[Any]) -> list[Any]:
 def open_index(data_dir: Path, **settings: Any) -> VectorIndex:
     """The index of a data dir, as the commands open it (the embedded index by default); the
     process that held it must have stopped."""
-    from workers.runtime import open_store
+    from workers.components import open_store
     from workers.settings import load_settings
 
     return open_store(load_settings(data_dir=data_dir, **settings))
@@ -113,8 +113,8 @@ def running_service(settings: Settings, timeout: float = 60) -> Iterator[Running
     from workers.runtime import open_runtime
     from workers.watch.embedded import EmbeddedService
 
-    runtime = open_runtime(settings)
     said: list[str] = []
+    runtime = open_runtime(settings, lanes=said.append)
     service = EmbeddedService(settings, runtime, say=said.append)
     thread = threading.Thread(target=service.run, kwargs={"handle_signals": False}, daemon=True)
     thread.start()

@@ -225,7 +225,7 @@ def test_onnx_backends_run_on_the_cpu_only() -> None:
 def test_settings_choose_the_backend_and_the_data_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from workers.runtime import make_embedder
+    from workers.components import make_embedder
     from workers.settings import ConfigError, load_settings
 
     monkeypatch.delenv("SHAREINDEX_MODEL_DIR", raising=False)
@@ -302,7 +302,7 @@ def test_cuda_runs_in_half_precision_with_large_batches(
 ) -> None:
     import sentence_transformers
 
-    from workers.runtime import make_embedder
+    from workers.components import make_embedder
     from workers.settings import load_settings
 
     monkeypatch.setattr(sentence_transformers, "SentenceTransformer", _FakeCudaModel)

@@ -161,8 +161,8 @@ def secured(
         return load_settings(str(config), data_dir=base / "data", api_port=port, debounce_s=0.2)
 
     settings = load()
-    runtime = open_runtime(settings)
     said: list[str] = []
+    runtime = open_runtime(settings, lanes=said.append)
     service = EmbeddedService(settings, runtime, said.append, str(config), load)
     thread = threading.Thread(target=service.run, kwargs={"handle_signals": False}, daemon=True)
     thread.start()

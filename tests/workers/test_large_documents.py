@@ -117,7 +117,7 @@ def test_readers_keep_the_old_version_until_the_new_one_is_complete(
             new = runtime.searcher.search("pump Quokka second", ROOT, k=50, mode="sparse")
             seen.append(([h.metadata["path"] for h in old + new], old + new))
 
-    processor.pause = look
+    processor.large.pause = look
     runtime.indexer.sync_share("big")  # a new document: its slices are searchable, partial
     assert any(hits and all(h.metadata["partial"] for h in hits) for _, hits in seen[1:])
     seen.clear()
@@ -153,7 +153,7 @@ def test_a_file_that_changes_mid_write_leaves_no_slices_and_a_permission_change_
                 fh.write("\n\nappended while it was being indexed\n")
 
     path.write_text("\n\n".join(_text(5, 200)))
-    runtime.processor.pause = touch_once
+    runtime.processor.large.pause = touch_once
     report = runtime.indexer.sync_share("big")
     assert report.superseded == 1
     record = runtime.catalog.find("big", "log.txt")
@@ -161,7 +161,7 @@ def test_a_file_that_changes_mid_write_leaves_no_slices_and_a_permission_change_
     assert {p.metadata["version"] for p in _points(runtime, "log.txt")} == {1}
 
     # a permission change while the next version is written: its final ACL is the new one
-    runtime.processor.pause = lambda: None
+    runtime.processor.large.pause = lambda: None
     runtime.indexer.sync_share("big")  # the appended version
     before = runtime.catalog.find("big", "log.txt").version
     calls = 0
@@ -174,7 +174,7 @@ def test_a_file_that_changes_mid_write_leaves_no_slices_and_a_permission_change_
             runtime.store.set_acl(doc_id, ["user:root"], [])
 
     path.write_text("\n\n".join(_text(6, 200)))
-    runtime.processor.pause = acl_change_once
+    runtime.processor.large.pause = acl_change_once
     runtime.indexer.sync_share("big")
     record = runtime.catalog.find("big", "log.txt")
     assert record.status == "indexed" and record.version > before
@@ -226,7 +226,7 @@ def test_a_small_change_goes_first_while_a_large_document_and_a_bulk_arrival_wai
         assert bulk is not None
         gate = threading.Event()
         held = threading.Event()
-        pause = bulk.processor.pause
+        pause = bulk.processor.large.pause
         slices = 0
 
         def stall() -> None:  # the bulk lane stops after its first slice until the gate opens
@@ -237,7 +237,7 @@ def test_a_small_change_goes_first_while_a_large_document_and_a_bulk_arrival_wai
                 held.set()
                 gate.wait(60)
 
-        bulk.processor.pause = stall
+        bulk.processor.large.pause = stall
         (share / "manual.txt").write_text("\n\n".join(_text(7, 260)))
         wait_until(held.is_set, 60, "the large document's first slices")
         copied = tmp_path / "copied"

@@ -209,7 +209,7 @@ def test_the_model_runs_beside_parsing_and_writing_and_each_chunk_keeps_its_vect
             f"The {topic} inspection checklist, section {n}.\n\n"
             f"Who signs off the {topic} repair when the shift ends early.\n"
         )
-    monkeypatch.setattr(runtime.processor, "flush_chunks", 4)  # several batches in flight
+    monkeypatch.setattr(runtime.processor.small, "flush_chunks", 4)  # several batches in flight
     embedder, pool = runtime.embedder, runtime.pool
     assert pool is not None
     model_threads: set[str] = set()
@@ -217,7 +217,7 @@ def test_the_model_runs_beside_parsing_and_writing_and_each_chunk_keeps_its_vect
     running = threading.Event()
     parsed_meanwhile = threading.Event()
     overlapped: list[bool] = []
-    embed, outcome, write = embedder.embed_documents, pool.outcome, runtime.processor.writer.commit
+    embed, outcome, write = embedder.embed_documents, pool.outcome, runtime.processor.committer.writer.commit
 
     def embed_spy(texts: list[str]) -> Any:
         model_threads.add(threading.current_thread().name)
@@ -240,7 +240,7 @@ def test_the_model_runs_beside_parsing_and_writing_and_each_chunk_keeps_its_vect
 
     monkeypatch.setattr(embedder, "embed_documents", embed_spy)
     monkeypatch.setattr(pool, "outcome", outcome_spy)
-    monkeypatch.setattr(runtime.processor.writer, "commit", write_spy)
+    monkeypatch.setattr(runtime.processor.committer.writer, "commit", write_spy)
     report = runtime.indexer.sync_share("s")
 
     assert report.failed == 0 and report.new >= len(topics)

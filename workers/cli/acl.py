@@ -12,7 +12,7 @@ from workers.cli import EXIT_OK
 from workers.cli.common import need_shares, settings_of
 from workers.cli.explain import explain, format_explanation, locate
 from workers.cli.explain_smb import explain_smb, format_smb_explanation
-from workers.runtime import make_directory
+from workers.components import make_directory
 from workers.settings import ConfigError, Settings
 
 

@@ -14,7 +14,7 @@ from workers.cli.common import announce_nlp, need_shares, settings_of
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from workers.runtime import wait_for_catalog
+    from workers.components import wait_for_catalog
     from workers.watch.distributed import WatchService
 
     settings = settings_of(args, polling_shares=args.poll or None)
@@ -36,7 +36,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if "cpu" in queues or "bulk" in queues:
         need_shares(settings)
     prepare_metrics(settings)  # before anything imports prometheus_client
-    from workers.runtime import wait_for_catalog
+    from workers.components import wait_for_catalog
 
     wait_for_catalog(settings, lambda m: print(m, file=sys.stderr, flush=True))
     announce_nlp()
@@ -44,8 +44,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
+    from workers.components import wait_for_catalog
     from workers.query.server import run_api
-    from workers.runtime import wait_for_catalog
 
     settings = settings_of(args, api_port=args.port)
     wait_for_catalog(settings, lambda m: print(m, file=sys.stderr, flush=True))

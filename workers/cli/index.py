@@ -18,9 +18,10 @@ from workers.cli.common import (
     progress,
     settings_of,
 )
+from workers.components import finish_writes, open_catalog, wait_for_catalog
 from workers.query.client import read_service_info
 from workers.query.server import check_port_free
-from workers.runtime import finish_writes, open_catalog, open_runtime, wait_for_catalog
+from workers.runtime import open_runtime
 from workers.settings import config_file_in_use
 from workers.status import format_status, status_report
 from workers.sync.report import SyncReport
@@ -76,12 +77,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     wait_for_catalog(settings, lambda m: print(m, file=sys.stderr, flush=True))
     announce_nlp()
     print("loading the embedding model and the index...", file=sys.stderr)
-    runtime = open_runtime(settings)
+    def say(message: str) -> None:
+        print(message, flush=True)
+
+    runtime = open_runtime(settings, lanes=say)
     try:
-        config_file = config_file_in_use(args.config)
-        service = EmbeddedService(
-            settings, runtime, lambda m: print(m, flush=True), config_file, load
-        )
+        service = EmbeddedService(settings, runtime, say, config_file_in_use(args.config), load)
         return service.run()
     finally:
         runtime.close()

@@ -32,8 +32,9 @@ from index.schema import CONTENT_KEY, document_id
 from index.vectors import IndexDamaged, IndexPoint, StoredPoint, VectorIndex
 from workers.cli import EXIT_FAILED_DOCS, EXIT_FATAL, EXIT_OK
 from workers.cli.common import need_shares, progress, settings_of
+from workers.components import finish_writes, open_store
 from workers.query.client import read_service_info
-from workers.runtime import finish_writes, open_runtime, open_store
+from workers.runtime import open_runtime
 from workers.settings import Settings
 from workers.sync.report import ProgressFactory, SyncReport
 from workers.sync.verify import format_report, verify_runtime

@@ -15,8 +15,9 @@ from index.catalog import DocumentRecord
 from ingest.paths import display
 from workers.cli import EXIT_FAILED_DOCS, EXIT_OK
 from workers.cli.common import progress, settings_of
+from workers.components import open_catalog
 from workers.query.client import read_service_info
-from workers.runtime import open_catalog, open_runtime
+from workers.runtime import open_runtime
 from workers.settings import ConfigError, Settings
 from workers.sync.report import ProgressFactory, SyncReport, no_progress
 

@@ -12,8 +12,9 @@ import httpx
 
 from workers.cli import EXIT_FAILED_DOCS, EXIT_FATAL, EXIT_OK
 from workers.cli.common import need_shares, progress, settings_of
+from workers.components import finish_writes
 from workers.query.client import read_service_info
-from workers.runtime import finish_writes, open_runtime
+from workers.runtime import open_runtime
 from workers.sync.verify import format_report, verify_runtime
 
 

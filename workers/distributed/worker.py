@@ -133,8 +133,8 @@ def _serve_metrics(settings: Settings, say: Any) -> None:
         return
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
+    from workers.components import open_catalog
     from workers.metrics import BacklogCollector
-    from workers.runtime import open_catalog
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)

@@ -86,7 +86,7 @@ class ServiceClient:
 
 class LocalClient:
     def __init__(self, settings: Settings) -> None:
-        from workers.runtime import make_directory, open_searcher
+        from workers.components import make_directory, open_searcher
 
         if settings.embedded and not (
             settings.index_path.exists() or settings.qdrant_path.exists()

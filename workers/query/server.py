@@ -61,7 +61,7 @@ class QueryServer:
         if local_token:
             self.token, local_hash = new_token()
             entries.insert(0, TokenEntry(local_hash, Caller("local", on_behalf=True, admin=True)))
-        from workers.runtime import make_directory
+        from workers.components import make_directory
 
         self.auth = Authenticator(
             entries, expand_groups=settings.expand_groups, directory=make_directory(settings)
@@ -149,7 +149,7 @@ def run_api(settings: Settings, say: Callable[[str], object] = print) -> None:
     """``shareindex api``: the query API alone, against a Qdrant server, until SIGINT/SIGTERM."""
     import signal
 
-    from workers.runtime import open_catalog, open_searcher
+    from workers.components import open_catalog, open_searcher
 
     if settings.embedded:
         raise ConfigError(

@@ -19,7 +19,7 @@ from workers.runtime import Runtime
 from workers.settings import Settings
 from workers.sources.base import RESCAN
 from workers.sync.report import SyncReport
-from workers.watch.lanes import BulkLane, LaneRouter, say_changes
+from workers.watch.lanes import BulkLane, say_changes
 from workers.watch.loop import RETRY_S, WatchLoop
 
 __all__ = ["EmbeddedService", "check_port_free", "read_service_info"]
@@ -45,8 +45,10 @@ class EmbeddedService:
         self.loop = WatchLoop(runtime.indexer.sources, settings, self)
         self.api: Any = None
         self.url = f"http://{settings.api_host}:{settings.api_port}"
+        if runtime.bulk is None:
+            raise ValueError("the embedded service needs a runtime opened with lanes")
         #: large documents and bulk arrivals (started with the service)
-        self.bulk: BulkLane | None = None
+        self.bulk: BulkLane = runtime.bulk
         #: reconciles asked for from other threads (verify --repair), and those done
         self._asking = threading.Condition()
         self._asked = self._done = 0
@@ -62,13 +64,7 @@ class EmbeddedService:
     # -- lifecycle ----------------------------------------------------------------------------
     def run(self, handle_signals: bool = True) -> int:
         check_port_free(self.settings.api_host, self.settings.api_port)
-        planner = self.runtime.indexer.planner
-        sink = planner.sink
         try:
-            self.bulk = BulkLane(self.runtime.bulk_processor(), self.say)
-            planner.sink = LaneRouter(
-                self.runtime.processor, self.bulk, self.settings.live_max_files
-            )
             self.bulk.start()
             self.loop.start_watching()  # before the first reconcile: nothing meanwhile is missed
             self.api = serve_queries(
@@ -83,12 +79,7 @@ class EmbeddedService:
         finally:
             self.say("stopping: finishing the current write")
             self.loop.close()
-            if self.bulk is not None:
-                self.bulk.close()
-                pool = self.bulk.processor.pool
-                if pool is not None:
-                    pool.close()
-            planner.sink = sink
+            self.bulk.close()  # (its parse process is closed with the runtime)
             if self.api is not None:
                 self.api.stop()
         self.say("stopped cleanly")
@@ -97,16 +88,15 @@ class EmbeddedService:
     def request_stop(self) -> None:
         self.loop.stop.set()
         self.runtime.indexer.stop.set()
-        if self.bulk is not None:
-            self.bulk.stop.set()
-            self.bulk.processor.stop.set()
+        self.bulk.stop.set()
+        self.bulk.processor.stop.set()
 
     def in_flight(self) -> dict[str, Any]:
         """What the service is working on (``status``): large documents with their progress,
         the bulk backlog by size and the age of its oldest document."""
         return {
-            "large_documents": self.runtime.processor.board.large(),
-            "bulk_backlog": self.bulk.backlog() if self.bulk else None,
+            "large_documents": self.runtime.board.large(),
+            "bulk_backlog": self.bulk.backlog(),
         }
 
     # -- the watch loop's handler ---------------------------------------------------------------
@@ -131,7 +121,7 @@ class EmbeddedService:
             while self._done < wanted:
                 if not self._asking.wait(max(0.0, deadline - time.monotonic())):
                     return False
-        while self.bulk is not None and not self.bulk.idle():
+        while not self.bulk.idle():
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.1)

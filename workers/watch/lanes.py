@@ -21,7 +21,8 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ingest.stages.members import is_container
@@ -46,18 +47,41 @@ def size_class(size: int) -> str:
     return ">=16MB"
 
 
+class LiveGate:
+    """Shut while the live lane works: the bulk lane waits at its next slice or step (``wait``
+    is the bulk processor's pause), so the live lane has the model and the cores to itself."""
+
+    def __init__(self) -> None:
+        self._open = threading.Event()
+        self._open.set()
+        #: set: waiting ends (the service stops)
+        self.stop = threading.Event()
+
+    @contextmanager
+    def live(self) -> Iterator[None]:
+        self._open.clear()
+        try:
+            yield
+        finally:
+            self._open.set()
+
+    def wait(self) -> None:
+        while not self._open.wait(0.1) and not self.stop.is_set():
+            pass
+
+
 class BulkLane:
-    def __init__(self, processor: DocumentProcessor, say: Callable[[str], object] = print) -> None:
+    def __init__(
+        self, processor: DocumentProcessor, gate: LiveGate, say: Callable[[str], object] = print
+    ) -> None:
+        #: a processor of its own (its own parse process), pausing at ``gate``
         self.processor = processor
+        self.gate = gate
         self.say = say
         self._queue: OrderedDict[str, tuple[WorkItem, float]] = OrderedDict()
         self._current: dict[str, WorkItem] = {}
         self._cond = threading.Condition()
-        #: set while the live lane works: the bulk lane waits at its next slice or step
-        self.live_idle = threading.Event()
-        self.live_idle.set()
-        self.stop = threading.Event()
-        processor.pause = self._pause
+        self.stop = gate.stop
         self._thread = threading.Thread(target=self._run, name="bulk-lane", daemon=True)
 
     # -- the service's side -------------------------------------------------------------------
@@ -120,10 +144,6 @@ class BulkLane:
         }
 
     # -- the lane's thread ----------------------------------------------------------------------
-    def _pause(self) -> None:
-        while not self.live_idle.wait(0.1) and not self.stop.is_set():
-            pass
-
     def _take(self) -> list[WorkItem]:
         """The next step: one large document, or up to _BULK_STEP small ones of one share."""
         with self._cond:
@@ -150,7 +170,7 @@ class BulkLane:
             step = self._take()
             if not step:
                 continue
-            self._pause()
+            self.gate.wait()
             report = SyncReport()
             try:
                 self.processor.process(step, report, step[0].share)
@@ -169,10 +189,12 @@ class LaneRouter:
     """The planner's sink in the service: small documents live, the rest to the bulk lane."""
 
     def __init__(
-        self, live: DocumentProcessor, bulk: BulkLane, live_max_files: int = LIVE_MAX_FILES
-    ) -> None:
+        self, live: DocumentProcessor, bulk: BulkLane, gate: LiveGate,
+        live_max_files: int = LIVE_MAX_FILES,
+    ) -> None:  # fmt: skip
         self.live = live
         self.bulk = bulk
+        self.gate = gate
         self.live_max_files = live_max_files
 
     def __call__(self, work: list[WorkItem], report: SyncReport, share: str) -> None:
@@ -187,11 +209,8 @@ class LaneRouter:
         if not small:
             return
         self.bulk.discard(i.doc_id for i in small)
-        self.bulk.live_idle.clear()
-        try:
+        with self.gate.live():
             self.live.process(small, report, share)
-        finally:
-            self.bulk.live_idle.set()
 
 
 def _same_file(a: WorkItem, b: WorkItem) -> bool:
