@@ -1,43 +1,23 @@
-"""The one settings object. The only module that reads the environment.
-
-Sources, highest first: command-line flags, ``SHAREINDEX_*`` environment variables, the TOML file
-(``--config FILE`` or ``SHAREINDEX_CONFIG``), defaults.
-"""
+"""The settings' fields, in groups: where the shares are and who reads them (``SourceSettings``),
+how documents become chunks and vectors (``IndexingSettings``), the services a deployment runs
+(``ServiceSettings``). ``workers.settings.Settings`` is all of them, read from the environment
+and the TOML file."""
 
 from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from index.permissions.ntfs import parse_sddl
 from index.permissions.rules import AclRule
+from ingest.smbfs import SmbLocation
 
 DEFAULT_IGNORE = ["~$*", ".~lock.*#", "*.tmp", "*.part", "*.swp", ".DS_Store", "Thumbs.db", ".*"]
 _SHARE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-
-
-class ConfigError(Exception):
-    """Bad configuration: the message is one line an operator can act on."""
 
 
 def default_data_dir() -> Path:
@@ -99,10 +79,8 @@ class ApiToken(BaseModel):
     admin: bool = False
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="SHAREINDEX_", extra="forbid", validate_default=True
-    )
+class SourceSettings(BaseModel):
+    """The shares, the accounts that read them, the directory, the share permissions."""
 
     data_dir: Path = Field(default_factory=default_data_dir)
     #: share name -> root folder, or an SMB share: smb://HOST[:PORT]/SHARE[/FOLDER]
@@ -140,22 +118,42 @@ class Settings(BaseSettings):
         """Compose and ConfigMaps pass an unused variable as an empty string: it means unset."""
         return None if value == "" else value
 
-    # services (unset = embedded)
-    broker_url: str | None = None
-    qdrant_url: str | None = None
-    qdrant_api_key: SecretStr | None = None
-    catalog_url: str | None = None
-    vlm_url: str | None = None
-    vlm_model: str | None = None
-    collection: str = "shareindex"
-    #: the embedded index (no qdrant_url): "edge", Qdrant Edge in this process (the Qdrant
-    #: engine: HNSW, payload indexes); "qdrant-local", qdrant-client's local mode (pure Python,
-    #: brute force: a development tool, kept as a fallback and for tests)
-    embedded_index: Literal["edge", "qdrant-local"] = "edge"
-    #: the embedded index builds its HNSW index once this many points were written since the
-    #: last build and writes paused for index_optimize_idle_s (0: never in the background)
-    index_optimize_after: int = Field(default=20_000, ge=0)
-    index_optimize_idle_s: float = Field(default=5.0, gt=0)
+    #: SMB share name -> the share's own permissions as SDDL ("D:(A;;0x1200a9;;;S-1-5-21-...)"),
+    #: used where the server does not give them to the service account
+    share_permissions: dict[str, str] = Field(default_factory=dict)
+    #: an SMB share whose permissions are known from neither the server nor share_permissions:
+    #: "nothing" (none of it searchable) or "ntfs" (the files' NTFS permissions alone decide)
+    share_permissions_missing: Literal["nothing", "ntfs"] = "nothing"
+
+    @field_validator("shares")
+    @classmethod
+    def _check_shares(cls, shares: dict[str, Path | str]) -> dict[str, Path | str]:
+        checked: dict[str, Path | str] = {}
+        for name, root in shares.items():
+            if not _SHARE_NAME.match(name):
+                raise ValueError(f"share name {name!r} must be letters, digits, '_', '.', '-'")
+            if str(root).startswith("smb://"):
+                checked[name] = SmbLocation.parse(str(root)).url  # ValueError says what is wrong
+                continue
+            folder = Path(root).expanduser()
+            if not folder.is_dir():
+                raise ValueError(f"share {name!r}: {folder} is not a directory")
+            checked[name] = folder.resolve()
+        return checked
+
+    @field_validator("share_permissions")
+    @classmethod
+    def _check_sddl(cls, value: dict[str, str]) -> dict[str, str]:
+        for share, sddl in value.items():
+            try:
+                parse_sddl(sddl)
+            except ValueError as exc:
+                raise ValueError(f"share {share!r}: {exc}") from None
+        return value
+
+
+class IndexingSettings(BaseModel):
+    """The embedding model, parsing and chunking, OCR and the VLM."""
 
     # embedding
     embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
@@ -257,6 +255,34 @@ class Settings(BaseSettings):
     figure_min_area_ratio: float = Field(0.015, ge=0, le=1)
     ignore_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_IGNORE))
 
+    @field_validator("embedding_device")
+    @classmethod
+    def _check_device(cls, device: str) -> str:
+        if device != "cpu" and not re.match(r"^(cuda(:\d+)?|mps)$", device):
+            raise ValueError(f"embedding_device {device!r} must be cpu, cuda, cuda:N or mps")
+        return device
+
+
+class ServiceSettings(BaseModel):
+    """The services (unset: embedded), the embedded service, the distributed mode."""
+
+    # services (unset = embedded)
+    broker_url: str | None = None
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+    catalog_url: str | None = None
+    vlm_url: str | None = None
+    vlm_model: str | None = None
+    collection: str = "shareindex"
+    #: the embedded index (no qdrant_url): "edge", Qdrant Edge in this process (the Qdrant
+    #: engine: HNSW, payload indexes); "qdrant-local", qdrant-client's local mode (pure Python,
+    #: brute force: a development tool, kept as a fallback and for tests)
+    embedded_index: Literal["edge", "qdrant-local"] = "edge"
+    #: the embedded index builds its HNSW index once this many points were written since the
+    #: last build and writes paused for index_optimize_idle_s (0: never in the background)
+    index_optimize_after: int = Field(default=20_000, ge=0)
+    index_optimize_idle_s: float = Field(default=5.0, gt=0)
+
     # embedded service
     api_host: str = "127.0.0.1"
     api_port: int = Field(8765, ge=1, le=65535)
@@ -312,203 +338,3 @@ class Settings(BaseSettings):
     flower_host: str = "127.0.0.1"
     #: "user:password"; required when Flower listens beyond the loopback address
     flower_basic_auth: SecretStr | None = None
-
-    # access control
-    acl_rules: list[AclRuleSetting] = Field(default_factory=list)
-    #: SMB share name -> the share's own permissions as SDDL ("D:(A;;0x1200a9;;;S-1-5-21-...)"),
-    #: used where the server does not give them to the service account
-    share_permissions: dict[str, str] = Field(default_factory=dict)
-    #: an SMB share whose permissions are known from neither the server nor share_permissions:
-    #: "nothing" (none of it searchable) or "ntfs" (the files' NTFS permissions alone decide)
-    share_permissions_missing: Literal["nothing", "ntfs"] = "nothing"
-    api_tokens: list[ApiToken] = Field(default_factory=list)
-    #: a principal given by user name alone gets that user's groups from the system database
-    expand_groups: bool = True
-
-    @field_validator("shares")
-    @classmethod
-    def _check_shares(cls, shares: dict[str, Path | str]) -> dict[str, Path | str]:
-        checked: dict[str, Path | str] = {}
-        for name, root in shares.items():
-            if not _SHARE_NAME.match(name):
-                raise ValueError(f"share name {name!r} must be letters, digits, '_', '.', '-'")
-            if str(root).startswith("smb://"):
-                from ingest.smbfs import SmbLocation
-
-                checked[name] = SmbLocation.parse(str(root)).url  # ValueError says what is wrong
-                continue
-            folder = Path(root).expanduser()
-            if not folder.is_dir():
-                raise ValueError(f"share {name!r}: {folder} is not a directory")
-            checked[name] = folder.resolve()
-        return checked
-
-    @model_validator(mode="after")
-    def _check_names(self) -> Settings:
-        names = [t.name for t in self.api_tokens]
-        if len(names) != len(set(names)):
-            raise ValueError("api_tokens: names must be unique")
-        unknown_rule_shares = {r.share for r in self.acl_rules if r.share} - set(self.shares)
-        if unknown_rule_shares and self.shares:
-            raise ValueError(
-                f"acl_rules name unknown shares: {', '.join(sorted(unknown_rule_shares))}"
-            )
-        return self
-
-    @field_validator("share_permissions")
-    @classmethod
-    def _check_sddl(cls, value: dict[str, str]) -> dict[str, str]:
-        for share, sddl in value.items():
-            try:
-                parse_sddl(sddl)
-            except ValueError as exc:
-                raise ValueError(f"share {share!r}: {exc}") from None
-        return value
-
-    @model_validator(mode="after")
-    def _check_polling(self) -> Settings:
-        unknown = set(self.polling_shares) - set(self.shares)
-        if unknown and self.shares:
-            raise ValueError(f"polling_shares names unknown shares: {', '.join(sorted(unknown))}")
-        return self
-
-    @model_validator(mode="after")
-    def _check_limits(self) -> Settings:
-        if self.task_soft_time_limit_s >= self.task_time_limit_s:
-            raise ValueError("task_soft_time_limit_s must be below task_time_limit_s")
-        if self.visibility_timeout_s <= self.task_time_limit_s:
-            raise ValueError(
-                "visibility_timeout_s must be longer than task_time_limit_s: Redis would "
-                "deliver a running task a second time"
-            )
-        if self.flower_basic_auth and ":" not in self.flower_basic_auth.get_secret_value():
-            raise ValueError("flower_basic_auth must be user:password")
-        return self
-
-    @field_validator("embedding_device")
-    @classmethod
-    def _check_device(cls, device: str) -> str:
-        if device != "cpu" and not re.match(r"^(cuda(:\d+)?|mps)$", device):
-            raise ValueError(f"embedding_device {device!r} must be cpu, cuda, cuda:N or mps")
-        return device
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
-
-    # -- derived -----------------------------------------------------------------------------
-    @property
-    def large_bytes(self) -> int:
-        return int(self.large_document_mb * 1024 * 1024)
-
-    @property
-    def embedding_batch(self) -> int:
-        """The batch size on the configured device (a GPU wants far larger batches)."""
-        gpu = self.embedding_device.startswith("cuda")
-        return self.embedding_gpu_batch_size if gpu else self.embedding_batch_size
-
-    @property
-    def models_path(self) -> Path:
-        return self.model_dir or self.data_dir / "models"
-
-    @property
-    def qdrant_path(self) -> Path:
-        """qdrant-client's local mode (``embedded_index = "qdrant-local"``, or before 0.2)."""
-        return self.data_dir / "qdrant"
-
-    @property
-    def index_path(self) -> Path:
-        """The embedded index: a Qdrant Edge shard."""
-        return self.data_dir / "index"
-
-    @property
-    def catalog(self) -> str:
-        return self.catalog_url or f"sqlite:///{self.data_dir / 'catalog.db'}"
-
-    @property
-    def languages(self) -> tuple[str, ...]:
-        return tuple(lang for lang in self.ocr_languages.split("+") if lang)
-
-    def rules(self) -> list[AclRule]:
-        return [r.rule() for r in self.acl_rules]
-
-    @property
-    def local_shares(self) -> dict[str, Path]:
-        return {n: r for n, r in self.shares.items() if isinstance(r, Path)}
-
-    def smb_account(self, url: str) -> tuple[str | None, str | None]:
-        """(username, password) for the server of an smb:// URL: its ``smb_hosts`` entry
-        ("HOST:PORT", then "HOST"), else ``smb_username``/``smb_password``."""
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        hosts = {k.lower(): v for k, v in self.smb_hosts.items()}
-        account = hosts.get(f"{host}:{parts.port or 445}") or hosts.get(host)
-        if account is not None:
-            return account.username, account.password.get_secret_value()
-        password = self.smb_password.get_secret_value() if self.smb_password else None
-        return self.smb_username, password
-
-    @property
-    def smb_accounts(self) -> tuple[tuple[str, str | None, str | None], ...]:
-        return tuple((str(r), *self.smb_account(str(r))) for r in self.shares.values()
-                     if isinstance(r, str))  # fmt: skip
-
-    @property
-    def embedded(self) -> bool:
-        """The index lives in the data dir (no Qdrant server): one process may hold it."""
-        return self.qdrant_url is None
-
-
-def parse_share(spec: str) -> tuple[str, Path | str]:
-    """``NAME=PATH`` (or ``NAME=smb://HOST/SHARE``) from the command line."""
-    name, sep, path = spec.partition("=")
-    if not sep or not name or not path:
-        raise ConfigError(
-            f"--share {spec!r}: expected NAME=PATH, for example --share docs=/srv/docs"
-        )
-    return name, path if path.startswith("smb://") else Path(path).expanduser()
-
-
-def config_file_in_use(config_file: str | None) -> str | None:
-    """The TOML file the settings come from: ``--config``, else ``SHAREINDEX_CONFIG``."""
-    return config_file or os.environ.get("SHAREINDEX_CONFIG")
-
-
-def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
-    """Build and validate the settings; any problem becomes one ConfigError line."""
-    config_file = config_file_in_use(config_file)
-    if config_file and not Path(config_file).is_file():
-        raise ConfigError(f"config file {config_file} does not exist")
-    cls: type[Settings] = Settings
-    if config_file:
-        config = dict(Settings.model_config, toml_file=config_file)
-        cls = type("FileSettings", (Settings,), {"model_config": config})
-    try:
-        settings = cls(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "settings"
-        raise ConfigError(f"invalid setting {where}: {err['msg']}") from exc
-    except ValueError as exc:  # a malformed TOML file
-        raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
-    return settings
-
-
-def prepare_data_dir(settings: Settings) -> Path:
-    """Create the data dir, or explain why it is unusable."""
-    path = settings.data_dir
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        # a probe of its own: processes starting together (a watcher and a worker) each check
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"data dir {path} is not usable: {exc.strerror or exc}") from exc
-    return path
