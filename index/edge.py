@@ -28,8 +28,8 @@ from typing import Any
 from uuid import UUID
 
 import qdrant_edge as qe
-from qdrant_client import models
 
+from index.edge_parts import Optimizer, all_of, edge_filter, match
 from index.permissions.filter import acl_filter
 from index.permissions.readers import Principal
 from index.schema import (
@@ -148,11 +148,11 @@ class EdgeIndex:
         self.optimizer.added(len(points))
 
     def delete_version(self, doc_id: str, version: int) -> None:
-        self._delete(_and(_match("metadata.doc_id", doc_id), _match("metadata.version", version)))
+        self._delete(all_of(match("metadata.doc_id", doc_id), match("metadata.version", version)))
 
     def delete_versions_before(self, doc_id: str, version: int) -> None:
         older = qe.FieldCondition("metadata.version", range=qe.RangeFloat(lt=version))
-        self._delete(_and(_match("metadata.doc_id", doc_id), older))
+        self._delete(all_of(match("metadata.doc_id", doc_id), older))
 
     def delete_chunks(self, doc_id: str, version: int, indexes: Sequence[int]) -> None:
         if indexes:
@@ -160,7 +160,7 @@ class EdgeIndex:
             self._update(qe.UpdateOperation.delete_points(ids))
 
     def delete_document(self, doc_id: str) -> None:
-        self._delete(_and(_match("metadata.doc_id", doc_id)))
+        self._delete(all_of(match("metadata.doc_id", doc_id)))
 
     def _delete(self, flt: Any) -> None:
         self._update(qe.UpdateOperation.delete_points_by_filter(flt))
@@ -170,25 +170,25 @@ class EdgeIndex:
 
     def set_share_readers(self, share: str, allow: list[str], deny: list[str]) -> None:
         fields = {"share_acl": allow, "share_acl_deny": deny}
-        flt = _and(_match("metadata.share", share))
+        flt = all_of(match("metadata.share", share))
         self._update(qe.UpdateOperation.set_payload_by_filter(flt, fields, key=METADATA_KEY))
 
     def set_location(self, doc_id: str, path: str, mtime_ns: int) -> None:
         self._set_metadata(doc_id, location_metadata(path, mtime_ns))
 
     def set_version_metadata(self, doc_id: str, version: int, fields: dict[str, Any]) -> None:
-        flt = _and(_match("metadata.doc_id", doc_id), _match("metadata.version", version))
+        flt = all_of(match("metadata.doc_id", doc_id), match("metadata.version", version))
         self._update(qe.UpdateOperation.set_payload_by_filter(flt, fields, key=METADATA_KEY))
 
     def _set_metadata(self, doc_id: str, fields: dict[str, Any]) -> None:
-        flt = _and(_match("metadata.doc_id", doc_id))
+        flt = all_of(match("metadata.doc_id", doc_id))
         self._update(qe.UpdateOperation.set_payload_by_filter(flt, fields, key=METADATA_KEY))
 
     # -- reads -----------------------------------------------------------------------------
     def stored_vectors(
         self, doc_id: str, version: int, indexes: Sequence[int] | None = None
     ) -> dict[str, StoredVectors]:
-        conditions = [_match("metadata.doc_id", doc_id), _match("metadata.version", version)]
+        conditions = [match("metadata.doc_id", doc_id), match("metadata.version", version)]
         if indexes is not None:
             if not indexes:
                 return {}
@@ -202,7 +202,7 @@ class EdgeIndex:
         return out
 
     def stored_hashes(self, doc_id: str, version: int) -> dict[str, int]:
-        flt = _and(_match("metadata.doc_id", doc_id), _match("metadata.version", version))
+        flt = all_of(match("metadata.doc_id", doc_id), match("metadata.version", version))
         return {
             p.metadata["text_hash"]: int(p.metadata["chunk_index"])
             for p in self._pages(flt, with_vectors=False)
@@ -229,7 +229,7 @@ class EdgeIndex:
         return self._pages(None, with_vectors)
 
     def document_points(self, doc_id: str) -> list[StoredPoint]:
-        return list(self._pages(_and(_match("metadata.doc_id", doc_id)), False))
+        return list(self._pages(all_of(match("metadata.doc_id", doc_id)), False))
 
     def count(self) -> int:
         return int(self.shard.count(qe.CountRequest(exact=True)))
@@ -275,11 +275,11 @@ class EdgeIndex:
         indexes: list[int] | None = None,
         version: int | None = None,
     ) -> list[Hit]:
-        conditions = [edge_filter(acl_filter(principal)), _match("metadata.doc_id", doc_id)]
+        conditions = [edge_filter(acl_filter(principal)), match("metadata.doc_id", doc_id)]
         if indexes is not None:
             conditions.append(qe.FieldCondition("metadata.chunk_index", match=qe.MatchAny(indexes)))
         if version is not None:
-            conditions.append(_match("metadata.version", version))
+            conditions.append(match("metadata.version", version))
         records = list(self._pages(qe.Filter(must=conditions), False))
         if not records:
             return []
@@ -299,55 +299,6 @@ class EdgeIndex:
         done = bool(self.shard.optimize())
         log.info("index optimized in %.1f s", time.monotonic() - started)
         return done
-
-
-class Optimizer:
-    """Runs ``optimize`` on its own thread once ``after`` points wait for an index and no write
-    came for ``idle_s`` seconds (the end of a batch, an idle service)."""
-
-    def __init__(self, index: EdgeIndex, after: int, idle_s: float) -> None:
-        self.index = index
-        self.after = after
-        self.idle_s = idle_s
-        self.pending = 0
-        self._last_write = time.monotonic()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self.runs = 0
-
-    def added(self, n: int) -> None:
-        with self._lock:  # writers on several threads start one optimizer thread, not two
-            self.pending += n
-            if self.after > 0 and self.pending >= self.after and self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="index-optimizer", daemon=True
-                )
-                self._thread.start()
-
-    def wrote(self) -> None:
-        self._last_write = time.monotonic()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            quiet = time.monotonic() - self._last_write
-            if self.pending >= self.after and quiet >= self.idle_s:
-                self.pending = 0
-                try:
-                    self.index.optimize()
-                    self.runs += 1
-                except Exception:  # the index stays searchable by brute force; tried again later
-                    log.exception("optimizing the index failed")
-                continue
-            self._wake.wait(max(0.5, self.idle_s - quiet))
-            self._wake.clear()
 
 
 def shard_config(dimension: int) -> Any:
@@ -371,47 +322,6 @@ def _load(path: Path) -> Any:
             f"cannot open the index in {path.parent} ({exc}): run 'shareindex rebuild' (it moves "
             "it aside, salvages the points that can still be read, and indexes the rest again)"
         ) from exc
-
-
-def _match(key: str, value: str | int) -> Any:
-    return qe.FieldCondition(key, match=qe.MatchValue(value))
-
-
-def _and(*conditions: Any) -> Any:
-    return qe.Filter(must=list(conditions))
-
-
-def edge_filter(flt: models.Filter) -> Any:
-    """A qdrant-client filter (the one the server gets) as Edge's: field conditions with a
-    value, any-of or range match, and nested filters."""
-    return qe.Filter(
-        must=_conditions(flt.must),
-        should=_conditions(flt.should),
-        must_not=_conditions(flt.must_not),
-    )
-
-
-def _conditions(conditions: Any) -> list[Any] | None:
-    if conditions is None:
-        return None
-    if not isinstance(conditions, list):
-        conditions = [conditions]
-    return [_condition(c) for c in conditions]
-
-
-def _condition(c: Any) -> Any:
-    if isinstance(c, models.Filter):
-        return edge_filter(c)
-    if not isinstance(c, models.FieldCondition):
-        raise StoreError(f"filter condition not supported by the embedded index: {c!r}")
-    if isinstance(c.match, models.MatchValue):
-        return qe.FieldCondition(c.key, match=qe.MatchValue(c.match.value))
-    if isinstance(c.match, models.MatchAny):
-        return qe.FieldCondition(c.key, match=qe.MatchAny(list(c.match.any)))  # type: ignore[arg-type]
-    if isinstance(c.range, models.Range):
-        r = c.range
-        return qe.FieldCondition(c.key, range=qe.RangeFloat(lt=r.lt, gt=r.gt, lte=r.lte, gte=r.gte))
-    raise StoreError(f"filter condition not supported by the embedded index: {c!r}")
 
 
 def _point(p: IndexPoint) -> Any:

@@ -37,6 +37,7 @@ from ingest.stages.parse import filetype_of, format_name
 from workers import metrics
 from workers.outages import is_transient
 from workers.sources.base import FileEntry, Source, is_ignored
+from workers.sync.guard import DeletionGuard
 from workers.sync.members import MemberBook
 from workers.sync.outcomes import Outcomes
 from workers.sync.report import SyncReport
@@ -69,9 +70,8 @@ class Planner:
         self.outcomes = Outcomes(catalog)
         self.members = MemberBook(catalog, store)
         #: a reconcile that would delete more than this share of a share's documents (and at
-        #: least delete_guard_min of them) holds its deletions (``_guard_deletions``)
-        self.max_delete_fraction = max_delete_fraction
-        self.delete_guard_min = delete_guard_min
+        #: least delete_guard_min of them) holds its deletions
+        self.guard = DeletionGuard(catalog, max_delete_fraction, delete_guard_min)
         #: a deleted document's points stay this long, readable by nobody (their vectors are
         #: reused by the same content coming back); 0: removed at once
         self.keep_deleted_s = keep_deleted_s
@@ -162,41 +162,6 @@ class Planner:
             self.store.delete_document(doc_id)
         self.catalog.forget_kept(expired)
 
-    def _guard_deletions(
-        self, source: Source, known: Mapping[str, DocumentRecord], gone: list[DocumentRecord],
-        report: SyncReport,
-    ) -> list[DocumentRecord]:  # fmt: skip
-        """A share that looks emptied is not a reason to empty the index: the deletions of a
-        reconcile are held when the share's root is gone or is another folder or device than
-        at the last pass (a mount that dropped), or when they would take more than
-        ``max_delete_fraction`` of its documents at once; until the files return (then nothing
-        is redone) or an operator confirms (``shareindex deletes --confirm SHARE``)."""
-        name = source.name
-        identity = source.root_identity()
-        state = self.catalog.share_state(name)
-        live = sum(1 for r in known.values() if r.status != DELETED and r.parent_id is None)
-        reason = None
-        if identity is None:
-            reason = f"the share root {source.location} is missing or unreachable"
-        elif gone and state is not None and state.root not in (None, identity):
-            reason = (f"the share root {source.location} is another folder or device than at "
-                      "the last pass (a mount that dropped or changed?)")  # fmt: skip
-        elif len(gone) >= self.delete_guard_min and len(gone) > self.max_delete_fraction * live:
-            reason = (f"{len(gone)} of {live} documents would be deleted at once (more than "
-                      f"{self.max_delete_fraction:.0%} of the share)")  # fmt: skip
-        if reason is not None and not (state is not None and state.confirmed and gone):
-            if gone:
-                self.catalog.hold_deletions(name, len(gone), reason)
-                report.held_deletions[name] = {"documents": len(gone), "reason": reason}
-                metrics.DELETIONS_HELD.labels(name).set(len(gone))
-                log.warning("%s: %d deletion(s) held: %s; when this is right: "
-                            "shareindex deletes --confirm %s", name, len(gone), reason, name)  # fmt: skip
-            return []
-        if identity is not None:
-            self.catalog.share_passed(name, identity)  # (a confirmation is used up)
-        metrics.DELETIONS_HELD.labels(name).set(0)
-        return gone
-
     def _containers_of(
         self, known: Mapping[str, DocumentRecord], wanted: Mapping[str, float]
     ) -> list[tuple[DocumentRecord, float]]:
@@ -232,7 +197,7 @@ class Planner:
         """``known``: a reconcile's records of the whole share (its deletions are guarded)."""
         self._match_moves(source, plan, report)
         if known is not None:  # gone after the moves: deleted, unless the share looks emptied
-            plan.gone = self._guard_deletions(source, known, plan.gone, report)
+            plan.gone = self.guard.check(source, known, plan.gone, report)
         self._delete(plan.gone, report, changes)
         for item in plan.work:  # durable before any work: a crash leaves them pending
             e = item.entry

@@ -1,0 +1,112 @@
+"""Qdrant Edge's side of what the embedded index shares with a Qdrant server: filters are built
+with qdrant-client's models (the ACL filter has one definition, ``index.permissions.filter``)
+and translated here; and the background optimizer that builds the HNSW index once enough points
+wait for it and writes have paused."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import qdrant_edge as qe
+from qdrant_client import models
+
+from index.vectors import StoreError
+
+if TYPE_CHECKING:
+    from index.edge import EdgeIndex
+
+log = logging.getLogger(__name__)
+
+
+def match(key: str, value: str | int) -> Any:
+    return qe.FieldCondition(key, match=qe.MatchValue(value))
+
+
+def all_of(*conditions: Any) -> Any:
+    return qe.Filter(must=list(conditions))
+
+
+def edge_filter(flt: models.Filter) -> Any:
+    """A qdrant-client filter (the one the server gets) as Edge's: field conditions with a
+    value, any-of or range match, and nested filters."""
+    return qe.Filter(
+        must=_conditions(flt.must),
+        should=_conditions(flt.should),
+        must_not=_conditions(flt.must_not),
+    )
+
+
+def _conditions(conditions: Any) -> list[Any] | None:
+    if conditions is None:
+        return None
+    if not isinstance(conditions, list):
+        conditions = [conditions]
+    return [_condition(c) for c in conditions]
+
+
+def _condition(c: Any) -> Any:
+    if isinstance(c, models.Filter):
+        return edge_filter(c)
+    if not isinstance(c, models.FieldCondition):
+        raise StoreError(f"filter condition not supported by the embedded index: {c!r}")
+    if isinstance(c.match, models.MatchValue):
+        return qe.FieldCondition(c.key, match=qe.MatchValue(c.match.value))
+    if isinstance(c.match, models.MatchAny):
+        return qe.FieldCondition(c.key, match=qe.MatchAny(list(c.match.any)))  # type: ignore[arg-type]
+    if isinstance(c.range, models.Range):
+        r = c.range
+        return qe.FieldCondition(c.key, range=qe.RangeFloat(lt=r.lt, gt=r.gt, lte=r.lte, gte=r.gte))
+    raise StoreError(f"filter condition not supported by the embedded index: {c!r}")
+
+
+
+class Optimizer:
+    """Runs ``optimize`` on its own thread once ``after`` points wait for an index and no write
+    came for ``idle_s`` seconds (the end of a batch, an idle service)."""
+
+    def __init__(self, index: EdgeIndex, after: int, idle_s: float) -> None:
+        self.index = index
+        self.after = after
+        self.idle_s = idle_s
+        self.pending = 0
+        self._last_write = time.monotonic()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.runs = 0
+
+    def added(self, n: int) -> None:
+        with self._lock:  # writers on several threads start one optimizer thread, not two
+            self.pending += n
+            if self.after > 0 and self.pending >= self.after and self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="index-optimizer", daemon=True
+                )
+                self._thread.start()
+
+    def wrote(self) -> None:
+        self._last_write = time.monotonic()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            quiet = time.monotonic() - self._last_write
+            if self.pending >= self.after and quiet >= self.idle_s:
+                self.pending = 0
+                try:
+                    self.index.optimize()
+                    self.runs += 1
+                except Exception:  # the index stays searchable by brute force; tried again later
+                    log.exception("optimizing the index failed")
+                continue
+            self._wake.wait(max(0.5, self.idle_s - quiet))
+            self._wake.clear()
