@@ -15,13 +15,14 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from ingest.cache import ContentCache
 from ingest.errors import FileChanged, OcrUnavailable, PermanentError, VlmUnavailable
 from ingest.images import IMAGE_FILETYPES
 from ingest.models import Chunk, Element, PreparedDocument
+from ingest.readers import Readers
 from ingest.stages import ocr
 from ingest.stages.chunk import DocumentChunker
 from ingest.stages.figures import Figure, FigureOptions, extract_figures
@@ -41,8 +42,9 @@ ImageReader = Callable[[bytes], str]
 
 
 def document_figures(
-    prepared: PreparedDocument, options: FigureOptions, max_file_bytes: int
-) -> list[Figure]:
+    prepared: PreparedDocument, options: FigureOptions, max_file_bytes: int,
+    readers: Readers | None = None,
+) -> list[Figure]:  # fmt: skip
     """The figures of exactly the bytes that were parsed, re-read from the share.
 
     Figures travel as a path, never as image bytes through the queue: the worker that captions
@@ -50,7 +52,7 @@ def document_figures(
     the newer version has its own task).
     """
     source = prepared.source
-    content = read_source(source, max_file_bytes)  # a file, or an attachment inside one
+    content = read_source(source, max_file_bytes, readers)  # a file, or an attachment in one
     if hashlib.sha256(content.data).hexdigest() != prepared.parsed.content_hash:
         raise FileChanged("the file changed since it was parsed; its new version gets captions")
     return extract_figures(content.data, prepared.parsed.filetype, options)
@@ -166,6 +168,8 @@ class FigureCaptioner:
     chunker: DocumentChunker | None = None
     #: OCR of the figures with the share's languages; None: figures are not OCR'd
     parse: ParseOptions | None = None
+    #: how the shares' files are read again (each share's Source's reader)
+    readers: Readers = field(default_factory=Readers)
 
     def wants(self, doc: PreparedDocument) -> bool:
         return doc.parsed.filetype in FIGURE_FILETYPES
@@ -174,7 +178,7 @@ class FigureCaptioner:
         """Caption chunks numbered after the document's own; FileChanged if it moved on."""
         if self.captioner is None and doc.parsed.filetype in IMAGE_FILETYPES:
             return [], "off"  # its own OCR is the document's text already
-        figures = document_figures(doc, self.options, self.max_file_bytes)
+        figures = document_figures(doc, self.options, self.max_file_bytes, self.readers)
         if not figures:
             return [], "captioned" if self.captioner else "off"
         return caption_figures(

@@ -58,12 +58,7 @@ def read_file_in_share(root: str, relpath: str, max_bytes: int) -> FileContent:
     """Read a regular file inside the share without following a symlink or blocking on a FIFO.
 
     ``relpath`` is a text form (``ingest.paths``); every folder on the way is opened relative to
-    the one above it, so no parent can be a link and no path is too long. A ``root`` of the form
-    ``smb://HOST/SHARE`` is read over SMB (``ingest.smbfs``)."""
-    if root.startswith("smb://"):
-        from ingest import smbfs
-
-        return smbfs.read(smbfs.SmbLocation.parse(root), relpath, max_bytes)
+    the one above it, so no parent can be a link and no path is too long."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
     try:
         with parent_fd(root, relpath) as (dir_fd, name):

@@ -9,7 +9,7 @@ import contextlib
 import datetime
 import stat as stat_module
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -66,6 +66,22 @@ class SmbLocation:
         if any(n in (".", "..") for n in names) or any("\\" in n for n in names):
             raise OutsideShare(f"path {relpath!r} is not inside the share")
         return "\\\\" + "\\".join([self.host, self.share, *names])
+
+
+@dataclass(frozen=True)
+class SmbReader:
+    """An SMB share's reader (``ingest.readers``), picklable: a parse process that reads with it
+    opens the service account's session there."""
+
+    location: str  # smb://HOST[:PORT]/SHARE[/FOLDER]
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+
+    def read(self, path: str, max_bytes: int) -> FileContent:
+        where = SmbLocation.parse(self.location)
+        if _accounts.get((where.host, where.port)) != (self.username, self.password):
+            configure(where, self.username, self.password)
+        return read(where, path, max_bytes)
 
 
 def configure(location: SmbLocation, username: str | None, password: str | None) -> None:

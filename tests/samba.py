@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 ADMIN_PASSWORD = "Adm1n-" + uuid.uuid4().hex[:10] + "!"
 USER_PASSWORD = "Us3r-" + uuid.uuid4().hex[:10] + "!"
+#: shares beside corp, made at provisioning, one per test module that needs a share of its own
+EXTRA_SHARES = ("aux1", "aux2", "aux3", "aux4")
 #: what the server answers a user it refuses: ACCESS_DENIED (tree connect, open), and at logon
 #: ACCOUNT_DISABLED, ACCOUNT_LOCKED_OUT, ACCOUNT_EXPIRED
 REFUSED = {0xC0000022, 0xC0000072, 0xC0000234, 0xC0000193}
@@ -58,6 +60,8 @@ class SambaDC:
     domain: str = "CORP"
     realm: str = "corp.test"
     users: set[str] = field(default_factory=set)
+    #: the extra shares handed out (``take_share``)
+    taken: set[str] = field(default_factory=set)
 
     @property
     def conf(self) -> str:
@@ -184,37 +188,15 @@ class SambaDC:
         out = self.tool(kind, "show", name, "--attributes=objectSid")
         return next(line.split()[1] for line in out.splitlines() if line.startswith("objectSid:"))
 
-    def add_share(self, name: str) -> Path:
-        """A new share of the server (a folder of its own), served once the server reloaded
-        its configuration and its SRVSVC answers for it."""
-        from ingest import smbfs, srvsvc
-
-        folder = self.folder / name
-        folder.mkdir()
-        folder.chmod(0o755)
-        with open(self.conf, "a") as conf:
-            conf.write(f"\n[{name}]\n\tpath = {folder}\n\tread only = No\n")
-        subprocess.run(["smbcontrol", "-s", self.conf, "all", "reload-config"], check=True,
-                       capture_output=True, timeout=60)  # fmt: skip
-        location = smbfs.SmbLocation.parse(f"smb://{self.ip}/{name}")
-        smbfs.configure(location, f"{self.domain}\\svc", USER_PASSWORD)
-
-        def served() -> bool:
-            try:
-                srvsvc.share_info(location)
-                return True
-            except Exception:  # not yet: the RPC server reloads its configuration on its own
-                return False
-
-        deadline = time.monotonic() + 120
-        while not served():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"share {name} not served after a reload")
-            time.sleep(0.2)
+    def take_share(self) -> str:
+        """A share of its own for a test module (made when the DC was provisioned: Samba's RPC
+        server does not reliably learn a share added later), its root's ACL as corp's."""
+        name = next(n for n in EXTRA_SHARES if n not in self.taken)
+        self.taken.add(name)
         self.acl_on(name, "/", f"{self.domain}\\Administrator:ALLOWED/OI|CI/FULL",
                     f"{self.domain}\\svc:ALLOWED/OI|CI/READ",
                     f"{self.domain}\\Domain Users:ALLOWED/0x0/0x00100020")  # fmt: skip
-        return folder
+        return name
 
     def share_acl(self, share: str, *aces: tuple[str, str, str]) -> None:
         """Replace the share's own permissions (the "Share Permissions" tab): (kind, name,
@@ -236,15 +218,20 @@ class SambaDC:
         if proc.returncode:
             raise RuntimeError(f"smbcacls {share} {rel} {spec}: {proc.stdout} {proc.stderr}")
 
-    def put_on(self, share: str, rel: str, content: str) -> None:
-        """``put`` on another share."""
+    def put_on(self, share: str, rel: str, content: str | bytes) -> None:
+        """``put`` on another share (into an existing folder)."""
         local = self.folder / "upload.tmp"
-        local.write_text(content)
+        local.write_bytes(content.encode() if isinstance(content, str) else content)
+        folder, _, name = rel.rpartition("/")
+        self.run_on(share, (f'cd "{folder}"; ' if folder else "") + f'put "{local}" "{name}"')
+
+    def run_on(self, share: str, command: str) -> None:
+        """An smbclient command on a share, as the Administrator."""
         proc = subprocess.run(["smbclient", "-s", self.conf, f"//{self.ip}/{share}", "-U",
-                               self.admin, "-c", f'put "{local}" "{rel}"'],
+                               self.admin, "-c", command],
                               capture_output=True, text=True, timeout=120)  # fmt: skip
         if proc.returncode or "NT_STATUS" in proc.stdout:
-            raise RuntimeError(f"put {share}/{rel}: {proc.stdout} {proc.stderr}")
+            raise RuntimeError(f"{share}: {command}: {proc.stdout} {proc.stderr}")
 
     def disable(self, user: str) -> None:
         self.tool("user", "disable", user)
@@ -330,8 +317,12 @@ def start_dc() -> SambaDC:
                             f"\tncalrpc dir = {folder}/ncalrpc\n", 1)  # fmt: skip
         (folder / "ncalrpc").mkdir()
         # an account the server refuses its IPC$ share (so its share permissions via SRVSVC)
-        conf.write_text(text + f"\n[corp]\n\tpath = {share}\n\tread only = No\n"
-                        f"\n[IPC$]\n\tinvalid users = CORP\\{NO_RPC_ACCOUNT}\n")  # fmt: skip
+        extra = ""
+        for name in EXTRA_SHARES:
+            (folder / name).mkdir(mode=0o755)
+            extra += f"\n[{name}]\n\tpath = {folder / name}\n\tread only = No\n"
+        conf.write_text(text + f"\n[corp]\n\tpath = {share}\n\tread only = No\n" + extra
+                        + f"\n[IPC$]\n\tinvalid users = CORP\\{NO_RPC_ACCOUNT}\n")  # fmt: skip
         # interactive: samba stops when its stdin closes, so a test run that dies takes it along
         process = subprocess.Popen(["samba", "-s", str(conf), "-i"], stdin=subprocess.PIPE,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -348,7 +339,8 @@ def start_dc() -> SambaDC:
         # reads them from share_info.tdb as the caller, so only root gets them reliably: the
         # service account is granted them by that file being open to it (what adding it to
         # Power Users does on Windows)
-        dc.share_acl("corp", ("ALLOWED", "S-1-1-0", "FULL"))
+        for name in ("corp", *EXTRA_SHARES):
+            dc.share_acl(name, ("ALLOWED", "S-1-1-0", "FULL"))
         (folder / "state" / "share_info.tdb").chmod(0o666)
         dc.tool("domain", "passwordsettings", "set", "--account-lockout-threshold=3")
         # the share root: the service account reads the whole tree, files get no Everyone;

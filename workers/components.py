@@ -8,7 +8,7 @@ import fcntl
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from index.cache import SqlContentCache
@@ -20,6 +20,7 @@ from index.qdrant import QdrantIndex, open_client
 from index.search import Searcher
 from index.vectors import VectorIndex
 from ingest.captions import FigureCaptioner
+from ingest.readers import Readers, ShareReader
 from ingest.stages.chunk import ChunkOptions, DocumentChunker, HFTokenCounter
 from ingest.stages.embed import SentenceEmbedder
 from ingest.stages.figures import FigureOptions
@@ -93,6 +94,7 @@ def make_figure_captioner(settings: Settings, job: ParseJob) -> FigureCaptioner 
         max_file_bytes=job.parse.max_file_bytes,
         chunker=DocumentChunker(HFTokenCounter(job.tokenizer_file), job.chunk),
         parse=job.parse if read_figures else None,
+        readers=job.parse.readers,
     )
 
 
@@ -218,9 +220,13 @@ def open_catalog(settings: Settings) -> Catalog:
     return SqlCatalog(settings.catalog)
 
 
-def make_parse_job(settings: Settings, embedder: SentenceEmbedder, transcribe: bool = True) -> ParseJob:
-    """What every parse process needs (picklable): the parse options, the chunker's, the
-    tokenizer. ``transcribe`` off: VLM layout pages are handed to the gpu queue, not read here."""
+def make_parse_job(
+    settings: Settings, embedder: SentenceEmbedder, readers: Iterable[ShareReader],
+    transcribe: bool = True,
+) -> ParseJob:  # fmt: skip
+    """What every parse process needs (picklable): the parse options with each share's reader,
+    the chunker's options, the tokenizer. ``transcribe`` off: VLM layout pages are handed to the
+    gpu queue, not read here."""
     tok = tokenizer_file(embedder.model_path)
     if tok is None:
         raise ConfigError(
@@ -262,10 +268,10 @@ def make_parse_job(settings: Settings, embedder: SentenceEmbedder, transcribe: b
             page_transcriber=make_vlm_client(settings) if settings.vlm_layout_mode else None,
             transcribe_here=transcribe,
             layout_all_pages=settings.vlm_layout_pages == "all",
+            readers=Readers.of(readers),
         ),
         chunk=ChunkOptions(max_tokens=max_tokens),
         tokenizer_file=tok,
         memory_mb=settings.parse_memory_mb,
-        smb_accounts=settings.smb_accounts,
     )
 

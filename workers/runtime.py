@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from index.catalog import Catalog, CatalogError
-from index.permissions.posix import PermissionResolver
 from index.permissions.rules import RuleBook
 from index.search import Searcher
 from index.sql import safe_url
@@ -28,9 +27,7 @@ from workers.components import (
     open_store,
 )
 from workers.settings import Settings
-from workers.sources.base import Source
-from workers.sources.local import LocalFolder
-from workers.sources.smb import SmbShare
+from workers.sources import open_sources
 from workers.sync.batches import SmallBatches
 from workers.sync.board import WorkBoard
 from workers.sync.captions import CaptionPass
@@ -51,20 +48,6 @@ if TYPE_CHECKING:
     from celery import Celery
 
     from workers.distributed.dispatch import Dispatcher
-
-
-def open_sources(settings: Settings, rules: RuleBook) -> dict[str, Source]:
-    """Each configured share as a Source, each with its own permission reader (the share rules
-    shared by all, replaceable)."""
-    sources: dict[str, Source] = {}
-    for name, root in settings.shares.items():
-        if isinstance(root, str):  # smb://
-            sources[name] = SmbShare(name, root, *settings.smb_account(root), rules,
-                                     settings.share_permissions.get(name),
-                                     settings.share_permissions_missing)  # fmt: skip
-        else:
-            sources[name] = LocalFolder(name, str(root), PermissionResolver(rules))
-    return sources
 
 
 @dataclass
@@ -194,7 +177,9 @@ def open_runtime(
     ``lanes``: the embedded service's two lanes, the bulk lane reporting through this function
     (``Runtime.bulk``; the planner's documents are routed between them)."""
     embedder = make_embedder(settings)
-    job = make_parse_job(settings, embedder, transcribe)
+    rules = RuleBook(settings.rules())
+    sources = open_sources(settings, rules)
+    job = make_parse_job(settings, embedder, [s.reader for s in sources.values()], transcribe)
     sparse = make_sparse(settings)
     catalog = open_catalog(settings)
     store = None
@@ -221,7 +206,6 @@ def open_runtime(
             store.close()
         catalog.close()
         raise
-    rules = RuleBook(settings.rules())
     figures = make_figure_captioner(settings, job)
     parts = _Parts(settings, catalog, store, ReusingEmbedder(catalog, store, embedder, sparse),
                    VersionedWriter(catalog, store, embedder.model_name), figures, WorkBoard(),
@@ -243,6 +227,6 @@ def open_runtime(
         max_delete_fraction=settings.max_delete_fraction, delete_guard_min=settings.delete_guard_min,
         keep_deleted_s=settings.keep_deleted_days * 86400,
     )  # fmt: skip
-    indexer = Indexer(open_sources(settings, rules), planner, processor)
+    indexer = Indexer(sources, planner, processor)
     return Runtime(settings, catalog, store, embedder, pool, indexer, searcher, rules,
                    parts.board, dispatcher, bulk)  # fmt: skip

@@ -30,9 +30,10 @@ from ingest.errors import (
     TooLarge,
     TransientError,
 )
-from ingest.guards import FileContent, read_file_in_share
+from ingest.guards import FileContent
 from ingest.mail import MAIL_FILETYPES, MailMessage, read_message
 from ingest.models import Element, Member, ParsedDocument, PreparedDocument, SourceFile
+from ingest.readers import Readers
 from ingest.stages.chunk import DocumentChunker
 from ingest.stages.parse import ParseOptions, filetype_of, parse_bytes, parse_content
 from ingest.text import normalize_space
@@ -57,7 +58,7 @@ def prepare_container(
     the container itself cannot be read (its members are then left as they are)."""
     filetype = filetype_of(source.path)
     options = options.for_share(source.share)
-    content = read_file_in_share(source.root, source.path, options.max_file_bytes)
+    content = options.read(source)
     budget = Budget(options.max_uncompressed_bytes, options.max_members, options.max_file_bytes)
     expander = _Expander(source, content, options, chunker, budget)
     own, parts = expander.open(content.data, filetype, source.path)
@@ -69,10 +70,10 @@ def prepare_container(
     )
 
 
-def read_source(source: SourceFile, max_bytes: int) -> FileContent:
-    """The bytes of a file, or of the member it names: the file is read and opened in memory
-    (figures of an attachment are read again this way to be captioned)."""
-    content = read_file_in_share(source.root, source.path, max_bytes)
+def read_source(source: SourceFile, max_bytes: int, readers: Readers | None = None) -> FileContent:
+    """The bytes of a file, or of the member it names: the file is read (through its share's
+    reader) and opened in memory (figures of an attachment are read again this way)."""
+    content = (readers or Readers()).read(source.root, source.path, max_bytes)
     if not source.member:
         return content
     data, name, rest = content.data, source.path, source.member

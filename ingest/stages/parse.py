@@ -33,13 +33,14 @@ from ingest.errors import (
 )
 from ingest.guards import (
     ZIP_FORMATS,
+    FileContent,
     check_pdf,
     check_zip_container,
     decode_text,
-    read_file_in_share,
 )
 from ingest.images import IMAGE_FILETYPES
 from ingest.models import Element, ElementKind, ParsedDocument, SourceFile
+from ingest.readers import Readers
 from ingest.stages.markup import partition_epub, partition_org, partition_rst, partition_xml
 from ingest.stages.ocr import OcrOptions
 from ingest.stages.office import CONVERTED, convert
@@ -108,6 +109,13 @@ class ParseOptions:
     max_members: int = 10_000
     #: containers inside containers (a zip attached to a message: 2)
     max_container_depth: int = 3
+    #: how each share's files are read (its Source's reader; a location not given: a folder)
+    readers: Readers = field(default_factory=Readers, compare=False, repr=False)
+
+    def read(self, source: SourceFile, max_bytes: int | None = None) -> FileContent:
+        """The bytes of ``source``'s file, through its share's reader."""
+        limit = self.max_file_bytes if max_bytes is None else max_bytes
+        return self.readers.read(source.root, source.path, limit)
 
     @property
     def pages(self) -> PageOptions:
@@ -159,7 +167,7 @@ def parse(source: SourceFile, options: ParseOptions) -> ParsedDocument:
     """Read and parse one file; raises an IngestError subclass on bad input."""
     filetype = filetype_of(source.path)
     options = options.for_share(source.share)
-    content = read_file_in_share(source.root, source.path, options.max_file_bytes)
+    content = options.read(source)
     return parse_content(content.data, content.mtime_ns, filetype, source.path, options)
 
 

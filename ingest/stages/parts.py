@@ -15,7 +15,6 @@ import hashlib
 from dataclasses import replace
 
 from ingest.errors import EmptyDocument
-from ingest.guards import read_file_in_share
 from ingest.models import ParsedDocument, PreparedDocument, SourceFile
 from ingest.stages.chunk import DocumentChunker
 from ingest.stages.parse import ParseOptions, filetype_of, parse_content
@@ -62,7 +61,7 @@ def prepare_part(
     hash. A file that cannot be cut (UTF-16) comes back whole, with ``part`` = -1."""
     filetype = filetype_of(source.path)
     options = options.for_share(source.share)
-    content = read_file_in_share(source.root, source.path, options.max_file_bytes)
+    content = options.read(source)
     data = content.data
     if data.startswith(_UTF16_BOMS):
         parsed = parse_content(data, content.mtime_ns, filetype, source.path, options)

@@ -2,7 +2,9 @@ from pathlib import Path
 
 import pytest
 
+from index.permissions.rules import RuleBook
 from workers.settings import ConfigError, load_settings, parse_share, prepare_data_dir
+from workers.sources import open_sources
 
 
 def test_defaults_are_embedded_and_offline(tmp_path: Path) -> None:
@@ -99,9 +101,11 @@ def test_an_smb_server_takes_its_own_account_else_the_default(tmp_path: Path) ->
     assert settings.smb_account("smb://fs3:4445/c") == ("svc3@corp.test", "three")
     assert settings.smb_account("smb://fs3/c") == ("CORP\\svc", "one")  # another port
     assert settings.smb_account("smb://fs1/b") == ("CORP\\svc", "one")
-    assert dict((u, (n, p)) for u, n, p in settings.smb_accounts) == {
-        "smb://fs2.corp.test/a": ("CORP\\svc2", "two"), "smb://fs1/b": ("CORP\\svc", "one")}  # fmt: skip
-    assert "two" not in repr(settings)  # passwords stay secret in logs
+    # each share's reader (what parse processes read with) carries its server's account
+    readers = {n: s.reader for n, s in open_sources(settings, RuleBook()).items()}
+    assert {n: (r.username, r.password) for n, r in readers.items()} == {  # type: ignore[attr-defined]
+        "a": ("CORP\\svc2", "two"), "b": ("CORP\\svc", "one")}  # fmt: skip
+    assert "two" not in repr(settings) and "two" not in repr(readers)  # secret in logs
 
 
 def test_empty_smb_and_directory_variables_are_unset(monkeypatch: pytest.MonkeyPatch) -> None:

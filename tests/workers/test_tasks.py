@@ -41,8 +41,8 @@ from workers.distributed.tasks import (
     run_step,
     take_document,
 )
-from workers.runtime import open_sources
 from workers.settings import load_settings
+from workers.sources import open_sources
 from workers.sync.indexer import Indexer
 from workers.sync.planner import Planner
 

@@ -24,18 +24,18 @@ pytestmark = pytest.mark.integration
 
 USERS = [f"wv{i}" for i in range(5)]
 GROUPS = ["WvHR", "WvEng", "WvOps"]
-SHARE = "wvshare"
 
 
 @dataclass
 class Share:
     dc: SambaDC
+    name: str  # one of the DC's extra shares (tests/samba.py), and the ShareIndex share's name
     data: Path
     files: list[str]
 
     @property
     def url(self) -> str:
-        return f"smb://{self.dc.ip}/{SHARE}"
+        return f"smb://{self.dc.ip}/{self.name}"
 
     def env(self, **extra: str) -> dict[str, str]:
         return {**self.dc.env(), "SHAREINDEX_DIRECTORY_CACHE_S": "0", **extra}
@@ -44,7 +44,7 @@ class Share:
         return run_cli(*args, "--data-dir", str(self.data), env=self.env(**extra))
 
     def sync(self, **extra: str) -> dict[str, Any]:
-        proc = self.cli("sync", "--share", f"{SHARE}={self.url}", "--json", **extra)
+        proc = self.cli("sync", "--share", f"{self.name}={self.url}", "--json", **extra)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
         return json.loads(proc.stdout)  # type: ignore[no-any-return]
 
@@ -52,7 +52,7 @@ class Share:
         proc = self.cli("search", query, "--user", user, "--k", "50", "--json", **extra)
         assert proc.returncode == 0, proc.stderr
         return {h["metadata"]["path"] for h in json.loads(proc.stdout)
-                if h["metadata"]["share"] == SHARE}  # fmt: skip
+                if h["metadata"]["share"] == self.name}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +61,13 @@ def share(dc: SambaDC, tmp_path_factory: pytest.TempPathFactory) -> Share:
         dc.user(user)
     for group in GROUPS:
         dc.group(group)
-    dc.add_share(SHARE)
+    name = dc.take_share()
     files = []
     for n in range(6):
         rel = f"f{n}.txt"
-        dc.put_on(SHARE, rel, f"Verdict test file number {n} about the kingfisher ledger.\n")
+        dc.put_on(name, rel, f"Verdict test file number {n} about the kingfisher ledger.\n")
         files.append(rel)
-    return Share(dc, tmp_path_factory.mktemp("verdict") / "data", files)
+    return Share(dc, name, tmp_path_factory.mktemp("verdict") / "data", files)
 
 
 def _random_round(share: Share, rng: random.Random) -> None:
@@ -90,7 +90,7 @@ def _random_round(share: Share, rng: random.Random) -> None:
             who = rng.choice(principals if kind == "ALLOWED" else principals[:-1])
             aces.append((kind, who))
         aces.sort(key=lambda a: a[0] != "DENIED")  # Windows' order: denies first
-        dc.acl_on(SHARE, rel, *[f"{d}\\{who}:{kind}/0x0/READ" for kind, who in aces],
+        dc.acl_on(share.name, rel, *[f"{d}\\{who}:{kind}/0x0/READ" for kind, who in aces],
                   f"{d}\\svc:ALLOWED/0x0/READ")  # fmt: skip
     share_aces = []
     for _ in range(rng.randint(1, 3)):
@@ -101,7 +101,7 @@ def _random_round(share: Share, rng: random.Random) -> None:
         share_aces.append((kind, who, rights))
     share_aces.sort(key=lambda a: a[0] != "DENIED")
     # the service account keeps its way in (a deny of one of its groups is not drawn)
-    dc.share_acl(SHARE, *share_aces, ("ALLOWED", "svc", "READ"))
+    dc.share_acl(share.name, *share_aces, ("ALLOWED", "svc", "READ"))
 
 
 def test_share_and_ntfs_permissions_decide_together_as_the_server_does(share: Share) -> None:
@@ -117,7 +117,7 @@ def test_share_and_ntfs_permissions_decide_together_as_the_server_does(share: Sh
         if round_:
             assert report["chunks"]["embedded"] == 0, report
         for user in USERS:
-            server = {rel for rel in share.files if share.dc.can_read(user, rel, SHARE)}
+            server = {rel for rel in share.files if share.dc.can_read(user, rel, share.name)}
             assert share.found(user) == server, (round_, user)
             compared += len(share.files)
     assert compared == 3 * len(USERS) * len(share.files)
@@ -132,29 +132,29 @@ def test_a_share_permission_change_is_a_payload_update_and_explained(share: Shar
     with contextlib.suppress(RuntimeError):
         dc.tool("group", "removemembers", "WvHR", USERS[1])
     for rel in share.files:
-        dc.acl_on(SHARE, rel, f"{d}\\Domain Users:ALLOWED/0x0/READ", f"{d}\\svc:ALLOWED/0x0/READ")
-    dc.share_acl(SHARE, ("ALLOWED", "WvHR", "READ"), ("ALLOWED", "svc", "READ"))
+        dc.acl_on(share.name, rel, f"{d}\\Domain Users:ALLOWED/0x0/READ", f"{d}\\svc:ALLOWED/0x0/READ")
+    dc.share_acl(share.name, ("ALLOWED", "WvHR", "READ"), ("ALLOWED", "svc", "READ"))
     share.sync()
     assert share.found(USERS[0]) == set(share.files)
     assert share.found(USERS[1]) == set() == {r for r in share.files
-                                              if dc.can_read(USERS[1], r, SHARE)}  # fmt: skip
-    proc = share.cli("acl", "explain", f"{SHARE}:f0.txt", "--user", USERS[1], "--json",
-                     "--share", f"{SHARE}={share.url}")  # fmt: skip
+                                              if dc.can_read(USERS[1], r, share.name)}  # fmt: skip
+    proc = share.cli("acl", "explain", f"{share.name}:f0.txt", "--user", USERS[1], "--json",
+                     "--share", f"{share.name}={share.url}")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["decided_by"] == "share" and report["ntfs_allows"] is True
     assert report["share_permissions"]["origin"] == "server"
     assert not report["windows_allows"] and not report["index_allows"]
-    proc = share.cli("acl", "explain", f"{SHARE}:f0.txt", "--user", USERS[0],
-                     "--share", f"{SHARE}={share.url}")  # fmt: skip
+    proc = share.cli("acl", "explain", f"{share.name}:f0.txt", "--user", USERS[0],
+                     "--share", f"{share.name}={share.url}")  # fmt: skip
     assert "share permissions (from the server), in order:" in proc.stdout
     assert "decided by ntfs" in proc.stdout and "verdict: CAN read" in proc.stdout
 
-    dc.share_acl(SHARE, ("ALLOWED", "Domain Users", "READ"))
+    dc.share_acl(share.name, ("ALLOWED", "Domain Users", "READ"))
     report = share.sync()
     assert report["chunks"]["embedded"] == 0 and report["documents"]["changed"] == 0, report
     assert share.found(USERS[1]) == set(share.files)
-    proc = share.cli("verify", "--share", f"{SHARE}={share.url}", "--json")
+    proc = share.cli("verify", "--share", f"{share.name}={share.url}", "--json")
     assert proc.returncode == 0, proc.stdout[-2000:]
 
 
@@ -165,41 +165,41 @@ def test_a_service_account_that_may_not_read_the_share_permissions(share: Share)
     share's permissions, and they decide. Each switch is a payload update."""
     dc, d = share.dc, share.dc.domain
     dc.user(NO_RPC_ACCOUNT)
-    dc.acl_on(SHARE, "/", f"{d}\\Administrator:ALLOWED/OI|CI/FULL",
+    dc.acl_on(share.name, "/", f"{d}\\Administrator:ALLOWED/OI|CI/FULL",
               f"{d}\\{NO_RPC_ACCOUNT}:ALLOWED/OI|CI/READ", f"{d}\\svc:ALLOWED/OI|CI/READ",
               f"{d}\\Domain Users:ALLOWED/0x0/0x00100020")  # fmt: skip
     for rel in share.files:
-        dc.acl_on(SHARE, rel, f"{d}\\Domain Users:ALLOWED/0x0/READ",
+        dc.acl_on(share.name, rel, f"{d}\\Domain Users:ALLOWED/0x0/READ",
                   f"{d}\\{NO_RPC_ACCOUNT}:ALLOWED/0x0/READ")  # fmt: skip
     account = {"SHAREINDEX_SMB_USERNAME": f"{d}\\{NO_RPC_ACCOUNT}",
                "SHAREINDEX_SMB_PASSWORD": USER_PASSWORD}  # fmt: skip
     report = share.sync(**account)
-    warning = report["share_warnings"][SHARE]
-    assert "Power Users" in warning and f"share_permissions.{SHARE}" in warning
+    warning = report["share_warnings"][share.name]
+    assert "Power Users" in warning and f"share_permissions.{share.name}" in warning
     assert "nothing of share" in warning
     assert share.found(USERS[0], **account) == set()
     proc = share.cli("status", "--json", **account)
-    assert SHARE in json.loads(proc.stdout)["share_warnings"]
-    proc = share.cli("acl", "explain", f"{SHARE}:f0.txt", "--user", USERS[0], "--share",
-                     f"{SHARE}={share.url}", **account)  # fmt: skip
+    assert share.name in json.loads(proc.stdout)["share_warnings"]
+    proc = share.cli("acl", "explain", f"{share.name}:f0.txt", "--user", USERS[0], "--share",
+                     f"{share.name}={share.url}", **account)  # fmt: skip
     assert "share permissions: unknown:" in proc.stdout and "cannot read" in proc.stdout
 
     report = share.sync(SHAREINDEX_SHARE_PERMISSIONS_MISSING="ntfs", **account)
-    assert "NTFS permissions alone decide" in report["share_warnings"][SHARE]
+    assert "NTFS permissions alone decide" in report["share_warnings"][share.name]
     assert report["chunks"]["embedded"] == 0
     assert share.found(USERS[0], SHAREINDEX_SHARE_PERMISSIONS_MISSING="ntfs",
                        **account) == set(share.files)  # fmt: skip
 
     hr = dc.sid("WvHR")
-    sddl = json.dumps({SHARE: f"D:(A;;0x1200a9;;;{hr})"})
+    sddl = json.dumps({share.name: f"D:(A;;0x1200a9;;;{hr})"})
     report = share.sync(SHAREINDEX_SHARE_PERMISSIONS=sddl, **account)
     assert not report["share_warnings"] and report["chunks"]["embedded"] == 0, report
     members = set(dc.tool("group", "listmembers", "WvHR").split())
     for user in USERS[:3]:
         expected = set(share.files) if user in members else set()
         assert share.found(user, SHAREINDEX_SHARE_PERMISSIONS=sddl, **account) == expected, user
-    proc = share.cli("acl", "explain", f"{SHARE}:f0.txt", "--user", USERS[0], "--json",
-                     "--share", f"{SHARE}={share.url}", SHAREINDEX_SHARE_PERMISSIONS=sddl,
+    proc = share.cli("acl", "explain", f"{share.name}:f0.txt", "--user", USERS[0], "--json",
+                     "--share", f"{share.name}={share.url}", SHAREINDEX_SHARE_PERMISSIONS=sddl,
                      **account)  # fmt: skip
     assert json.loads(proc.stdout)["share_permissions"]["origin"] == "config"
 
@@ -210,10 +210,10 @@ def accounts(share: Share) -> Iterator[list[str]]:
     names = ["wvdis", "wvlock", "wvexp"]
     for name in names:
         share.dc.user(name)
-    share.dc.share_acl(SHARE, ("ALLOWED", "Domain Users", "READ"))
+    share.dc.share_acl(share.name, ("ALLOWED", "Domain Users", "READ"))
     d = share.dc.domain
     for rel in share.files:
-        share.dc.acl_on(SHARE, rel, f"{d}\\Domain Users:ALLOWED/0x0/READ",
+        share.dc.acl_on(share.name, rel, f"{d}\\Domain Users:ALLOWED/0x0/READ",
                         f"{d}\\svc:ALLOWED/0x0/READ")  # fmt: skip
     share.sync()
     yield names
@@ -237,20 +237,20 @@ def test_disabled_locked_out_and_expired_accounts_read_nothing(
     dc.expire("wvexp")
     states = {"wvdis": "is disabled", "wvlock": "is locked out", "wvexp": "is expired"}
     for user, said in states.items():
-        assert not dc.can_read(user, "f0.txt", SHARE), user  # the server refuses the logon
+        assert not dc.can_read(user, "f0.txt", share.name), user  # the server refuses the logon
         proc = share.cli("search", "kingfisher ledger", "--user", user)
         assert proc.returncode == 1 and said in proc.stderr, proc.stderr
         errors = [line for line in proc.stderr.splitlines() if "error" in line]
         assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
-        proc = share.cli("acl", "explain", f"{SHARE}:f0.txt", "--user", user, "--json",
-                         "--share", f"{SHARE}={share.url}")  # fmt: skip
+        proc = share.cli("acl", "explain", f"{share.name}:f0.txt", "--user", user, "--json",
+                         "--share", f"{share.name}={share.url}")  # fmt: skip
         report = json.loads(proc.stdout)
         assert report["decided_by"] == "account" and said in report["account"]
         assert not report["index_allows"]
 
     token, digest = new_token()
     settings = load_settings(
-        data_dir=tmp_path / "data", shares={SHARE: share.url}, api_port=free_port(),
+        data_dir=tmp_path / "data", shares={share.name: share.url}, api_port=free_port(),
         **dc.service_settings(), directory_cache_s=0, reconcile_interval_s=3600,
         api_tokens=[{"name": "frontend", "sha256": digest, "on_behalf": True}],
     )  # fmt: skip

@@ -10,7 +10,6 @@ from typing import Any
 from index.permissions.directory import InactiveAccount, LdapDirectory
 from index.permissions.ntfs import SecurityDescriptor, parse_descriptor, windows_reads
 from index.permissions.readers import Principal, may_read
-from index.permissions.rules import RuleBook
 from ingest import smbfs
 from workers.cli.explain import format_rules, matching_rules
 from workers.settings import ConfigError, Settings
@@ -62,14 +61,13 @@ def _why(layer: dict[str, Any], what: str) -> str:
     return f"{what}: ACE {layer['deciding']} decided ({step['type']} {step['name']})"
 
 
-def explain_smb(settings: Settings, share: str, url: str, path: str, user: str | None,
+def explain_smb(settings: Settings, source: SmbShare, path: str, user: str | None,
                 directory: LdapDirectory | None) -> dict[str, Any]:  # fmt: skip
-    """The explanation of ``path`` on the SMB share ``share`` for ``user``."""
+    """The explanation of ``path`` on the SMB share ``source`` for ``user``."""
     if user and directory is None:
         raise ConfigError("explaining an SMB file for a user needs the directory "
                           "(SHAREINDEX_DIRECTORY_URL)")  # fmt: skip
-    source = SmbShare(share, url, *settings.smb_account(url), RuleBook(settings.rules()),
-                      settings.share_permissions.get(share), settings.share_permissions_missing)  # fmt: skip
+    share = source.name
     sd = parse_descriptor(smbfs.security_descriptor(source.smb, path))
     found = source.share_descriptor()
     shared = source.share_access()  # what the index's points carry for the share

@@ -149,11 +149,6 @@ class Settings(SourceSettings, IndexingSettings, ServiceSettings, BaseSettings):
         return self.smb_username, password
 
     @property
-    def smb_accounts(self) -> tuple[tuple[str, str | None, str | None], ...]:
-        return tuple((str(r), *self.smb_account(str(r))) for r in self.shares.values()
-                     if isinstance(r, str))  # fmt: skip
-
-    @property
     def embedded(self) -> bool:
         """The index lives in the data dir (no Qdrant server): one process may hold it."""
         return self.qdrant_url is None

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from index.permissions.readers import Access, ShareAccess
 from ingest.guards import FileContent
+from ingest.readers import ShareReader
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,11 @@ class Source(Protocol):
 
     #: the share's name
     name: str
-    #: what a parse process needs to read the share again (the folder, or the share's URL)
+    #: where the share is (the folder, or the share's URL), as ``SourceFile.root`` names it
     location: str
+    @property
+    def reader(self) -> ShareReader:
+        """How a parse process reads its files (picklable; ``ingest.readers``)."""
 
     def scan(self, ignore: list[str]) -> Iterator[FileEntry]:
         """Every file of the share (not folders), ignored names left out."""
@@ -63,7 +67,7 @@ class Source(Protocol):
         """One path now, or None when it is gone."""
 
     def read(self, path: str, max_bytes: int) -> FileContent:
-        """The bytes of a regular file (IngestError subclasses say why not)."""
+        """The bytes of a regular file, through ``reader`` (IngestError subclasses say why not)."""
 
     def permissions(self, path: str) -> tuple[Access, str | None]:
         """Who may read it (share rules applied), and why nobody may when they cannot be read."""

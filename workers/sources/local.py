@@ -24,7 +24,8 @@ from index.permissions.posix import PermissionResolver
 from index.permissions.readers import NOBODY, OPEN, Access, ShareAccess
 from ingest import paths, sharefs
 from ingest.errors import IngestError
-from ingest.guards import FileContent, describe_mode, link_target, read_file_in_share
+from ingest.guards import FileContent, describe_mode, link_target
+from ingest.readers import LocalReader
 from workers.sources.base import RESCAN, Change, FileEntry, is_ignored
 from workers.sources.mounts import network_mount_note
 
@@ -111,6 +112,7 @@ class LocalFolder:
     def __init__(self, name: str, root: str, permissions: PermissionResolver) -> None:
         self.name = name
         self.location = root
+        self.reader = LocalReader(root)
         self.resolver = permissions
         #: a CIFS/NFS mount: its mode bits are invented by the client, never taken
         self.untrusted = network_mount_note(root)
@@ -122,7 +124,7 @@ class LocalFolder:
         return stat_path(self.location, path)
 
     def read(self, path: str, max_bytes: int) -> FileContent:
-        return read_file_in_share(self.location, path, max_bytes)
+        return self.reader.read(path, max_bytes)
 
     def permissions(self, path: str) -> tuple[Access, str | None]:
         if self.untrusted:

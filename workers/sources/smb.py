@@ -68,6 +68,7 @@ class SmbShare:
         self.rules = rules
         self.share_sddl = share_sddl
         self.missing = missing
+        self.reader = smbfs.SmbReader(self.location, username, password)
         smbfs.configure(self.smb, username, password)
 
     # -- listing ---------------------------------------------------------------------------
@@ -98,7 +99,7 @@ class SmbShare:
         return _entry(path, st) if st is not None else None
 
     def read(self, path: str, max_bytes: int) -> FileContent:
-        return smbfs.read(self.smb, path, max_bytes)
+        return self.reader.read(path, max_bytes)
 
     # -- permissions -----------------------------------------------------------------------
     def permissions(self, path: str) -> tuple[Access, str | None]:

@@ -13,7 +13,7 @@ import resource
 import sys
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pebble
 
@@ -32,8 +32,6 @@ class ParseJob:
     chunk: ChunkOptions
     tokenizer_file: str
     memory_mb: int
-    #: (smb:// location, username, password) of each SMB share: parse processes read too
-    smb_accounts: tuple[tuple[str, str | None, str | None], ...] = field(default=(), repr=False)
 
 
 _chunker: DocumentChunker | None = None
@@ -55,11 +53,6 @@ def _init_worker(job: ParseJob, memory_limit: bool = True) -> None:
         limit = job.memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     nlp_fallback.install()
-    if job.smb_accounts:
-        from ingest import smbfs
-
-        for url, username, password in job.smb_accounts:
-            smbfs.configure(smbfs.SmbLocation.parse(url), username, password)
     _chunker = DocumentChunker(HFTokenCounter(job.tokenizer_file), job.chunk)
     _job = job
 

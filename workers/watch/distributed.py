@@ -15,8 +15,8 @@ from index.permissions.rules import RuleBook
 from workers.components import open_catalog
 from workers.distributed.app import make_celery
 from workers.distributed.dispatch import Dispatcher, Requeuer, queued_messages
-from workers.runtime import open_sources
 from workers.settings import Settings
+from workers.sources import open_sources
 from workers.sources.base import RESCAN
 from workers.watch.loop import WatchLoop
 
