@@ -90,17 +90,20 @@ def _call(location: smbfs.SmbLocation, opnum: int, stub: bytes) -> bytes:
         if isinstance(err, FileChanged):
             raise RpcError(f"{location.host} has no srvsvc pipe") from exc
         raise err from exc
+    silent = False
     try:
         _exchange(pipe, _bind_pdu(), _BIND_ACK)
         body = struct.pack("<IHH", len(stub), 0, opnum) + stub
         return _exchange(pipe, _pdu(_REQUEST, 2, body), _RESPONSE)[8:]
-    except (RpcError, TransientError):
+    except (RpcError, TransientError) as exc:
+        silent = isinstance(exc, smbfs.ShareUnavailable)  # no answer: a close would wait too
         raise
     except Exception as exc:
         raise smbfs.error(exc, "NetrShareGetInfo") from exc
     finally:
-        with contextlib.suppress(Exception):  # the connection went away: nothing to close
-            pipe.close()
+        if not silent:
+            with contextlib.suppress(Exception):  # the connection went away: nothing to close
+                pipe.close()
 
 
 def _exchange(pipe: Any, pdu: bytes, expected: int) -> bytes:
