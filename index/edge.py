@@ -3,8 +3,8 @@
 The same segments, HNSW, payload indexes, sparse vectors with the IDF modifier, prefetch + RRF
 fusion and filters as a Qdrant server, in one shard folder of the data dir, with a write-ahead
 log (a kill -9 loses nothing that was written). One process per shard (a second gets
-``IndexLocked``). Filters are built with qdrant-client's models, as for a server, and translated
-here, so that the ACL filter has one definition (``index.permissions.filter.acl_filter``).
+``IndexLocked``). The ACL filter is built from its one definition
+(``index.permissions.readers.acl_clauses``), as the server's is.
 
 New points are searchable at once (Edge searches segments without an HNSW index by brute force);
 the HNSW index is built by ``optimize``, which the ``Optimizer`` runs in the background when
@@ -29,8 +29,7 @@ from uuid import UUID
 
 import qdrant_edge as qe
 
-from index.edge_parts import Optimizer, all_of, edge_filter, match
-from index.permissions.filter import acl_filter
+from index.edge_parts import Optimizer, acl_edge_filter, all_of, match
 from index.permissions.readers import Principal
 from index.schema import (
     CONTENT_KEY,
@@ -243,7 +242,7 @@ class EdgeIndex:
         mode: SearchMode = "hybrid",
     ) -> list[Hit]:
         """Top-k chunks ``principal`` may read. The ACL filter is applied inside every prefetch."""
-        flt = edge_filter(acl_filter(principal))
+        flt = acl_edge_filter(principal)
         dense_q = qe.Query.Nearest(list(dense), using=DENSE)
         sparse_q = qe.Query.Nearest(qe.SparseVector(list(sparse.indices), list(sparse.values)),
                                     using=SPARSE)  # fmt: skip
@@ -275,7 +274,7 @@ class EdgeIndex:
         indexes: list[int] | None = None,
         version: int | None = None,
     ) -> list[Hit]:
-        conditions = [edge_filter(acl_filter(principal)), match("metadata.doc_id", doc_id)]
+        conditions = [acl_edge_filter(principal), match("metadata.doc_id", doc_id)]
         if indexes is not None:
             conditions.append(qe.FieldCondition("metadata.chunk_index", match=qe.MatchAny(indexes)))
         if version is not None:

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 from qdrant_client import models
 
-from index.permissions.readers import LAYERS, Principal
+from index.permissions.readers import Principal, acl_clauses
 
 
 def acl_filter(principal: Principal) -> models.Filter:
     """The Qdrant filter for what ``principal`` may read. Every query path must use it."""
-    tokens = principal.tokens()
+    must, must_not = acl_clauses(principal)
     return models.Filter(
-        must=[models.FieldCondition(key=allow, match=models.MatchAny(any=tokens))
-              for allow, _ in LAYERS],
-        must_not=[models.FieldCondition(key=deny, match=models.MatchAny(any=tokens))
-                  for _, deny in LAYERS],
-    )  # fmt: skip
-
+        must=[models.FieldCondition(key=key, match=models.MatchAny(any=t)) for key, t in must],
+        must_not=[models.FieldCondition(key=key, match=models.MatchAny(any=t)) for key, t in must_not],
+    )

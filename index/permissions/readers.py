@@ -42,8 +42,18 @@ class Principal:
 
 
 #: the payload fields of the two layers: (allowed, denied) of the file, then of its share
-
 LAYERS = (("metadata.acl", "metadata.acl_deny"), ("metadata.share_acl", "metadata.share_acl_deny"))
+
+#: a payload field and the tokens any of which it must (or must not) hold
+Clause = tuple[str, list[str]]
+
+
+def acl_clauses(principal: Principal) -> tuple[list[Clause], list[Clause]]:
+    """The ACL filter's one definition, as (must, must_not) clauses: in each layer, one of the
+    principal's tokens allowed and none denied. ``filter.acl_filter`` builds Qdrant's filter from
+    it (servers, downstream apps), ``index.edge_parts.acl_edge_filter`` the embedded index's."""
+    tokens = principal.tokens()
+    return [(allow, tokens) for allow, _ in LAYERS], [(deny, tokens) for _, deny in LAYERS]
 
 
 def may_read(
