@@ -186,12 +186,14 @@ def main() -> None:
             data_dir=Path(tmp) / "data", shares={"bench": root}, api_port=_free_port()
         )
         said: list[str] = []
-        runtime = open_runtime(settings, lanes=said.append)
+        runtime = open_runtime(settings, lanes=said.append)  # the service's, with its lanes
         try:
-            result = {
-                "benchmark": "freshness",
-                "latency_write_to_searchable": measure_latency(runtime, settings, root, args.files, said),
-            }
+            latency = measure_latency(runtime, settings, root, args.files, said)
+        finally:
+            runtime.close()
+        result = {"benchmark": "freshness", "latency_write_to_searchable": latency}
+        runtime = open_runtime(settings)  # passes processed here, as `sync` does
+        try:
             result.update(measure_incremental(runtime, root))
         finally:
             runtime.close()
