@@ -13,10 +13,13 @@ import hmac
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from index.permissions.directory import LdapDirectory
 from index.permissions.names import Directory, SystemDirectory
 from index.permissions.readers import Principal
+
+if TYPE_CHECKING:  # the directory's module loads ldap3: not for a type
+    from index.permissions.directory import LdapDirectory
 
 
 class Unauthenticated(Exception):

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,41 +50,50 @@ class ServiceError(Exception):
 
 
 class ServiceClient:
-    def __init__(self, url: str, token: str) -> None:
-        import httpx
+    """The running service's query API over loopback, with the standard library's HTTP client
+    (measured: httpx costs 110 ms to import, a tenth of a search from the command line)."""
 
+    def __init__(self, url: str, token: str) -> None:
         self.url = url
-        self._http = httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120
-        )
+        self._token = token
+
+    def _get(self, route: str, params: list[tuple[str, Any]], timeout: float) -> tuple[int, bytes]:
+        query = urllib.parse.urlencode(params)
+        request = urllib.request.Request(f"{self.url}{route}" + (f"?{query}" if query else ""),
+                                         headers={"Authorization": f"Bearer {self._token}"})  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as reply:  # noqa: S310
+                return int(reply.status), bytes(reply.read())
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), bytes(exc.read())
 
     def search(self, query: str, user: str | None, groups: tuple[str, ...], k: int, mode: str,
                context: int = 0) -> list[dict[str, Any]]:  # fmt: skip
-        params: list[tuple[str, str | int | float | bool | None]] = [("q", query), ("k", k), ("mode", mode),
-                                                                       ("context", context)]  # fmt: skip
+        params: list[tuple[str, Any]] = [("q", query), ("k", k), ("mode", mode),
+                                         ("context", context)]  # fmt: skip
         if user:
             params.append(("user", user))
         params += [("group", g) for g in groups]
-        response = self._http.get("/search", params=params)
-        if response.status_code == 403:  # the principal: unknown, disabled, another's
-            raise ServiceError(_detail(response))
-        if response.status_code != 200:
-            raise ServiceError(
-                f"the running service at {self.url} answered {response.status_code}: {response.text[:300]}"
-            )
-        result: list[dict[str, Any]] = response.json()
+        try:
+            status, body = self._get("/search", params, timeout=120)
+        except OSError as exc:
+            raise ServiceError(f"the running service at {self.url} did not answer: {exc}") from exc
+        if status == 403:  # the principal: unknown, disabled, another's
+            raise ServiceError(_detail(body))
+        if status != 200:
+            text = body.decode("utf-8", "replace")[:300]
+            raise ServiceError(f"the running service at {self.url} answered {status}: {text}")
+        result: list[dict[str, Any]] = json.loads(body)
         return result
 
     def alive(self) -> bool:
-        import httpx
-
         try:
-            return self._http.get("/healthz").status_code == 200
-        except httpx.HTTPError:
+            return self._get("/healthz", [], timeout=10)[0] == 200
+        except OSError:
             return False
 
     def close(self) -> None:
-        self._http.close()
+        pass
 
 
 class LocalClient:
@@ -127,9 +139,9 @@ def search_client(settings: Settings) -> Iterator[SearchClient]:
         client.close()
 
 
-def _detail(response: Any) -> str:
+def _detail(body: bytes) -> str:
     """The API's one-line reason (``{"detail": ...}``), else the body's start."""
     try:
-        return str(response.json()["detail"])[:500]
+        return str(json.loads(body)["detail"])[:500]
     except (ValueError, KeyError, TypeError):
-        return response.text[:300]
+        return body.decode("utf-8", "replace")[:300]
