@@ -240,9 +240,10 @@ class EdgeIndex:
         sparse: SparseVector,
         k: int = 10,
         mode: SearchMode = "hybrid",
+        shares: Sequence[str] = (),
     ) -> list[Hit]:
         """Top-k chunks ``principal`` may read. The ACL filter is applied inside every prefetch."""
-        flt = acl_edge_filter(principal)
+        flt = acl_edge_filter(principal, shares)
         dense_q = qe.Query.Nearest(list(dense), using=DENSE)
         sparse_q = qe.Query.Nearest(qe.SparseVector(list(sparse.indices), list(sparse.values)),
                                     using=SPARSE)  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import qdrant_edge as qe
@@ -29,9 +30,12 @@ def all_of(*conditions: Any) -> Any:
     return qe.Filter(must=list(conditions))
 
 
-def acl_edge_filter(principal: Principal) -> Any:
-    """The ACL filter (``index.permissions.readers.acl_clauses``, its one definition) as Edge's."""
+def acl_edge_filter(principal: Principal, shares: Sequence[str] = ()) -> Any:
+    """The ACL filter (``index.permissions.readers.acl_clauses``, its one definition) as Edge's;
+    ``shares``: only these shares' points."""
     must, must_not = acl_clauses(principal)
+    if shares:
+        must = [*must, ("metadata.share", list(shares))]
     return qe.Filter(
         must=[qe.FieldCondition(key, match=qe.MatchAny(list(t))) for key, t in must],
         must_not=[qe.FieldCondition(key, match=qe.MatchAny(list(t))) for key, t in must_not],

@@ -231,9 +231,10 @@ class QdrantIndex:
         sparse: SparseVector,
         k: int = 10,
         mode: SearchMode = "hybrid",
+        shares: Sequence[str] = (),
     ) -> list[Hit]:
         """Top-k chunks ``principal`` may read. The ACL filter is applied inside every prefetch."""
-        flt = acl_filter(principal)
+        flt = acl_filter(principal, shares)
         sparse_q = models.SparseVector(indices=list(sparse.indices), values=list(sparse.values))
         with self._lock:
             if mode == "dense" or (mode == "hybrid" and not sparse.indices):

@@ -7,6 +7,7 @@ hit comes with its neighbouring chunks, read under the same ACL and from the sam
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 from index.permissions.readers import Principal
@@ -38,17 +39,20 @@ class Searcher:
         k: int = 10,
         mode: SearchMode = "hybrid",
         context: int = 0,
+        shares: Sequence[str] = (),
     ) -> list[Hit]:
         dense = self.embedder.embed_query(query)
         limit = max(k, self.rerank_candidates) if self.reranker else k
         hits = self.store.search(
-            principal, dense.tolist(), self.sparse.encode_query(query), k=limit, mode=mode
-        )
+            principal, dense.tolist(), self.sparse.encode_query(query), k=limit, mode=mode,
+            shares=shares,
+        )  # fmt: skip
         if self.reranker and hits:
             scores = self.reranker.scores(query, [h.page_content for h in hits])
             ranked = sorted(zip(scores, range(len(hits)), hits, strict=True), reverse=True)
             hits = [replace(h, score=score) for score, _, h in ranked]
-        hits = hits[:k]
+        # equal scores (fusion gives many) in the file's order: the same question, the same list
+        hits = sorted(hits[:k], key=_rank)
         return [self._with_context(h, principal, context) for h in hits] if context else hits
 
     def _with_context(self, hit: Hit, principal: Principal, n: int) -> Hit:
@@ -76,3 +80,9 @@ class Searcher:
                 ],
             },
         )
+
+
+def _rank(hit: Hit) -> tuple[float, str, int]:
+    meta = hit.metadata
+    return (-hit.score, str(meta.get("path", "")), int(meta.get("chunk_index", 0)))
+

@@ -148,8 +148,10 @@ class VectorIndex(Protocol):
         sparse: SparseVector,
         k: int = 10,
         mode: SearchMode = "hybrid",
+        shares: Sequence[str] = (),
     ) -> list[Hit]:
-        """Top-k chunks ``principal`` may read (the ACL filter inside every prefetch)."""
+        """Top-k chunks ``principal`` may read (the ACL filter inside every prefetch);
+        ``shares``: of these shares only."""
 
     def document_chunks(
         self,

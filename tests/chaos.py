@@ -620,9 +620,10 @@ def _finish(share: ChaosShare, soak: Soak, catalog: Catalog, data: Path,
 
 def soak_embedded(tmp: Path, seed: int, seconds: float, *, start_files: int = 40,
                   settle_timeout: float = 600, log: Callable[[str], None] = print,
-                  probe: Probe | None = None) -> dict[str, Any]:  # fmt: skip
-    """``shareindex run`` on a share changed at random, killed with -9 every few seconds and
-    started again; at the end the index must equal the share."""
+                  probe: Probe | None = None,
+                  every_s: tuple[float, float] = (4.0, 12.0)) -> dict[str, Any]:  # fmt: skip
+    """``shareindex run`` on a share changed at random, killed with -9 every ``every_s``
+    seconds and started again; at the end the index must equal the share."""
     from index.catalog import SqlCatalog
 
     share = ChaosShare(tmp / "share", seed)
@@ -631,7 +632,7 @@ def soak_embedded(tmp: Path, seed: int, seconds: float, *, start_files: int = 40
     data = tmp / "data"
     env = soak_env(data, share.root)
     service = Restartable("run", env=env, ready="reconciled")
-    soak = Soak(share, seconds, every_s=(4.0, 12.0), log=log)
+    soak = Soak(share, seconds, every_s=every_s, log=log)
     soak.events = [("kill_service", 1, lambda: service.restart_later(soak))]
     catalog: Catalog | None = None
     try:
@@ -655,10 +656,12 @@ def soak_embedded(tmp: Path, seed: int, seconds: float, *, start_files: int = 40
 
 def soak_distributed(tmp: Path, seed: int, seconds: float, postgres_url: str, *,
                      start_files: int = 40, settle_timeout: float = 600,
-                     log: Callable[[str], None] = print, probe: Probe | None = None) -> dict[str, Any]:  # fmt: skip
+                     log: Callable[[str], None] = print, probe: Probe | None = None,
+                     every_s: tuple[float, float] = (3.0, 9.0)) -> dict[str, Any]:  # fmt: skip
     """``shareindex watch`` and ``shareindex worker`` on a private Redis and a PostgreSQL
     catalog reached through a proxy: workers and the watcher killed with -9, Redis restarted
-    with and without its data, the catalog cut off for a few seconds, at random."""
+    with and without its data, the catalog cut off for a few seconds, at random (an event
+    every ``every_s`` seconds)."""
     from sqlalchemy.engine import make_url
 
     from index.catalog import SqlCatalog
@@ -676,7 +679,7 @@ def soak_distributed(tmp: Path, seed: int, seconds: float, postgres_url: str, *,
                    worker_metrics_port=str(free_port()), reconcile_interval_s="3600")  # fmt: skip
     worker = Restartable("worker", env=env, ready=" ready.")
     watcher = Restartable("watch", env=env, ready="watching")
-    soak = Soak(share, seconds, every_s=(3.0, 9.0), log=log)
+    soak = Soak(share, seconds, every_s=every_s, log=log)
 
     def cut_catalog() -> None:
         proxy.cut()

@@ -134,8 +134,10 @@ class MemoryIndex:
         sparse: SparseVector,
         k: int = 10,
         mode: SearchMode = "hybrid",
+        shares: Sequence[str] = (),
     ) -> list[Hit]:
-        readable = [p for p in self._all() if _may_read(principal, p)]
+        readable = [p for p in self._all() if _may_read(principal, p)
+                    and (not shares or p.metadata["share"] in shares)]  # fmt: skip
         by_dense = sorted(readable, key=lambda p: -_cosine(dense, p.dense))
         by_sparse = [p for p in sorted(readable, key=lambda p: -_dot(sparse, p.sparse))
                      if _dot(sparse, p.sparse) > 0]  # fmt: skip

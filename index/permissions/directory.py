@@ -93,14 +93,23 @@ class LdapDirectory:
         return self._names[sid]
 
     def _find_user(self, user: str) -> tuple[str, str]:
+        """A user by sAMAccountName (``DOMAIN\\name`` or ``name``), or by a sign-in name
+        (``name@domain``): its userPrincipalName or mail first, else the account name before
+        the @. Two accounts for one name is no user: never the wrong person's documents."""
         name = user.split("\\", 1)[-1]
-        clauses = [f"(sAMAccountName={_escape(name.split('@', 1)[0])})"]
+        found: list[dict[str, Any]] = []
         if "@" in name:
-            clauses.append(f"(userPrincipalName={_escape(name)})")
-        query = f"(&(objectClass=user)(|{''.join(clauses)}))"
-        found = self._search(self._base(), query, ["objectSid"])
+            wanted = _escape(name)
+            query = f"(&(objectClass=user)(|(userPrincipalName={wanted})(mail={wanted})))"
+            found = self._search(self._base(), query, ["objectSid"])
+        if not found:
+            query = f"(&(objectClass=user)(sAMAccountName={_escape(name.split('@', 1)[0])}))"
+            found = self._search(self._base(), query, ["objectSid"])
         if not found:
             raise UnknownPrincipal(f"no user {user!r} in the directory {self.url}")
+        if len({str(e["dn"]) for e in found}) > 1:
+            raise UnknownPrincipal(f"{user!r} names more than one account in the directory "
+                                   f"{self.url}")  # fmt: skip
         entry = found[0]
         return str(entry["dn"]), _sid(entry["raw_attributes"]["objectSid"][0])
 

@@ -1,30 +1,42 @@
 """The query API (FastAPI), bound to 127.0.0.1 by default.
 
 Every endpoint that returns content applies the caller's ACL filter: search, a document's chunks,
-a chunk's neighbours. ``/status`` gives admin callers the full report and others counts only.
-``/healthz`` and ``/metrics`` (counts and timings, no content) need no token.
+a chunk's neighbours, the MCP tools (``/mcp``), Dify's ``/retrieval``; who asks is decided per
+request (``workers.query.identity``). ``/status`` gives admin callers the full report and others
+counts only. ``/healthz``, ``/metrics`` (counts and timings, no content) and the OAuth
+protected-resource metadata need no token.
 """
 
 # No "from __future__ import annotations" here: FastAPI must evaluate the Annotated[..., Depends]
 # hints of the endpoints, which name dependencies local to create_app.
+import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.routing import Route
 
-from index.permissions.callers import Authenticator, Caller, Forbidden, Unauthenticated
-from index.permissions.directory import DirectoryUnavailable, UnknownPrincipal
+from index.permissions.callers import Authenticator, Caller
 from index.permissions.readers import Principal
 from index.search import Searcher
 from index.vectors import IndexDamaged, SearchMode
 from workers.metrics import BacklogCollector
+from workers.query.identity import (
+    METADATA_PATH,
+    FrontEnds,
+    Refused,
+    challenge,
+    identify,
+    identify_caller,
+    resource_metadata,
+)
 
 
 @dataclass(frozen=True)
@@ -56,15 +68,6 @@ class _Buckets:
         return True
 
 
-def _bad_name(name: str) -> str | None:
-    """Why a user or group name from a request cannot be a principal (None: it can)."""
-    if len(name) > 512:
-        return "are at most 512 characters"
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        return "may not contain control characters"
-    return None
-
-
 def create_app(
     searcher: Searcher,
     status: Callable[[], dict[str, Any]],
@@ -72,8 +75,26 @@ def create_app(
     pending_since: Callable[[], dict[str, datetime]] | None = None,
     verify: Callable[[list[str], bool], dict[str, Any]] | None = None,
     limits: Limits | None = None,
+    front: FrontEnds | None = None,
 ) -> FastAPI:
-    app = FastAPI(title="ShareIndex query API", version="0.1.0")
+    front = front or FrontEnds()
+    tools = None
+    if front.mcp:  # the SDK's session manager runs for the app's lifetime (uvicorn's lifespan)
+        from workers.query.mcp_tools import McpEndpoint, mcp_server
+
+        tools = mcp_server(searcher, front.sources)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if tools is None:
+            yield
+            return
+        async with tools.session_manager.run():
+            yield
+
+    app = FastAPI(title="ShareIndex query API", version="0.1.0", lifespan=lifespan,
+                  description="Search a company's file shares as the signed-in user: every "
+                  "answer holds only what that user may read.")  # fmt: skip
     limits = limits or Limits()
     buckets = _Buckets(limits.rate_per_s)
 
@@ -108,26 +129,45 @@ def create_app(
     if pending_since is not None:
         backlog.register(BacklogCollector(pending_since))
 
-    def caller(authorization: Annotated[str | None, Header()] = None) -> Caller:
-        try:
-            return auth.caller(authorization)
-        except Unauthenticated as exc:
-            raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
+    def _refused(request: Request, refused: Refused) -> HTTPException:
+        headers = challenge(request, front) if refused.status == 401 else None
+        return HTTPException(refused.status, refused.detail, headers=headers)
 
-    def principal(
-        request: Request, who: Annotated[Caller, Depends(caller)], user: str | None = None
-    ) -> Principal:
-        groups = request.query_params.getlist("group")
-        for name in (user or "", *groups):
-            problem = _bad_name(name)
-            if problem:
-                raise HTTPException(400, f"user and group names {problem}")
+    def caller(request: Request) -> Caller:
         try:
-            return auth.principal(who, user, groups)
-        except (Forbidden, UnknownPrincipal) as exc:  # never another user's, never anonymous
-            raise HTTPException(403, str(exc)) from exc
-        except DirectoryUnavailable as exc:
-            raise HTTPException(503, str(exc)) from exc
+            return identify_caller(auth, request.headers.get("authorization"))
+        except Refused as refused:
+            raise _refused(request, refused) from refused
+
+    def principal(request: Request, user: str | None = None) -> Principal:
+        try:
+            return identify(auth, request.headers, user, request.query_params.getlist("group"))
+        except Refused as refused:
+            raise _refused(request, refused) from refused
+
+    def _request_principal(request: Request) -> Principal:
+        return identify(auth, request.headers)
+
+    def _refusal(request: Request, refused: Refused) -> JSONResponse:
+        headers = challenge(request, front) if refused.status == 401 else None
+        return JSONResponse({"detail": refused.detail}, refused.status, headers=headers)
+
+    if tools is not None:
+        endpoint = McpEndpoint(tools, _request_principal, _refusal)
+        app.router.routes.append(Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"]))
+
+    from workers.query.dify import add_retrieval
+
+    add_retrieval(app, searcher, front.sources, _request_principal,
+                  lambda: list(front.sources.roots) or None)  # fmt: skip
+
+    @app.get(METADATA_PATH, include_in_schema=False)
+    def protected_resource(request: Request) -> dict[str, Any]:
+        return resource_metadata(request, front, "")
+
+    @app.get(METADATA_PATH + "/mcp", include_in_schema=False)
+    def protected_mcp(request: Request) -> dict[str, Any]:
+        return resource_metadata(request, front, "/mcp")
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -138,20 +178,25 @@ def create_app(
         body = generate_latest() + generate_latest(backlog)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/search", response_model=list[dict[str, Any]])
+    @app.get("/search", response_model=list[dict[str, Any]], operation_id="search_documents")
     def search(
         as_principal: Annotated[Principal, Depends(principal)],
-        q: Annotated[str, Query(min_length=1, max_length=4000)],
-        k: Annotated[int, Query(ge=1, le=200)] = 10,
+        q: Annotated[str, Query(min_length=1, max_length=4000,
+                                description="what to find, in the user's words")],
+        k: Annotated[int, Query(ge=1, le=200, description="how many passages")] = 10,
         mode: SearchMode = "hybrid",
         context: Annotated[int, Query(ge=0, le=5)] = 0,
+        share: Annotated[list[str] | None, Query(description="only these shares")] = None,
         group: Annotated[
             list[str] | None, Query()
         ] = None,  # read by principal(); listed for the docs
     ) -> Response:
-        """Top-k chunks the caller may read; ``context``: each with its N neighbouring chunks
-        before and after (same version, same ACL)."""
-        hits = searcher.search(q, as_principal, k=k, mode=mode, context=context)
+        """Search the company's file shares for passages about a question,
+        as the signed-in user: the best passages that user may read, each with the file it comes
+        from (metadata.share, metadata.path), its modification time and a score. ``context``:
+        each with its N neighbouring passages before and after (same version, permissions)."""
+        hits = searcher.search(q, as_principal, k=k, mode=mode, context=context,
+                               shares=tuple(share or ()))  # fmt: skip
         return _json([hit.to_dict() for hit in hits])
 
     @app.get("/documents/{doc_id}")

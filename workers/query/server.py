@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -19,14 +19,39 @@ from index.permissions.callers import Authenticator, Caller, TokenEntry, new_tok
 from index.search import Searcher
 from workers.query.app import Limits, create_app
 from workers.query.client import SERVICE_FILE, read_service_info
+from workers.query.identity import FrontEnds
+from workers.query.results import Sources
 from workers.settings import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from index.permissions.oidc import ForwardedJwt, OidcVerifier
 
 
 def token_entries(settings: Settings) -> list[TokenEntry]:
     return [
-        TokenEntry(t.sha256, Caller(t.name, t.user, tuple(t.groups), t.on_behalf, t.admin))
+        TokenEntry(t.sha256, Caller(t.name, t.user, tuple(t.groups), t.on_behalf, t.admin,
+                                    t.plain_headers))  # fmt: skip
         for t in settings.api_tokens
     ]
+
+
+def front_ends(settings: Settings) -> FrontEnds:
+    return FrontEnds(Sources.of_shares(settings.shares), settings.api_public_url,
+                     settings.oidc_issuer)  # fmt: skip
+
+
+def signed_identities(settings: Settings) -> tuple[OidcVerifier | None, ForwardedJwt | None]:
+    """The identity provider's token check and Open WebUI's header check, as configured."""
+    if not (settings.oidc_issuer or settings.openwebui_jwt_secret):
+        return None, None
+    from index.permissions.oidc import ForwardedJwt, OidcVerifier
+
+    oidc = None
+    if settings.oidc_issuer and settings.oidc_audience:
+        oidc = OidcVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_jwks_url,
+                            settings.oidc_user_claim)  # fmt: skip
+    secret = settings.openwebui_jwt_secret
+    return oidc, ForwardedJwt(secret.get_secret_value()) if secret else None
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -63,11 +88,14 @@ class QueryServer:
             entries.insert(0, TokenEntry(local_hash, Caller("local", on_behalf=True, admin=True)))
         from workers.components import make_directory
 
+        oidc, forwarded = signed_identities(settings)
         self.auth = Authenticator(
-            entries, expand_groups=settings.expand_groups, directory=make_directory(settings)
-        )
+            entries, expand_groups=settings.expand_groups, directory=make_directory(settings),
+            oidc=oidc, forwarded=forwarded,
+        )  # fmt: skip
         limits = Limits(settings.api_max_request_bytes, settings.api_rate_per_s)
-        self.app = create_app(searcher, status, self.auth, pending_since, verify, limits)
+        self.app = create_app(searcher, status, self.auth, pending_since, verify, limits,
+                              front=front_ends(settings))  # fmt: skip
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -77,8 +105,12 @@ class QueryServer:
         self.auth.expand_groups = settings.expand_groups
 
     def start(self) -> None:
+        # lifespan on: the MCP endpoint's session manager runs in the app's lifespan. A request
+        # line of up to 2 MiB is read (h11 drops the connection past 16 KiB), so that a huge
+        # query gets the limit's clear 413 (api_max_request_bytes), not a reset
         config = uvicorn.Config(self.app, host=self.settings.api_host, port=self.settings.api_port,
-                                log_level="warning", lifespan="off")  # fmt: skip
+                                log_level="warning", lifespan="on",
+                                h11_max_incomplete_event_size=2 * 1024 * 1024)  # fmt: skip
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="query-api", daemon=True)
         self._thread.start()

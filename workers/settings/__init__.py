@@ -26,6 +26,7 @@ from workers.settings.groups import (
     DEFAULT_IGNORE,
     AclRuleSetting,
     ApiToken,
+    IdentitySettings,
     IndexingSettings,
     ServiceSettings,
     SmbHostAccount,
@@ -42,7 +43,7 @@ class ConfigError(Exception):
     """Bad configuration: the message is one line an operator can act on."""
 
 
-class Settings(SourceSettings, IndexingSettings, ServiceSettings, BaseSettings):
+class Settings(SourceSettings, IndexingSettings, ServiceSettings, IdentitySettings, BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SHAREINDEX_", extra="forbid", validate_default=True
     )

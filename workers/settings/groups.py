@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from index.permissions.ntfs import parse_sddl
 from index.permissions.rules import AclRule
@@ -77,6 +77,10 @@ class ApiToken(BaseModel):
     on_behalf: bool = False
     #: sees the full status (paths and reasons of failures), not only counts
     admin: bool = False
+    #: an on-behalf token whose front end may name its user in a plain header
+    #: (X-OpenWebUI-User-Email, X-LibreChat-User-Email, X-User-Email): only for a front end
+    #: no one else can reach, since anyone holding the token could then ask as anyone
+    plain_headers: bool = False
 
 
 class SourceSettings(BaseModel):
@@ -338,3 +342,36 @@ class ServiceSettings(BaseModel):
     flower_host: str = "127.0.0.1"
     #: "user:password"; required when Flower listens beyond the loopback address
     flower_basic_auth: SecretStr | None = None
+
+
+class IdentitySettings(BaseModel):
+    """Who signs the users in: the company's identity provider (OpenID Connect access tokens),
+    and Open WebUI's forwarded user JWT."""
+
+    #: the identity provider's issuer (the tokens' iss), e.g.
+    #: https://login.microsoftonline.com/TENANT/v2.0 or https://sso.example/realms/corp
+    oidc_issuer: str | None = None
+    #: the audience the tokens must be for (aud): this API's client id or URI
+    oidc_audience: str | None = None
+    #: the key set (default: jwks_uri of the issuer's /.well-known/openid-configuration)
+    oidc_jwks_url: str | None = None
+    #: the claim that names the user (default: upn, then preferred_username, then email)
+    oidc_user_claim: str | None = None
+    #: the secret Open WebUI signs X-OpenWebUI-User-Jwt with (its WEBUI_SECRET_KEY)
+    openwebui_jwt_secret: SecretStr | None = None
+    #: the URL front ends reach the query API at, for the OAuth protected-resource metadata
+    #: (default: the URL the request came in on)
+    api_public_url: str | None = None
+
+    @field_validator("oidc_issuer", "oidc_audience", "oidc_jwks_url", "oidc_user_claim",
+                     "openwebui_jwt_secret", "api_public_url", mode="before")  # fmt: skip
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _check_oidc(self) -> IdentitySettings:
+        if bool(self.oidc_issuer) != bool(self.oidc_audience):
+            raise ValueError("oidc_issuer and oidc_audience go together: set both, or neither")
+        return self
+
