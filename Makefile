@@ -42,10 +42,13 @@ run: install
 sync: install
 	$(BIN)/shareindex sync --share $(SHARE) --data-dir $(DATA_DIR)
 
+# two test processes (most tests wait on processes, files and servers more than they compute);
+# TEST_WORKERS=0 runs them in this one
+TEST_WORKERS ?= 2
 test: install
 	$(BIN)/ruff check ingest index workers tests bench
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q --durations=20
+	$(BIN)/python -m pytest -q --durations=20 -n $(TEST_WORKERS) --dist loadgroup
 
 # JSON results in bench-results/; BENCH_DOCS sets the corpus size, BENCH_BACKEND the embedding
 # backend ShareIndex runs with against the LangChain peer (auto: the default configuration;
@@ -68,6 +71,7 @@ bench: install
 	$(BIN)/python -m bench.bench_office --out bench-results/office.json
 	$(BIN)/python -m bench.bench_captions --out bench-results/captions.json
 	$(BIN)/python -m bench.bench_celery --out bench-results/celery.json
+	$(BIN)/python -m bench.bench_mcp --out bench-results/mcp.json
 	$(BIN)/python -m bench.bench_cli --ref e30a766 --out bench-results/cli.json
 
 lint: install

@@ -129,14 +129,19 @@ WRITERS = [("md", _md, 25), ("txt", _txt, 15), ("html", _html, 15), ("docx", _do
 
 
 def write_mixed_corpus(
-    root: Path, n_docs: int, seed: int = 42, long_every: int = 0
+    root: Path, n_docs: int, seed: int = 42, long_every: int = 0, interleave: bool = False
 ) -> dict[str, int]:
     """``n_docs`` documents in folders of 25, formats in fixed proportions; returns counts by format.
 
     With ``long_every`` = N, every Nth document is about ten times longer (tens of KB of text).
+    ``interleave``: the formats mixed in their proportions from the first document on (a small
+    corpus has every format), instead of in runs of each.
     """
     rng = random.Random(seed)
     kinds = [(ext, fn) for ext, fn, weight in WRITERS for _ in range(weight)]
+    if interleave:
+        slots = [((j + 0.5) / weight, ext, fn) for ext, fn, weight in WRITERS for j in range(weight)]
+        kinds = [(ext, fn) for _, ext, fn in sorted(slots, key=lambda s: s[0])]
     counts: dict[str, int] = {}
     for i in range(n_docs):
         ext, fn = kinds[i % len(kinds)]

@@ -19,6 +19,20 @@ enforce_offline()
 
 PG_ADMIN_URL = os.environ.get("SHAREINDEX_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
+#: fixtures whose tests must share one worker process under ``pytest -n`` (make test): one Samba
+#: DC per machine (its winbindd sockets), and the system's user database (useradd locks it)
+_ONE_WORKER = {"dc": "samba", "accounts": "system-accounts"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist's ``--dist loadgroup``: a module's tests run in one worker (its
+    module-scoped fixtures start once), except that every test of the Samba DC, and every test
+    that adds system users, runs in the one worker of its kind."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        group = next((g for f, g in _ONE_WORKER.items() if f in names), None)
+        item.add_marker(pytest.mark.xdist_group(group or item.nodeid.split("::", 1)[0]))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def shared_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:

@@ -1,7 +1,8 @@
 """A test identity provider on loopback: an RSA key pair, its discovery document and key set
 (JWKS) served over HTTP, and access tokens signed with it, as Keycloak, AD FS or Entra ID sign
 them (RS256, ``kid`` in the header, ``iss``/``aud``/``exp``/``nbf``). Also Open WebUI's header
-JWT, minted as Open WebUI mints it (HS256 with its secret key)."""
+JWT, minted as Open WebUI mints it (HS256 with its secret key), and the front ends' client side:
+the MCP SDK's streamable-HTTP client."""
 
 from __future__ import annotations
 
@@ -83,3 +84,32 @@ def openwebui_user_jwt(secret: str, email: str, name: str, lifetime_s: float = 3
     claims = {"email": email, "name": name, "iss": "open-webui",
               "exp": int(time.time() + lifetime_s)}  # fmt: skip
     return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def same(found: list[tuple[str, int, float]], expected: list[tuple[str, int, float]]) -> bool:
+    """The same hits in the same order; at the cut (hits with the lowest score, where the
+    engine may return any of equals) the same number."""
+    if [f[2] for f in found] != [e[2] for e in expected]:
+        return False
+    cut = found[-1][2] if found else None
+    return [f for f in found if f[2] != cut] == [e for e in expected if e[2] != cut]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def mcp_call(url: str, headers: dict[str, str], tool: str | None, args: dict[str, Any]) -> Any:
+    import httpx2
+    from mcp.client.session import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=60) as http,
+        streamable_http_client(url, http_client=http) as (read, write, *_),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        if tool is None:
+            return await session.list_tools()
+        return await session.call_tool(tool, args)

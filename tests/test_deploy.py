@@ -7,6 +7,7 @@ is a real setting, the KEDA triggers watch the real queue names, and no secret i
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -437,6 +438,21 @@ def test_compose_embedded_mode_is_a_profile(services: dict[str, Any]) -> None:
         assert var not in env, f"embedded mode must leave {var} unset"
     for name in INFRA | APP:
         assert not services[name].get("profiles"), f"{name} should start by default"
+
+
+def test_compose_openwebui_is_a_profile_wired_to_the_mcp_endpoint(services: dict[str, Any]) -> None:
+    """Open WebUI asks the API's MCP endpoint with an on-behalf token, and the API checks the
+    user JWT it forwards with the secret Open WebUI signs it with."""
+    webui = services["openwebui"]
+    assert webui.get("profiles") == ["openwebui"]
+    env = _environment(webui)
+    tools = json.loads(_interpolate(env["TOOL_SERVER_CONNECTIONS"]))
+    assert tools[0]["type"] == "mcp" and tools[0]["url"] == "http://api:8765/mcp"
+    assert tools[0]["auth_type"] == "bearer"
+    assert env["WEBUI_SECRET_KEY"] == "${OPENWEBUI_SECRET_KEY}"
+    for name in ("api", "shareindex"):
+        api = _environment(services[name])
+        assert api["SHAREINDEX_OPENWEBUI_JWT_SECRET"] == env["WEBUI_SECRET_KEY"], name
 
 
 def test_compose_vllm_serves_the_model_the_workers_ask_for(services: dict[str, Any]) -> None:

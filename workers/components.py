@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from index.cache import SqlContentCache
 from index.catalog import Catalog, CatalogDamaged, CatalogError, SqlCatalog
@@ -31,6 +32,8 @@ from ingest.stages.sparse import SparseEncoder, SparseTokenizerUnavailable
 from ingest.stages.vlm import VlmClient, VlmOptions
 from workers.settings import ConfigError, Settings, prepare_data_dir
 from workers.sync.parsepool import ParseJob
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 _MB = 1024 * 1024
@@ -200,16 +203,30 @@ def wait_for_catalog(settings: Settings, say: Callable[[str], object]) -> None:
     """A service starting while its catalog database is unreachable (restarting, the network
     down) waits for it, retrying with backoff, for ``catalog_wait_s``; then, or for a damaged
     catalog, the error is raised as it is. A one-shot command does not wait."""
+
+    def reach() -> None:
+        prepare_data_dir(settings)
+        SqlCatalog(settings.catalog).close()
+
+    opening(settings, reach, say)
+
+
+def opening(settings: Settings, open_: Callable[[], T], say: Callable[[str], object]) -> T:
+    """``open_()`` retried with backoff for ``catalog_wait_s`` while the catalog (or another
+    service) is unreachable: a database that goes away again just after a service saw it answer
+    is waited for the same way. A damaged catalog, or anything not an outage, is raised."""
+    from workers.outages import is_transient
+
     deadline = time.monotonic() + settings.catalog_wait_s
     delay = 0.5
     while True:
         try:
-            prepare_data_dir(settings)
-            SqlCatalog(settings.catalog).close()
-            return
+            return open_()
         except CatalogDamaged:
             raise
-        except CatalogError as exc:
+        except Exception as exc:
+            if not (isinstance(exc, CatalogError) or is_transient(exc)):
+                raise
             if time.monotonic() + delay > deadline:
                 raise
             say(f"{exc}; retrying in {delay:g} s (waiting up to {settings.catalog_wait_s:g} s)")

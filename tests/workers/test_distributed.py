@@ -422,7 +422,7 @@ def test_the_threads_pool_at_concurrency_4_on_a_mixed_corpus_crashes_nothing(
     documents, 0 tasks ending in an error, and verify finds the index equal to the share."""
     from bench.corpus import write_mixed_corpus
 
-    formats = write_mixed_corpus(cluster.share, 72, long_every=10)
+    formats = write_mixed_corpus(cluster.share, 72, long_every=10, interleave=True)
     assert len(formats) >= 6  # md, txt, html, docx, pdf, pptx, xlsx, csv
     worker = cluster.worker("--pool", "threads", "--concurrency", "4")
     cluster.watcher()

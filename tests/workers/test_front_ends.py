@@ -34,8 +34,17 @@ from hypothesis import strategies as st
 
 from index.permissions.callers import hash_token
 from index.permissions.names import clear_name_caches
+from tests.conftest import run_cli
 from tests.helpers import Proc, free_port, wait_until
-from tests.idp import IdentityProvider, new_key, openwebui_user_jwt, unsigned
+from tests.idp import (
+    IdentityProvider,
+    bearer,
+    mcp_call,
+    new_key,
+    openwebui_user_jwt,
+    same,
+    unsigned,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +76,7 @@ class Service:
     url: str
     idp: IdentityProvider
     proc: Proc
+    config: Path
 
     def http(self, method: str, path: str, headers: dict[str, str] | None = None,
              body: Any = None) -> tuple[int, dict[str, str], Any]:  # fmt: skip
@@ -90,36 +100,7 @@ class Service:
         return [(h["metadata"]["path"], h["metadata"]["chunk_index"], h["score"]) for h in hits]
 
     def mcp(self, headers: dict[str, str], tool: str, args: dict[str, Any]) -> Any:
-        return asyncio.run(_mcp_call(self.url + "/mcp", headers, tool, args))
-
-
-def same(found: list[tuple[str, int, float]], expected: list[tuple[str, int, float]]) -> bool:
-    """The same hits in the same order; at the cut (hits with the lowest score, where the
-    engine may return any of equals) the same number."""
-    if [f[2] for f in found] != [e[2] for e in expected]:
-        return False
-    cut = found[-1][2] if found else None
-    return [f for f in found if f[2] != cut] == [e for e in expected if e[2] != cut]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def _mcp_call(url: str, headers: dict[str, str], tool: str | None, args: dict[str, Any]) -> Any:
-    import httpx2
-    from mcp.client.session import ClientSession
-    from mcp.client.streamable_http import streamable_http_client
-
-    async with (
-        httpx2.AsyncClient(headers=headers, timeout=60) as http,
-        streamable_http_client(url, http_client=http) as (read, write, *_),
-        ClientSession(read, write) as session,
-    ):
-        await session.initialize()
-        if tool is None:
-            return await session.list_tools()
-        return await session.call_tool(tool, args)
+        return asyncio.run(mcp_call(self.url + "/mcp", headers, tool, args))
 
 
 def _found(result: Any) -> list[tuple[str, int, float]]:
@@ -181,7 +162,7 @@ def service(accounts: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                 str(port), env={"SHAREINDEX_CONFIG": str(config)})  # fmt: skip
     try:
         proc.wait_for_line("reconciled", 600)
-        yield Service(f"http://127.0.0.1:{port}", idp, proc)
+        yield Service(f"http://127.0.0.1:{port}", idp, proc, config)
     finally:
         proc.stop()
         idp.close()
@@ -206,7 +187,7 @@ def test_the_mcp_tools_answer_each_signed_in_user_as_search_does(
 
 
 def test_the_tools_listed_and_the_neighbours_and_share_arguments(service: Service) -> None:
-    tools = asyncio.run(_mcp_call(service.url + "/mcp", signed_in(service, CAT), None, {}))
+    tools = asyncio.run(mcp_call(service.url + "/mcp", signed_in(service, CAT), None, {}))
     by_name = {t.name: t for t in tools.tools}
     assert set(by_name) == {"search", "neighbours"}
     schema = by_name["search"].input_schema
@@ -252,6 +233,9 @@ def test_open_webui_forwards_the_signed_user_and_a_plain_header_only_where_allow
         # LibreChat's plain header, on the token whose configuration allows it
         plain = {**bearer(TOKENS["chat"]), "X-LibreChat-User-Email": f"{user}@{DOMAIN}"}
         assert same(_found(service.mcp(plain, "search", {"query": "audit"})), service.search(user, "audit"))
+    # an on-behalf token that forwards nobody: refused on the paths without a user parameter
+    status, _, body = service.http("POST", "/mcp", bearer(TOKENS["svc"]), {})
+    assert status == 403 and "forward the signed-in user" in body["detail"]
     # the same plain header on an on-behalf token without plain_headers: refused
     status, _, body = service.http("POST", "/mcp", {**bearer(TOKENS["svc"]),
                                    "X-OpenWebUI-User-Email": f"{ANN}@{DOMAIN}"}, {})  # fmt: skip
@@ -396,3 +380,28 @@ def test_the_identity_providers_keys_are_cached_and_fetched_again_on_rotation(se
     assert _found(service.mcp(fresh, "search", {"query": "salary"}))
     status, _, _ = service.http("GET", "/search?q=pump", earlier)  # verified: good until exp
     assert status == 200
+
+
+def test_token_create_as_the_readme_says_gives_a_token_the_running_service_takes(
+    service: Service,
+) -> None:
+    """``shareindex token create`` through the real command line: its lines added to the config
+    file (which ``run`` reloads), its token asks as the user it is bound to, on every path."""
+    proc = run_cli("token", "create", "dify-cat", "--user", CAT)
+    assert proc.returncode == 0, proc.stderr
+    token = proc.stderr.strip().rsplit(": ", 1)[1]
+    assert token.startswith("si_") and f'user = "{CAT}"' in proc.stdout
+    refused = run_cli("token", "create", "x", "--plain-headers", "--user", CAT)
+    assert refused.returncode != 0 and "--plain-headers is for an --on-behalf token" in refused.stderr
+    with service.config.open("a") as fh:
+        fh.write("\n" + proc.stdout)
+    wait_until(lambda: service.http("GET", "/search?q=salary", bearer(token))[0] == 200, 120,
+               "the reloaded configuration")  # fmt: skip
+    status, _, hits = service.http("GET", "/search?" + urllib.parse.urlencode({"q": "salary", "k": 5}),
+                                   bearer(token))  # fmt: skip
+    assert same([(h["metadata"]["path"], h["metadata"]["chunk_index"], h["score"]) for h in hits],
+                service.search(CAT, "salary"))  # fmt: skip
+    status, answer = _dify(service, {"knowledge_id": "docs", "query": "salary review",
+                                     "retrieval_setting": {"top_k": 3, "score_threshold": 0}}, token)  # fmt: skip
+    assert status == 200 and any(r["metadata"]["path"].startswith("hr/") for r in answer["records"])
+

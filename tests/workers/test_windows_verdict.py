@@ -204,6 +204,74 @@ def test_a_service_account_that_may_not_read_the_share_permissions(share: Share)
     assert json.loads(proc.stdout)["share_permissions"]["origin"] == "config"
 
 
+def test_the_front_ends_paths_answer_each_domain_user_as_the_server_decides(
+    share: Share, tmp_path: Path
+) -> None:
+    """Issue 28 over NTFS/AD principals: random share permissions, ACLs and memberships; for
+    every user, signed in at a test identity provider (their UPN), the MCP tool's hits equal
+    ``GET /search``'s for that user, so do Open WebUI's forwarded JWT's and Dify's (a token bound
+    to the user), and the files found are those the DC lets the user open."""
+    import asyncio
+    import urllib.parse
+
+    from index.permissions.callers import new_token
+    from tests.helpers import free_port, running_service
+    from tests.idp import IdentityProvider, bearer, mcp_call, openwebui_user_jwt, same
+    from workers.settings import load_settings
+
+    dc = share.dc
+    _random_round(share, random.Random(28))
+    share.sync()
+    idp = IdentityProvider()
+    secret = "open-webui-secret-for-the-verdict-test"
+    svc, svc_digest = new_token()
+    dify, dify_digest = new_token()
+    settings = load_settings(
+        data_dir=tmp_path / "data", shares={share.name: share.url}, api_port=free_port(),
+        **dc.service_settings(), directory_cache_s=0, reconcile_interval_s=3600,
+        oidc_issuer=idp.issuer, oidc_audience=idp.audience, openwebui_jwt_secret=secret,
+        api_tokens=[{"name": "svc", "sha256": svc_digest, "on_behalf": True},
+                    {"name": "dify", "sha256": dify_digest, "user": USERS[0]}],
+    )  # fmt: skip
+    query = "verdict test file kingfisher"
+    try:
+        with running_service(settings, timeout=300) as running:
+            url = running.service.url
+
+            def api(headers: dict[str, str], **params: Any) -> list[tuple[str, int, float]]:
+                answer = httpx.get(f"{url}/search?" + urllib.parse.urlencode(
+                    {"q": query, "k": 20, **params}), headers=headers, timeout=60)  # fmt: skip
+                assert answer.status_code == 200, answer.text
+                return [(h["metadata"]["path"], h["metadata"]["chunk_index"], h["score"])
+                        for h in answer.json()]  # fmt: skip
+
+            for user in USERS:
+                expected = api(bearer(svc), user=user)
+                server = {rel for rel in share.files if dc.can_read(user, rel, share.name)}
+                assert {path for path, _, _ in expected} == server, user
+                token = idp.token({"upn": f"{user}@{dc.realm}"})
+                result = asyncio.run(mcp_call(f"{url}/mcp", bearer(token), "search",
+                                              {"query": query, "k": 20}))  # fmt: skip
+                assert not result.is_error, result.content
+                assert same([(r["path"], r["chunk"], r["score"])
+                             for r in result.structured_content["results"]], expected), user  # fmt: skip
+                assert same(api(bearer(token)), expected), user
+                forwarded = {**bearer(svc), "X-OpenWebUI-User-Jwt":
+                             openwebui_user_jwt(secret, f"{user}@{dc.realm}", user)}  # fmt: skip
+                assert same(api(forwarded), expected), user
+                for hit in result.structured_content["results"]:
+                    assert hit["source"] == f"\\\\{dc.ip}\\{share.name}\\{hit['path']}"
+            answer = httpx.post(f"{url}/retrieval", headers=bearer(dify), timeout=60, json={
+                "knowledge_id": share.name, "query": query,
+                "retrieval_setting": {"top_k": 20, "score_threshold": 0.0}})  # fmt: skip
+            assert answer.status_code == 200, answer.text
+            assert same([(r["metadata"]["path"], r["metadata"]["chunk"], r["score"])
+                         for r in answer.json()["records"]],
+                        api(bearer(svc), user=USERS[0], mode="dense"))  # fmt: skip
+    finally:
+        idp.close()
+
+
 @pytest.fixture(scope="module")
 def accounts(share: Share) -> Iterator[list[str]]:
     """Three users who read the share's files, put back as they were afterwards."""
@@ -248,11 +316,17 @@ def test_disabled_locked_out_and_expired_accounts_read_nothing(
         assert report["decided_by"] == "account" and said in report["account"]
         assert not report["index_allows"]
 
+    from tests.idp import IdentityProvider, bearer
+
     token, digest = new_token()
+    dify, dify_digest = new_token()
+    idp = IdentityProvider()
     settings = load_settings(
         data_dir=tmp_path / "data", shares={share.name: share.url}, api_port=free_port(),
         **dc.service_settings(), directory_cache_s=0, reconcile_interval_s=3600,
-        api_tokens=[{"name": "frontend", "sha256": digest, "on_behalf": True}],
+        oidc_issuer=idp.issuer, oidc_audience=idp.audience,
+        api_tokens=[{"name": "frontend", "sha256": digest, "on_behalf": True},
+                    {"name": "dify", "sha256": dify_digest, "user": "wvdis"}],
     )  # fmt: skip
     with running_service(settings, timeout=120) as running:
         url, auth = running.service.url, {"Authorization": f"Bearer {token}"}
@@ -264,7 +338,19 @@ def test_disabled_locked_out_and_expired_accounts_read_nothing(
         for user, said in states.items():
             answer = api(user)
             assert answer.status_code == 403 and said in answer.json()["detail"], answer.text
+            signed = bearer(idp.token({"upn": f"{user}@{dc.realm}"}))  # signed in, but inactive
+            for answer in (httpx.get(f"{url}/search", params={"q": "kingfisher"}, headers=signed),
+                           httpx.post(f"{url}/mcp", headers=signed, json={})):  # fmt: skip
+                assert answer.status_code == 403 and said in answer.json()["detail"], answer.text
+        answer = httpx.post(f"{url}/retrieval", headers=bearer(dify), json={
+            "knowledge_id": "*", "query": "kingfisher",
+            "retrieval_setting": {"top_k": 3, "score_threshold": 0}})  # fmt: skip
+        assert answer.status_code == 403 and answer.json()["error_code"] == 1002, answer.text
         assert api(USERS[0]).status_code == 200
         dc.enable("wvdis")  # the cache is 0 s here: the change applies at the next request
         hits = api("wvdis").json()
         assert {h["metadata"]["path"] for h in hits} >= {"f0.txt"}
+        signed = bearer(idp.token({"upn": f"wvdis@{dc.realm}"}))
+        answer = httpx.get(f"{url}/search", params={"q": "kingfisher ledger"}, headers=signed)
+        assert {h["metadata"]["path"] for h in answer.json()} >= {"f0.txt"}
+    idp.close()

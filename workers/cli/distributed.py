@@ -14,13 +14,15 @@ from workers.cli.common import announce_nlp, need_shares, settings_of
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from workers.components import wait_for_catalog
+    from workers.components import opening, wait_for_catalog
     from workers.watch.distributed import WatchService
 
     settings = settings_of(args, polling_shares=args.poll or None)
     need_shares(settings)
     wait_for_catalog(settings, lambda m: print(m, file=sys.stderr, flush=True))
-    return WatchService(settings, lambda m: print(m, flush=True)).run()
+    service = opening(settings, lambda: WatchService(settings, lambda m: print(m, flush=True)),
+                      lambda m: print(m, file=sys.stderr, flush=True))  # fmt: skip
+    return service.run()
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -130,6 +130,8 @@ def _query(sub: Any) -> None:
         action="store_true",
         help="a trusted service: searches as the principal it passes",
     )
+    p.add_argument("--plain-headers", action="store_true",
+                   help="(with --on-behalf) its front end may name the user in a plain header")  # fmt: skip
     p.add_argument("--admin", action="store_true", help="may see the full status")
     add_common(p)
     p.set_defaults(handler="query:cmd_token_create")

@@ -58,14 +58,20 @@ def cmd_token_create(args: argparse.Namespace) -> int:
         raise ConfigError(
             "a token needs --user/--group (its principal) or --on-behalf (a trusted service)"
         )
+    if args.plain_headers and not args.on_behalf:
+        raise ConfigError("--plain-headers is for an --on-behalf token (a front end that names "
+                          "its user in a header)")  # fmt: skip
     token, digest = new_token()
-    lines = ["[[api_tokens]]", f'name = "{args.name}"', f'sha256 = "{digest}"']
+    text = json.dumps  # a TOML basic string: quotes and backslashes escaped
+    lines = ["[[api_tokens]]", f"name = {text(args.name)}", f'sha256 = "{digest}"']
     if args.user:
-        lines.append(f'user = "{args.user}"')
+        lines.append(f"user = {text(args.user)}")
     if args.group:
-        lines.append("groups = [" + ", ".join(f'"{g}"' for g in args.group) + "]")
+        lines.append("groups = [" + ", ".join(text(g) for g in args.group) + "]")
     if args.on_behalf:
         lines.append("on_behalf = true")
+    if args.plain_headers:
+        lines.append("plain_headers = true")
     if args.admin:
         lines.append("admin = true")
     print(f"token (shown once, give it to the caller): {token}", file=sys.stderr)

@@ -80,7 +80,10 @@ def run_worker(settings: Settings, queues: list[str], pool: str | None, say: Any
     if pool_name == "threads":
         say("loading the embedding model and the index..." if "gpu" in queues else
             "opening the index and the catalog...")  # fmt: skip
-        context = holder()
+        from workers.components import opening
+
+        # the catalog may go away again just after the command saw it answer: waited for too
+        context = opening(settings, holder, lambda m: say(f"starting: {m}"))
         if settings.embedded:
             from workers.query.server import serve_queries
 
@@ -133,12 +136,13 @@ def _serve_metrics(settings: Settings, say: Any) -> None:
         return
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
-    from workers.components import open_catalog
+    from workers.components import open_catalog, opening
     from workers.metrics import BacklogCollector
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
-    registry.register(BacklogCollector(open_catalog(settings).pending_since))
+    registry.register(BacklogCollector(opening(settings, lambda: open_catalog(settings),
+                                               lambda m: say(f"metrics: {m}")).pending_since))  # fmt: skip
     try:
         start_http_server(settings.worker_metrics_port, registry=registry)
     except OSError as exc:

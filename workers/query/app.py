@@ -146,7 +146,7 @@ def create_app(
             raise _refused(request, refused) from refused
 
     def _request_principal(request: Request) -> Principal:
-        return identify(auth, request.headers)
+        return identify(auth, request.headers, named=True)
 
     def _refusal(request: Request, refused: Refused) -> JSONResponse:
         headers = challenge(request, front) if refused.status == 401 else None

@@ -66,9 +66,12 @@ def identify(
     headers: Mapping[str, str],
     user: str | None = None,
     groups: Sequence[str] = (),
+    *,
+    named: bool = False,
 ) -> Principal:
     """The principal a request searches as (``user``/``groups``: an on-behalf token's choice,
-    from the query string), or Refused."""
+    from the query string), or Refused. ``named``: a path with no ``user`` parameter (MCP,
+    Dify), where an on-behalf token must forward its user (else it would ask as nobody)."""
     for name in (user or "", *groups):
         problem = bad_name(name)
         if problem:
@@ -78,6 +81,10 @@ def identify(
         forwarded = auth.forwarded_user(caller, headers)
         if forwarded is not None and bad_name(forwarded):
             raise Refused(400, f"the forwarded user name {bad_name(forwarded)}")
+        if named and caller.on_behalf and forwarded is None:
+            raise Refused(403, f"token {caller.name!r} asks on behalf of users: forward the "
+                          "signed-in user (X-OpenWebUI-User-Jwt, or a plain header where "
+                          "allowed)")  # fmt: skip
         return auth.principal(caller, user, groups, forwarded)
     except Unauthenticated as exc:  # a forwarded JWT that does not verify
         raise Refused(401, str(exc)) from exc
