@@ -48,7 +48,7 @@ TEST_WORKERS ?= 2
 test: install
 	$(BIN)/ruff check ingest index workers tests bench
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q --durations=20 -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q --durations=20 -n $(TEST_WORKERS) --dist loadscope
 
 # JSON results in bench-results/; BENCH_DOCS sets the corpus size, BENCH_BACKEND the embedding
 # backend ShareIndex runs with against the LangChain peer (auto: the default configuration;

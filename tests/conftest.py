@@ -19,19 +19,44 @@ enforce_offline()
 
 PG_ADMIN_URL = os.environ.get("SHAREINDEX_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
-#: fixtures whose tests must share one worker process under ``pytest -n`` (make test): one Samba
-#: DC per machine (its winbindd sockets), and the system's user database (useradd locks it)
-_ONE_WORKER = {"dc": "samba", "accounts": "system-accounts"}
+#: modules whose tests share one worker process under ``pytest -n`` (make test): one Samba DC
+#: per machine (its winbindd sockets are the machine's), and the system's user database (useradd
+#: locks it). Every other module runs whole in one worker (its module fixtures start once).
+ONE_WORKER = {
+    "samba": ("tests/workers/test_smb_e2e.py", "tests/workers/test_sources.py",
+              "tests/workers/test_windows_verdict.py"),
+    "system-accounts": ("tests/workers/test_acl_e2e.py", "tests/workers/test_front_ends.py"),
+}  # fmt: skip
+
+
+def _scope(nodeid: str) -> str:
+    module = nodeid.split("::", 1)[0]
+    return next((group for group, modules in ONE_WORKER.items() if module in modules), module)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist's scheduling by scope, the scopes being ONE_WORKER's groups and modules
+    (its own ``loadgroup`` marks do not reach pytest 9's node ids)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid)
+
+    return ByGroup(config, log)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Groups for pytest-xdist's ``--dist loadgroup``: a module's tests run in one worker (its
-    module-scoped fixtures start once), except that every test of the Samba DC, and every test
-    that adds system users, runs in the one worker of its kind."""
+    """The shared groups first (the longest work starts first, the rest fills in around it);
+    a test of the DC or of system users outside its group is an error, not a flaky run."""
     for item in items:
-        names = set(getattr(item, "fixturenames", ()))
-        group = next((g for f, g in _ONE_WORKER.items() if f in names), None)
-        item.add_marker(pytest.mark.xdist_group(group or item.nodeid.split("::", 1)[0]))
+        fixtures = set(getattr(item, "fixturenames", ()))
+        needs = "samba" if "dc" in fixtures else "system-accounts" if "accounts" in fixtures else None
+        if needs and _scope(item.nodeid) != needs:
+            raise pytest.UsageError(f"{item.nodeid} uses the {needs} fixtures: add its module "
+                                    f"to tests/conftest.py ONE_WORKER[{needs!r}]")  # fmt: skip
+    order = list(ONE_WORKER)
+    items.sort(key=lambda i: order.index(_scope(i.nodeid)) if _scope(i.nodeid) in order else len(order))
 
 
 @pytest.fixture(scope="session", autouse=True)

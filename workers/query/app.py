@@ -28,6 +28,7 @@ from index.permissions.readers import Principal
 from index.search import Searcher
 from index.vectors import IndexDamaged, SearchMode
 from workers.metrics import BacklogCollector
+from workers.query.dify import add_retrieval
 from workers.query.identity import (
     METADATA_PATH,
     FrontEnds,
@@ -37,6 +38,11 @@ from workers.query.identity import (
     identify_caller,
     resource_metadata,
 )
+from workers.query.mcp_tools import McpEndpoint, mcp_server
+
+#: a body over the limit but under this is read before the 413 (a client still sending gets the
+#: answer); a larger one is not read at all
+_DRAIN_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -78,11 +84,8 @@ def create_app(
     front: FrontEnds | None = None,
 ) -> FastAPI:
     front = front or FrontEnds()
-    tools = None
-    if front.mcp:  # the SDK's session manager runs for the app's lifetime (uvicorn's lifespan)
-        from workers.query.mcp_tools import McpEndpoint, mcp_server
-
-        tools = mcp_server(searcher, front.sources)
+    # the MCP SDK's session manager runs for the app's lifetime (uvicorn's lifespan)
+    tools = mcp_server(searcher, front.sources) if front.mcp else None
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -105,6 +108,8 @@ def create_app(
         if size > limits.max_request_bytes or (
             declared.isdigit() and int(declared) > limits.max_request_bytes
         ):
+            if declared.isdigit() and int(declared) <= _DRAIN_BYTES:
+                await request.body()  # read, so that the client gets the answer, not a reset
             return JSONResponse(
                 {"detail": f"request larger than {limits.max_request_bytes} bytes"}, 413
             )
@@ -155,8 +160,6 @@ def create_app(
     if tools is not None:
         endpoint = McpEndpoint(tools, _request_principal, _refusal)
         app.router.routes.append(Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"]))
-
-    from workers.query.dify import add_retrieval
 
     add_retrieval(app, searcher, front.sources, _request_principal,
                   lambda: list(front.sources.roots) or None)  # fmt: skip

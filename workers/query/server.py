@@ -10,21 +10,19 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import uvicorn
 
 from index.catalog import Catalog
 from index.permissions.callers import Authenticator, Caller, TokenEntry, new_token
+from index.permissions.oidc import ForwardedJwt, OidcVerifier
 from index.search import Searcher
 from workers.query.app import Limits, create_app
 from workers.query.client import SERVICE_FILE, read_service_info
 from workers.query.identity import FrontEnds
 from workers.query.results import Sources
 from workers.settings import ConfigError, Settings
-
-if TYPE_CHECKING:
-    from index.permissions.oidc import ForwardedJwt, OidcVerifier
 
 
 def token_entries(settings: Settings) -> list[TokenEntry]:
@@ -44,8 +42,6 @@ def signed_identities(settings: Settings) -> tuple[OidcVerifier | None, Forwarde
     """The identity provider's token check and Open WebUI's header check, as configured."""
     if not (settings.oidc_issuer or settings.openwebui_jwt_secret):
         return None, None
-    from index.permissions.oidc import ForwardedJwt, OidcVerifier
-
     oidc = None
     if settings.oidc_issuer and settings.oidc_audience:
         oidc = OidcVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_jwks_url,
