@@ -1,4 +1,5 @@
-"""A sync with nothing to embed never imports torch or loads the model, and starts no parser."""
+"""A sync with nothing to embed never imports torch or loads the model, and starts no parser; a
+sync never imports the query API (FastAPI, uvicorn, the MCP SDK: 1.6 s it does not need)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ SYNC_AND_REPORT = """
 import sys
 from workers.cli import main
 rc = main(sys.argv[1:])
-heavy = [m for m in ("torch", "sentence_transformers", "transformers") if m in sys.modules]
+heavy = [m for m in ("torch", "sentence_transformers", "transformers", "fastapi", "uvicorn", "mcp")
+         if m in sys.modules]
 print("RC", rc, "HEAVY", ",".join(heavy) or "-")
 """
 

@@ -20,12 +20,10 @@ from workers.cli.common import (
 )
 from workers.components import finish_writes, open_catalog, wait_for_catalog
 from workers.query.client import read_service_info
-from workers.query.server import check_port_free
 from workers.runtime import open_runtime
 from workers.settings import config_file_in_use
 from workers.status import format_status, status_report
 from workers.sync.report import SyncReport
-from workers.watch.embedded import EmbeddedService
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -68,6 +66,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # here, not at the top: the query API (FastAPI, uvicorn, the MCP SDK) costs 1.6 s to import,
+    # which sync, status and deletes do not need
+    from workers.query.server import check_port_free
+    from workers.watch.embedded import EmbeddedService
+
     def load() -> Any:
         return settings_of(args, api_port=args.port, polling_shares=args.poll or None)
 
