@@ -167,3 +167,34 @@ class Proc:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def system_accounts(users: dict[str, list[str]], why: str) -> Iterator[None]:
+    """Groups and users (user -> its groups) in the system databases for some tests, removed
+    afterwards, users first (a group with a member may not go). Needs root: outside CI the
+    tests skip, in CI they fail (``why`` says what needs root)."""
+    import pytest
+
+    from index.permissions.names import clear_name_caches
+
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"{why} need root in CI")
+        pytest.skip(f"{why} need root")
+    created: list[tuple[str, str]] = []
+    try:
+        for group in sorted({g for groups in users.values() for g in groups}):
+            subprocess.run(["groupadd", group], check=True)
+            created.insert(0, ("groupdel", group))
+        for user, groups in users.items():
+            subprocess.run(["useradd", "--no-create-home", "-G", ",".join(groups), user],
+                           check=True)  # fmt: skip
+            created.insert(0, ("userdel", user))
+        clear_name_caches()
+        yield
+    finally:
+        for command, name in created:
+            subprocess.run([command, name], capture_output=True)
+        clear_name_caches()
+

@@ -19,12 +19,11 @@ import httpx
 import pytest
 
 from index.permissions.callers import new_token
-from index.permissions.names import clear_name_caches
 from index.permissions.posix import PermissionResolver
 from index.permissions.readers import EVERYONE, Principal
 from index.search import Searcher
 from tests.conftest import run_cli
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, system_accounts, wait_until
 from workers.runtime import Runtime, open_runtime
 from workers.settings import load_settings
 from workers.watch.embedded import EmbeddedService
@@ -41,28 +40,10 @@ USERS = {ALICE_NAME: [ENG], BOB_NAME: [HR], CAROL_NAME: [ENG, HR]}
 @pytest.fixture(scope="session")
 def accounts() -> Iterator[dict[str, int]]:
     """Test users and groups in the system databases, created for this run and removed after."""
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("the ACL tests need root in CI")
-        pytest.skip("needs root: chown, setfacl, useradd")
-    created: list[tuple[str, str]] = []
-    try:
-        for group in (ENG, HR):
-            subprocess.run(["groupadd", group], check=True)
-            created.insert(0, ("groupdel", group))
-        for user, groups in USERS.items():
-            subprocess.run(
-                ["useradd", "--no-create-home", "-G", ",".join(groups), user], check=True
-            )
-            created.insert(0, ("userdel", user))
-        clear_name_caches()
-        import pwd
+    import pwd
 
+    with system_accounts(USERS, "the ACL tests (chown, setfacl, useradd)"):
         yield {user: pwd.getpwnam(user).pw_uid for user in USERS}
-    finally:
-        for command, name in created:  # users first (a group with a member may not go)
-            subprocess.run([command, name], capture_output=True)
-        clear_name_caches()
 
 
 def test_resolver_reads_modes_acls_and_parent_directories(

@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -33,9 +32,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from index.permissions.callers import hash_token
-from index.permissions.names import clear_name_caches
 from tests.conftest import run_cli
-from tests.helpers import Proc, free_port, wait_until
+from tests.helpers import Proc, free_port, system_accounts, wait_until
 from tests.idp import (
     IdentityProvider,
     bearer,
@@ -110,24 +108,8 @@ def _found(result: Any) -> list[tuple[str, int, float]]:
 
 @pytest.fixture(scope="module")
 def accounts() -> Iterator[None]:
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("the front-end tests need root in CI (useradd, chown)")
-        pytest.skip("needs root: useradd, chown")
-    created: list[tuple[str, str]] = []
-    try:
-        for group in (ENG, HR):
-            subprocess.run(["groupadd", group], check=True)
-            created.insert(0, ("groupdel", group))
-        for user, groups in USERS.items():
-            subprocess.run(["useradd", "--no-create-home", "-G", ",".join(groups), user], check=True)
-            created.insert(0, ("userdel", user))
-        clear_name_caches()
+    with system_accounts(USERS, "the front-end tests (useradd, chown)"):
         yield
-    finally:
-        for command, name in created:
-            subprocess.run([command, name], capture_output=True)
-        clear_name_caches()
 
 
 @pytest.fixture(scope="module")

@@ -134,9 +134,11 @@ def create_app(
     if pending_since is not None:
         backlog.register(BacklogCollector(pending_since))
 
+    def _headers(request: Request, refused: Refused) -> dict[str, str] | None:
+        return challenge(request, front) if refused.status == 401 else None
+
     def _refused(request: Request, refused: Refused) -> HTTPException:
-        headers = challenge(request, front) if refused.status == 401 else None
-        return HTTPException(refused.status, refused.detail, headers=headers)
+        return HTTPException(refused.status, refused.detail, headers=_headers(request, refused))
 
     def caller(request: Request) -> Caller:
         try:
@@ -154,8 +156,8 @@ def create_app(
         return identify(auth, request.headers, named=True)
 
     def _refusal(request: Request, refused: Refused) -> JSONResponse:
-        headers = challenge(request, front) if refused.status == 401 else None
-        return JSONResponse({"detail": refused.detail}, refused.status, headers=headers)
+        return JSONResponse({"detail": refused.detail}, refused.status,
+                            headers=_headers(request, refused))  # fmt: skip
 
     if tools is not None:
         endpoint = McpEndpoint(tools, _request_principal, _refusal)

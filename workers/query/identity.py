@@ -79,8 +79,9 @@ def identify(
     caller = identify_caller(auth, headers.get("authorization"))
     try:
         forwarded = auth.forwarded_user(caller, headers)
-        if forwarded is not None and bad_name(forwarded):
-            raise Refused(400, f"the forwarded user name {bad_name(forwarded)}")
+        problem = bad_name(forwarded) if forwarded is not None else None
+        if problem:
+            raise Refused(400, f"the forwarded user name {problem}")
         if named and caller.on_behalf and forwarded is None:
             raise Refused(403, f"token {caller.name!r} asks on behalf of users: forward the "
                           "signed-in user (X-OpenWebUI-User-Jwt, or a plain header where "
